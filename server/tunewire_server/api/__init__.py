@@ -1,0 +1,1 @@
+"""The gRPC edge: protobuf <-> domain conversion, error mapping, the servicer and the server."""

@@ -1,0 +1,80 @@
+"""Domain records <-> protobuf messages."""
+
+from __future__ import annotations
+
+from google.protobuf import json_format, timestamp_pb2
+from tunewire.v1 import job_pb2
+
+from tunewire_server.states import JobState
+from tunewire_server.store import Event, JobRecord
+from tunewire_server.validation import spec_from_json
+
+ERROR_KINDS = {"USER": job_pb2.ERROR_KIND_USER, "SYSTEM": job_pb2.ERROR_KIND_SYSTEM}
+
+
+def state_to_proto(state: JobState) -> int:
+    return job_pb2.JobState.Value("JOB_STATE_" + state.value)
+
+
+def state_from_proto(value: int) -> JobState:
+    return JobState(job_pb2.JobState.Name(value).removeprefix("JOB_STATE_"))
+
+
+def _ts(seconds: float | None) -> timestamp_pb2.Timestamp | None:
+    if seconds is None:
+        return None
+    ts = timestamp_pb2.Timestamp()
+    ts.FromNanoseconds(int(seconds * 1e9))
+    return ts
+
+
+def error_to_proto(error: dict | None) -> job_pb2.JobError | None:
+    if not error:
+        return None
+    return job_pb2.JobError(code=error.get("code", ""), message=error.get("message", ""),
+                            field=error.get("field", ""), kind=ERROR_KINDS.get(error.get("kind", ""), 0))
+
+
+def job_to_proto(job: JobRecord) -> job_pb2.Job:
+    return job_pb2.Job(
+        id=job.id,
+        spec=spec_from_json(job.spec_json),
+        state=state_to_proto(job.state),
+        error=error_to_proto(job.error),
+        create_time=_ts(job.created_at),
+        start_time=_ts(job.started_at),
+        end_time=_ts(job.ended_at),
+        attempts=job.attempts,
+        request_id=job.request_id or "",
+        last_seq=job.last_seq,
+        progress=job.progress,
+        metrics=job.metrics,
+    )
+
+
+def _numbers(payload: dict) -> dict:
+    out = {}
+    for key, value in payload.items():
+        if isinstance(value, str) and value in ("nan", "inf", "-inf"):
+            value = float(value)
+        out[key] = value
+    return out
+
+
+def event_to_proto(event: Event) -> job_pb2.JobEvent:
+    msg = job_pb2.JobEvent(job_id=event.job_id, seq=event.seq, time=_ts(event.time))
+    p = event.payload
+    if event.kind == "state_change":
+        msg.state_change.CopyFrom(job_pb2.StateChange(
+            state=state_to_proto(JobState(p["state"])), message=p.get("message", ""),
+            error=error_to_proto(p.get("error"))))
+    elif event.kind == "train_log":
+        fields = _numbers({k: v for k, v in p.items() if k != "extra"})
+        msg.train_log.CopyFrom(json_format.ParseDict(fields, job_pb2.TrainLog(), ignore_unknown_fields=True))
+        msg.train_log.extra.update(_numbers(p.get("extra", {})))
+    elif event.kind == "eval_result":
+        msg.eval_result.CopyFrom(job_pb2.EvalResult(step=p.get("step", 0), epoch=p.get("epoch", 0.0),
+                                                    metrics=_numbers(p.get("metrics", {}))))
+    elif event.kind == "checkpoint_saved":
+        msg.checkpoint_saved.CopyFrom(job_pb2.CheckpointSaved(step=p.get("step", 0), name=p.get("name", "")))
+    return msg

@@ -1,0 +1,79 @@
+"""Build and run the grpc.aio server: the tuning service, health and reflection."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import structlog
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from tunewire.v1 import tuning_service_pb2, tuning_service_pb2_grpc
+
+from tunewire_server.api.servicer import TuningServicer
+from tunewire_server.config import Settings
+from tunewire_server.manager import JobManager
+from tunewire_server.store import Store
+
+log = structlog.get_logger("tunewire.server")
+SERVICE_NAME = tuning_service_pb2.DESCRIPTOR.services_by_name["TuningService"].full_name
+
+
+class TunewireServer:
+    """One control plane: store, job manager and gRPC server. `start()` returns once SERVING."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.store: Store | None = None
+        self.manager: JobManager | None = None
+        self.health = health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()
+        self.port: int = 0
+        self._server: grpc.aio.Server | None = None
+
+    async def start(self) -> int:
+        s = self.settings
+        s.data_dir.mkdir(parents=True, exist_ok=True)
+        self.store = Store(s.db_path)
+        self.manager = JobManager(s, self.store)
+        await self.manager.start()
+        options = [
+            ("grpc.max_receive_message_length", s.max_message_bytes),
+            ("grpc.max_send_message_length", s.max_message_bytes),
+            ("grpc.so_reuseport", 0),
+        ]
+        server = grpc.aio.server(options=options)
+        tuning_service_pb2_grpc.add_TuningServiceServicer_to_server(TuningServicer(self.manager), server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+            server,
+        )
+        self.port = server.add_insecure_port(f"{s.host}:{s.port}")
+        if self.port == 0:
+            raise RuntimeError(f"cannot bind {s.host}:{s.port}")
+        await server.start()
+        self._server = server
+        await self._set_health(health_pb2.HealthCheckResponse.SERVING)
+        log.info("serving", address=f"{s.host}:{self.port}", data_dir=str(s.data_dir))
+        return self.port
+
+    async def _set_health(self, status) -> None:
+        for name in ("", SERVICE_NAME):
+            result = self.health.set(name, status)
+            if asyncio.iscoroutine(result):
+                await result
+
+    async def stop(self, grace: float | None = None) -> None:
+        """NOT_SERVING first, so load balancers drain; then stop the job and the server."""
+        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        if self.manager is not None:
+            await self.manager.stop()
+        if self._server is not None:
+            await self._server.stop(grace if grace is not None else 5)
+        if self.store is not None:
+            self.store.close()
+        log.info("stopped")
+
+    async def wait(self) -> None:
+        assert self._server is not None
+        await self._server.wait_for_termination()

@@ -1,0 +1,127 @@
+"""Server settings: one dataclass, filled from flags and `TUNEWIRE_*` environment variables, validated once.
+
+Precedence: command-line flag, then environment variable, then the default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "TUNEWIRE_"
+
+
+def _opt(default: Any, help: str, **kw: Any) -> Any:
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass
+class Settings:
+    host: str = _opt("127.0.0.1", "Address the gRPC server binds to (0.0.0.0 in a container).")
+    port: int = _opt(50051, "gRPC port; 0 picks a free one (the chosen port is logged).")
+    data_dir: Path = _opt(Path("./tunewire-data"), "Holds the SQLite store and each job's artifacts.")
+    model_root: Path | None = _opt(None, "Folder that local base models are looked up in. Default: DATA_DIR/models.")
+    dataset_root: Path | None = _opt(None, "Folder that dataset files are read from. Default: DATA_DIR/datasets.")
+    allow_hub_models: bool = _opt(True, "Accept Hugging Face hub ids as base models (needs network or a cache).")
+    torch_threads: int = _opt(0, "torch threads in workers; 0 = torch's default.")
+    log_format: str = _opt("console", "console (readable) or json (production).", choices=("console", "json"))
+    log_level: str = _opt("info", "debug, info, warning or error.", choices=("debug", "info", "warning", "error"))
+    max_queued_jobs: int = _opt(100, "Queued jobs beyond this are refused with RESOURCE_EXHAUSTED.")
+    max_inline_rows: int = _opt(10_000, "Most rows an inline dataset may carry.")
+    max_dataset_bytes: int = _opt(2 * 1024**3, "Largest dataset file accepted, in bytes.")
+    max_dataset_rows: int = _opt(5_000_000, "Most rows a dataset file may hold.")
+    max_message_bytes: int = _opt(64 * 1024**2, "Largest gRPC message accepted or sent, in bytes.")
+    max_predict_inputs: int = _opt(256, "Most inputs one Predict call may carry.")
+    cancel_grace_s: float = _opt(30.0, "Seconds a cancelled worker gets to stop before it is killed.")
+    shutdown_grace_s: float = _opt(30.0, "Seconds the server waits for a running job to checkpoint on SIGTERM.")
+    inference_cache_size: int = _opt(2, "Fine-tuned models the inference worker keeps loaded.")
+
+    def __post_init__(self) -> None:
+        self.data_dir = Path(self.data_dir).resolve()
+        self.model_root = Path(self.model_root).resolve() if self.model_root else self.data_dir / "models"
+        self.dataset_root = Path(self.dataset_root).resolve() if self.dataset_root else self.data_dir / "datasets"
+        problems = []
+        if not 0 <= self.port <= 65535:
+            problems.append(f"port must be 0..65535, got {self.port}")
+        for name in ("max_queued_jobs", "max_inline_rows", "max_dataset_bytes", "max_dataset_rows",
+                     "max_message_bytes", "max_predict_inputs", "inference_cache_size"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be at least 1")
+        for f in dataclasses.fields(self):
+            choices = f.metadata.get("choices")
+            if choices and getattr(self, f.name) not in choices:
+                problems.append(f"{f.name} must be one of {', '.join(choices)}")
+        if problems:
+            raise ValueError("invalid settings: " + "; ".join(problems))
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "tunewire.db"
+
+    @property
+    def jobs_dir(self) -> Path:
+        return self.data_dir / "jobs"
+
+
+def _parse_bool(value: str) -> bool:
+    v = value.strip().lower()
+    if v in ("1", "true", "yes", "on"):
+        return True
+    if v in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"not a boolean: {value!r}")
+
+
+def _converter(f: dataclasses.Field) -> Any:
+    t = str(f.type)
+    if "bool" in t:
+        return _parse_bool
+    if "int" in t:
+        return int
+    if "float" in t:
+        return float
+    if "Path" in t:
+        return Path
+    return str
+
+
+def env_name(f: dataclasses.Field) -> str:
+    return ENV_PREFIX + f.name.upper()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tunewire-server",
+        description="Run the tunewire fine-tuning server. Every flag can also be set as TUNEWIRE_<NAME>.",
+    )
+    for f in dataclasses.fields(Settings):
+        default = f.default
+        parser.add_argument(
+            "--" + f.name.replace("_", "-"),
+            dest=f.name,
+            type=_converter(f),
+            default=None,
+            help=f"{f.metadata['help']} [env {env_name(f)}; default {default}]",
+        )
+    return parser
+
+
+def load_settings(argv: list[str] | None = None, environ: dict[str, str] | None = None) -> Settings:
+    """Flags over environment over defaults."""
+    environ = os.environ if environ is None else environ
+    args = build_parser().parse_args(argv)
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(Settings):
+        flag = getattr(args, f.name)
+        if flag is not None:
+            values[f.name] = flag
+        elif env_name(f) in environ:
+            try:
+                values[f.name] = _converter(f)(environ[env_name(f)])
+            except ValueError as exc:
+                raise ValueError(f"{env_name(f)}: {exc}") from None
+    return Settings(**values)

@@ -1,0 +1,51 @@
+"""Domain errors. Business logic raises these; `api/status.py` alone maps them to gRPC codes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class TunewireError(Exception):
+    """Base class of every error the service reports to a client."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+@dataclass(frozen=True)
+class FieldViolation:
+    field: str
+    description: str
+
+
+class InvalidSpec(TunewireError):
+    """The request is malformed; each violation names the field at fault."""
+
+    def __init__(self, violations: list[FieldViolation] | FieldViolation):
+        if isinstance(violations, FieldViolation):
+            violations = [violations]
+        self.violations = list(violations)
+        first = self.violations[0]
+        more = f" (and {len(self.violations) - 1} more)" if len(self.violations) > 1 else ""
+        super().__init__(f"{first.field}: {first.description}{more}")
+
+
+class NotFound(TunewireError):
+    pass
+
+
+class FailedPrecondition(TunewireError):
+    pass
+
+
+class ResourceExhausted(TunewireError):
+    pass
+
+
+class AlreadyExists(TunewireError):
+    pass
+
+
+class Unavailable(TunewireError):
+    pass

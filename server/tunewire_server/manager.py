@@ -1,0 +1,299 @@
+"""The job manager: accepts jobs, runs them one at a time in FIFO order, records and fans out events.
+
+It never imports grpc or torch. The servicer translates protobuf requests into calls on this class,
+and domain errors (errors.py) out of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import math
+import shutil
+import time
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+
+import structlog
+from tunewire.v1 import job_pb2
+
+from tunewire_server import validation
+from tunewire_server.config import Settings
+from tunewire_server.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    FieldViolation,
+    InvalidSpec,
+    NotFound,
+    ResourceExhausted,
+)
+from tunewire_server.events import EventHub
+from tunewire_server.inference_client import InferenceClient
+from tunewire_server.states import TERMINAL, JobState, check_transition
+from tunewire_server.store import Event, JobRecord, Store
+from tunewire_server.worker.artifacts import MODEL_DIR
+from tunewire_server.workers import STOP_SIGNAL, WorkerProcess, describe_exit
+
+log = structlog.get_logger("tunewire.manager")
+
+MAX_REQUEST_ID = 128
+
+
+@dataclass
+class _Running:
+    job_id: str
+    worker: WorkerProcess
+    cancel_requested: bool = False
+
+
+def new_job_id() -> str:
+    return "job-" + uuid.uuid4().hex[:16]
+
+
+class JobManager:
+    def __init__(self, settings: Settings, store: Store) -> None:
+        self.settings = settings
+        self.store = store
+        self.hub = EventHub(store)
+        self.inference = InferenceClient(settings)
+        self._wakeup = asyncio.Event()
+        self._running: _Running | None = None
+        self._scheduler: asyncio.Task | None = None
+        self._submit_lock = asyncio.Lock()
+        self._stopping = False
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.settings.jobs_dir.mkdir(parents=True, exist_ok=True)
+        self.settings.model_root.mkdir(parents=True, exist_ok=True)
+        self.settings.dataset_root.mkdir(parents=True, exist_ok=True)
+        await self._recover()
+        for job in self.store.jobs_in_states([JobState.QUEUED]):
+            self.hub.open(job.id)
+        self._scheduler = asyncio.create_task(self._schedule(), name="tunewire-scheduler")
+
+    async def stop(self) -> None:
+        """Stop taking jobs; stop the running worker and leave its job for the next start to resolve."""
+        self._stopping = True
+        self._wakeup.set()
+        if self._running is not None:
+            self._running.worker.signal(STOP_SIGNAL)
+            try:
+                await asyncio.wait_for(self._running.worker.wait(), self.settings.shutdown_grace_s)
+            except TimeoutError:
+                self._running.worker.kill()
+        if self._scheduler is not None:
+            self._scheduler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._scheduler
+        await self.inference.close()
+
+    async def _recover(self) -> None:
+        """Jobs a previous server left running cannot be continued by this one."""
+        for job in self.store.jobs_in_states([JobState.RUNNING, JobState.CANCELLING]):
+            self.hub.open(job.id)
+            if job.state == JobState.CANCELLING:
+                await self._finish(job.id, JobState.CANCELLED, message="cancelled while the server was down")
+            else:
+                await self._finish(job.id, JobState.FAILED, error={
+                    "code": "SERVER_RESTARTED", "kind": "SYSTEM", "field": "",
+                    "message": "the server stopped while the job was running",
+                })
+
+    # --- commands ------------------------------------------------------------------------------
+
+    async def submit(self, spec: job_pb2.JobSpec, request_id: str = "") -> JobRecord:
+        if len(request_id) > MAX_REQUEST_ID:
+            raise InvalidSpec(FieldViolation("request_id", f"must be at most {MAX_REQUEST_ID} characters"))
+        if request_id:
+            existing = self.store.get_job_by_request_id(request_id)
+            if existing is not None:
+                return self._same_request(existing, spec)
+        plan = await asyncio.to_thread(validation.validate, spec, self.settings)
+        spec_json = validation.spec_to_json(spec)
+        async with self._submit_lock:
+            if request_id and (existing := self.store.get_job_by_request_id(request_id)) is not None:
+                return self._same_request(existing, spec)
+            queued = self.store.count_in_states([JobState.QUEUED])
+            if queued >= self.settings.max_queued_jobs:
+                raise ResourceExhausted(f"the queue is full ({queued} jobs waiting); try again later")
+            job_id = new_job_id()
+            job_dir = self.settings.jobs_dir / job_id
+            job_dir.mkdir(parents=True)
+            (job_dir / "plan.json").write_text(json.dumps(plan))
+            job = self.store.create_job(job_id, spec_json, request_id or None,
+                                        ("state_change", {"state": JobState.QUEUED.value, "message": "queued"}))
+            self.hub.open(job_id)
+        log.info("job queued", job_id=job_id, task=plan["task"], base_model=spec.base_model)
+        self._wakeup.set()
+        return job
+
+    def _same_request(self, existing: JobRecord, spec: job_pb2.JobSpec) -> JobRecord:
+        if existing.spec_json != validation.spec_to_json(spec):
+            raise AlreadyExists(f"request_id was already used for job {existing.id} with a different spec")
+        return existing
+
+    def get(self, job_id: str) -> JobRecord:
+        job = self.store.get_job(job_id)
+        if job is None:
+            raise NotFound(f"no job {job_id!r}")
+        return job
+
+    def list(self, states: Sequence[JobState], page_size: int, page_token: str) -> tuple[list[JobRecord], str]:
+        size = min(page_size or 50, 500)
+        before = None
+        if page_token:
+            try:
+                before = int(base64.urlsafe_b64decode(page_token.encode()).decode())
+            except ValueError:
+                raise InvalidSpec(FieldViolation("page_token", "is not a token this server issued")) from None
+        jobs = self.store.list_jobs(states, before, size + 1)
+        next_token = ""
+        if len(jobs) > size:
+            jobs = jobs[:size]
+            next_token = base64.urlsafe_b64encode(str(jobs[-1].ordinal).encode()).decode()
+        return jobs, next_token
+
+    async def cancel(self, job_id: str) -> JobRecord:
+        job = self.get(job_id)
+        if job.terminal or job.state == JobState.CANCELLING:
+            return job
+        if job.state == JobState.QUEUED:
+            await self._finish(job_id, JobState.CANCELLED, message="cancelled before it started")
+        elif self._running is not None and self._running.job_id == job_id:
+            self._running.cancel_requested = True
+            await self._set_state(job_id, JobState.CANCELLING, message="cancel requested")
+            self._running.worker.signal(STOP_SIGNAL)
+            asyncio.create_task(self._kill_after_grace(self._running))
+        log.info("job cancel requested", job_id=job_id)
+        return self.get(job_id)
+
+    async def _kill_after_grace(self, running: _Running) -> None:
+        try:
+            await asyncio.wait_for(asyncio.shield(running.worker.wait()), self.settings.cancel_grace_s)
+        except TimeoutError:
+            log.warning("worker ignored cancel; killing it", job_id=running.job_id)
+            running.worker.kill()
+
+    async def events(self, job_id: str, after_seq: int) -> AsyncIterator[Event]:
+        self.get(job_id)  # NOT_FOUND before the stream starts
+        async for event in self.hub.follow(job_id, after_seq):
+            yield event
+
+    async def predict(self, job_id: str, request: dict) -> list[dict]:
+        job = self.get(job_id)
+        if job.state != JobState.SUCCEEDED:
+            raise FailedPrecondition(f"job {job_id} is {job.state.value}; only a SUCCEEDED job can predict")
+        n = len(request.get("inputs") or []) + len(request.get("conversations") or [])
+        if n == 0:
+            raise InvalidSpec(FieldViolation("inputs", "send at least one input"))
+        if n > self.settings.max_predict_inputs:
+            raise InvalidSpec(FieldViolation("inputs", f"at most {self.settings.max_predict_inputs} inputs per call"))
+        model_dir = self.settings.jobs_dir / job_id / MODEL_DIR
+        if not model_dir.is_dir():
+            raise FailedPrecondition(f"job {job_id} has no finished model on disk")
+        return await self.inference.predict(str(model_dir), request)
+
+    # --- scheduler -----------------------------------------------------------------------------
+
+    async def _schedule(self) -> None:
+        while not self._stopping:
+            queued = self.store.jobs_in_states([JobState.QUEUED])
+            if not queued:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            job = queued[0]
+            try:
+                await self._run(job)
+            except Exception:  # the scheduler must outlive any one job
+                log.exception("job supervision failed", job_id=job.id)
+                current = self.store.get_job(job.id)
+                if current is not None and not current.terminal:
+                    await self._finish(job.id, JobState.FAILED, error={
+                        "code": "INTERNAL", "kind": "SYSTEM", "field": "",
+                        "message": "the server could not run this job"})
+
+    async def _run(self, job: JobRecord) -> None:
+        job_dir = self.settings.jobs_dir / job.id
+        plan = json.loads((job_dir / "plan.json").read_text())
+        self.store.update_job(job.id, attempts=job.attempts + 1, started_at=time.time())
+        await self._set_state(job.id, JobState.RUNNING, message="starting worker")
+        bound = log.bind(job_id=job.id)
+        env = {"TUNEWIRE_JOB_ID": job.id}
+        if self.settings.torch_threads:
+            env["TUNEWIRE_TORCH_THREADS"] = str(self.settings.torch_threads)
+        worker = await WorkerProcess.start("tunewire_server.worker.training", job_dir / "worker.log", env)
+        running = self._running = _Running(job.id, worker)
+        bound.info("worker started", pid=worker.pid)
+        await worker.send({"job_id": job.id, "spec": json.loads(job.spec_json), "plan": plan,
+                           "job_dir": str(job_dir)})
+        result: dict | None = None
+        error: dict | None = None
+        try:
+            async for message in worker.messages():
+                kind = message.pop("kind", None)
+                if kind == "result":
+                    result = message
+                elif kind == "error":
+                    error = message
+                elif kind in ("train_log", "eval_result", "checkpoint_saved"):
+                    await self._record(job.id, kind, message)
+            code = await worker.wait()
+        finally:
+            self._running = None
+        bound.info("worker exited", code=code)
+        if running.cancel_requested:
+            shutil.rmtree(job_dir / (MODEL_DIR + ".partial"), ignore_errors=True)
+            await self._finish(job.id, JobState.CANCELLED, message="cancelled")
+        elif code == 0 and result is not None and (job_dir / MODEL_DIR).is_dir():
+            await self._finish(job.id, JobState.SUCCEEDED, message="finished", metrics=result.get("metrics"))
+        elif self._stopping and error is None:
+            pass  # left RUNNING on purpose: the next start resolves it
+        else:
+            await self._finish(job.id, JobState.FAILED, error=error or {
+                "code": "WORKER_CRASHED", "kind": "SYSTEM", "field": "", "message": describe_exit(code)})
+
+    async def _record(self, job_id: str, kind: str, payload: dict) -> None:
+        fields: dict = {}
+        if kind == "train_log" and "progress" in payload:
+            fields["progress"] = payload["progress"]
+        if kind == "eval_result":
+            fields["metrics"] = {k: v for k, v in payload.get("metrics", {}).items()
+                                 if isinstance(v, (int, float)) and math.isfinite(v)}
+        event = self.store.append_event(job_id, kind, payload, fields)
+        await self.hub.publish(event)
+
+    # --- state changes -------------------------------------------------------------------------
+
+    async def _set_state(self, job_id: str, state: JobState, *, message: str = "", error: dict | None = None,
+                         extra: dict | None = None) -> Event:
+        current = self.store.get_job(job_id)
+        assert current is not None
+        check_transition(current.state, state)
+        payload: dict = {"state": state.value, "message": message}
+        if error:
+            payload["error"] = error
+        fields = {"state": state, **(extra or {})}
+        if error:
+            fields["error"] = error
+        event = self.store.append_event(job_id, "state_change", payload, fields)
+        await self.hub.publish(event)
+        return event
+
+    async def _finish(self, job_id: str, state: JobState, *, message: str = "", error: dict | None = None,
+                      metrics: dict | None = None) -> None:
+        assert state in TERMINAL
+        extra: dict = {"ended_at": time.time()}
+        if state == JobState.SUCCEEDED:
+            extra["progress"] = 1.0
+        if metrics:
+            extra["metrics"] = metrics
+        await self._set_state(job_id, state, message=message or (error or {}).get("message", ""),
+                              error=error, extra=extra)
+        await self.hub.close(job_id)
+        log.info("job finished", job_id=job_id, state=state.value, error=(error or {}).get("code"))

@@ -1,0 +1,1 @@
+"""Code that runs in worker child processes: training (one job per process) and inference."""

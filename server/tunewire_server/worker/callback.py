@@ -1,0 +1,86 @@
+"""A TrainerCallback that turns training progress into events and obeys stop requests."""
+
+from __future__ import annotations
+
+import math
+import time
+
+from transformers import TrainerCallback
+
+from tunewire_server.worker.protocol import MessageWriter
+
+# Keys Trainer logs that have a field of their own in TrainLog.
+_OWN_FIELDS = {"loss", "learning_rate", "grad_norm", "epoch", "num_tokens", "mean_token_accuracy"}
+
+
+class Control:
+    """Flags set by signal handlers and read by the callback at step boundaries."""
+
+    def __init__(self) -> None:
+        self.stop = False  # cancel: stop at the next step, keep nothing
+        self.checkpoint_and_stop = False  # shutdown: save a checkpoint, then stop
+        self.training = False
+
+
+class EventCallback(TrainerCallback):
+    def __init__(self, out: MessageWriter, control: Control) -> None:
+        self.out = out
+        self.flags = control
+        self._start = 0.0
+        self._start_step = 0
+        self._last_tokens: tuple[float, float] | None = None  # (time, num_tokens)
+        self.last_eval: dict[str, float] = {}
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._start = time.monotonic()
+        self._start_step = state.global_step
+        self.flags.training = True
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.flags.stop:
+            control.should_training_stop = True
+        elif self.flags.checkpoint_and_stop:
+            control.should_save = True
+            control.should_training_stop = True
+        return control
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        logs = logs or {}
+        if any(k.startswith("eval_") for k in logs):
+            return  # on_evaluate reports these
+        max_steps = max(state.max_steps or 0, 1)
+        progress = min(state.global_step / max_steps, 1.0)
+        event: dict = {
+            "step": state.global_step,
+            "max_steps": state.max_steps,
+            "epoch": float(state.epoch or 0.0),
+            "progress": progress,
+        }
+        for key in ("loss", "learning_rate", "grad_norm", "num_tokens", "mean_token_accuracy"):
+            if isinstance(logs.get(key), (int, float)):
+                event[key] = float(logs[key])
+        done = state.global_step - self._start_step
+        elapsed = time.monotonic() - self._start
+        if done > 0 and progress < 1.0:
+            event["eta_seconds"] = elapsed / done * (state.max_steps - state.global_step)
+        if "num_tokens" in event:
+            now = time.monotonic()
+            if self._last_tokens is not None and now > self._last_tokens[0]:
+                event["tokens_per_second"] = (event["num_tokens"] - self._last_tokens[1]) / (now - self._last_tokens[0])
+            elif elapsed > 0:
+                event["tokens_per_second"] = event["num_tokens"] / elapsed
+            self._last_tokens = (now, event["num_tokens"])
+        event["extra"] = {k: float(v) for k, v in logs.items()
+                          if k not in _OWN_FIELDS and isinstance(v, (int, float)) and not isinstance(v, bool)}
+        self.out.send("train_log", **event)
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        clean = {}
+        for key, value in (metrics or {}).items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                clean[key.removeprefix("eval_")] = float(value)
+        self.last_eval = {k: v for k, v in clean.items() if math.isfinite(v)}
+        self.out.send("eval_result", step=state.global_step, epoch=float(state.epoch or 0.0), metrics=clean)
+
+    def on_save(self, args, state, control, **kwargs):
+        self.out.send("checkpoint_saved", step=state.global_step, name=f"checkpoint-{state.global_step}")

@@ -1,0 +1,111 @@
+"""Sequence classification with transformers.Trainer: the tutorial's steps with today's API."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import evaluate
+import numpy as np
+from transformers import (
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    DataCollatorWithPadding,
+    Trainer,
+    TrainingArguments,
+)
+from tunewire.v1 import job_pb2
+
+from tunewire_server.dataset_scan import DatasetProblem, label_index
+from tunewire_server.metrics import metric_path
+from tunewire_server.worker import data
+from tunewire_server.worker.artifacts import save_final_model
+from tunewire_server.worker.callback import Control, EventCallback
+from tunewire_server.worker.protocol import MessageWriter
+from tunewire_server.worker.runtime import UserError
+from tunewire_server.worker.trainer_args import seed_of, training_kwargs
+
+DEFAULT_MAX_LENGTH_CAP = 512
+
+
+def run(spec: job_pb2.JobSpec, plan: dict, job_dir: Path, out: MessageWriter, control: Control,
+        resume_from: str | None = None) -> dict:
+    task = spec.classification
+    text_field = task.text_field or "text"
+    pair_field = task.text_pair_field or None
+    label_field = task.label_field or "label"
+    names: list[str] = plan["label_names"]
+    seed = seed_of(spec)
+    cache = job_dir / "cache"
+
+    tokenizer = AutoTokenizer.from_pretrained(plan["base_model"])
+    max_length = task.max_length or min(tokenizer.model_max_length, DEFAULT_MAX_LENGTH_CAP)
+
+    def prepare(ds, field: str):
+        data.require_columns(ds, [text_field, label_field] + ([pair_field] if pair_field else []), field)
+
+        def encode(batch):
+            try:
+                labels = [label_index(v, names) for v in batch[label_field]]
+            except DatasetProblem as exc:
+                raise UserError("INVALID_DATA", str(exc), field) from None
+            if any(not 0 <= i < len(names) for i in labels):
+                raise UserError("INVALID_DATA", f"a label is out of range for {len(names)} labels", field)
+            encoded = tokenizer(
+                batch[text_field],
+                batch[pair_field] if pair_field else None,
+                padding="max_length" if task.pad_to_max_length else False,  # else the collator pads per batch
+                truncation=True,
+                max_length=max_length,
+            )
+            encoded["labels"] = labels
+            return encoded
+
+        return ds.map(encode, batched=True, remove_columns=ds.column_names, desc=f"tokenize {field}")
+
+    train = prepare(data.load(plan["train_dataset"], "train_dataset", seed, cache), "train_dataset")
+    evals = None
+    if plan.get("eval_dataset"):
+        evals = prepare(data.load(plan["eval_dataset"], "eval_dataset", seed, cache), "eval_dataset")
+
+    model = AutoModelForSequenceClassification.from_pretrained(
+        plan["base_model"],
+        num_labels=len(names),
+        id2label=dict(enumerate(names)),
+        label2id={n: i for i, n in enumerate(names)},
+        ignore_mismatched_sizes=True,  # a checkpoint with another head gets a fresh one
+    )
+
+    accuracy = evaluate.load(metric_path("accuracy"))
+    f1 = evaluate.load(metric_path("f1"))
+    all_labels = list(range(len(names)))
+
+    def compute_metrics(eval_pred):
+        logits, references = eval_pred
+        predictions = np.argmax(logits, axis=-1)
+        return {
+            **accuracy.compute(predictions=predictions, references=references),
+            **f1.compute(predictions=predictions, references=references, average="macro", labels=all_labels),
+        }
+
+    args = TrainingArguments(**training_kwargs(spec, job_dir, evals is not None, gradient_checkpointing_default=False))
+    callback = EventCallback(out, control)
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=train,
+        eval_dataset=evals,
+        processing_class=tokenizer,
+        data_collator=DataCollatorWithPadding(tokenizer),
+        compute_metrics=compute_metrics if evals is not None else None,
+        callbacks=[callback],
+    )
+    trainer.train(resume_from_checkpoint=resume_from)
+    if control.stop or control.checkpoint_and_stop:
+        return {}
+    save_final_model(job_dir, trainer.save_model, {
+        "task": "classification",
+        "label_names": names,
+        "max_length": max_length,
+        "text_pair": bool(pair_field),
+    })
+    return callback.last_eval

@@ -1,0 +1,38 @@
+"""Process-wide settings for a worker: threads, device and precision."""
+
+from __future__ import annotations
+
+import os
+
+
+def configure_torch() -> None:
+    import torch
+
+    threads = int(os.environ.get("TUNEWIRE_TORCH_THREADS", "0") or 0)
+    if threads > 0:
+        torch.set_num_threads(threads)
+        os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+
+
+def device_kind() -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    return "cpu"
+
+
+def bf16_supported() -> bool:
+    import torch
+
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
+class UserError(Exception):
+    """The job's input is at fault: reported as a user error with a code and a field."""
+
+    def __init__(self, code: str, message: str, field: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.field = field

@@ -1,0 +1,113 @@
+"""Start worker child processes and talk to them over pipes (asyncio side; no torch here).
+
+Workers are fresh interpreters (`python -m ...`), never forks of the control plane, each in its own
+process group so that everything a worker started can be stopped together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+# Signals the control plane sends a training worker.
+STOP_SIGNAL = signal.SIGUSR1  # stop at the next step, save nothing (cancel)
+CHECKPOINT_SIGNAL = signal.SIGUSR2  # save a checkpoint at the next step, then stop (shutdown)
+
+
+class WorkerProcess:
+    """One worker child: a JSON request in on stdin, JSON-line messages out on a dedicated pipe."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, reader: asyncio.StreamReader, transport) -> None:
+        self.proc = proc
+        self._reader = reader
+        self._transport = transport
+
+    @classmethod
+    async def start(cls, module: str, log_path: Path, env: dict[str, str] | None = None) -> WorkerProcess:
+        loop = asyncio.get_running_loop()
+        read_fd, write_fd = os.pipe()
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "ab") as log:
+            try:
+                proc = await asyncio.create_subprocess_exec(
+                    sys.executable, "-m", module, "--message-fd", str(write_fd),
+                    stdin=asyncio.subprocess.PIPE, stdout=log, stderr=log,
+                    pass_fds=(write_fd,), env={**os.environ, **(env or {})}, start_new_session=True,
+                )
+            finally:
+                os.close(write_fd)
+        reader = asyncio.StreamReader(limit=64 * 1024 * 1024)
+        transport, _ = await loop.connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(read_fd, "rb", buffering=0)
+        )
+        return cls(proc, reader, transport)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    async def send(self, message: dict) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps(message).encode() + b"\n")
+        await self.proc.stdin.drain()
+
+    async def messages(self) -> AsyncIterator[dict]:
+        """Messages until the worker closes its pipe (it exited or crashed)."""
+        while True:
+            line = await self._reader.readline()
+            if not line:
+                return
+            try:
+                yield json.loads(line)
+            except ValueError:
+                continue  # a torn line from a crash mid-write
+
+    async def receive(self) -> dict | None:
+        while True:
+            line = await self._reader.readline()
+            if not line:
+                return None
+            try:
+                return json.loads(line)
+            except ValueError:
+                continue
+
+    def signal(self, sig: int) -> None:
+        if self.proc.returncode is None:
+            try:
+                os.killpg(self.proc.pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def kill(self) -> None:
+        self.signal(signal.SIGKILL)
+
+    async def wait(self) -> int:
+        code = await self.proc.wait()
+        self._transport.close()
+        return code
+
+    async def close(self, grace_s: float = 5.0) -> None:
+        if self.proc.returncode is None:
+            if self.proc.stdin is not None and not self.proc.stdin.is_closing():
+                self.proc.stdin.close()
+            try:
+                await asyncio.wait_for(self.proc.wait(), grace_s)
+            except TimeoutError:
+                self.kill()
+        await self.wait()
+
+
+def describe_exit(code: int) -> str:
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"the training worker was killed by {name}"
+    return f"the training worker exited with code {code} without a result"
