@@ -67,6 +67,11 @@ class InferenceClient:
             return answer["predictions"]
         raise _error_from(answer.get("error", {}))
 
+    async def predict_stream(self, model_dir: str, request: dict):
+        """Streaming generation; implemented with SFT support."""
+        raise FailedPrecondition("streaming generation is not available on this server yet")
+        yield  # pragma: no cover
+
     async def close(self) -> None:
         if self._worker is not None:
             await self._worker.close(grace_s=5)

@@ -184,19 +184,36 @@ class JobManager:
         async for event in self.hub.follow(job_id, after_seq):
             yield event
 
-    async def predict(self, job_id: str, request: dict) -> list[dict]:
+    def _model_dir(self, job_id: str) -> str:
         job = self.get(job_id)
         if job.state != JobState.SUCCEEDED:
             raise FailedPrecondition(f"job {job_id} is {job.state.value}; only a SUCCEEDED job can predict")
+        model_dir = self.settings.jobs_dir / job_id / MODEL_DIR
+        if not model_dir.is_dir():
+            raise FailedPrecondition(f"job {job_id} has no finished model on disk")
+        return str(model_dir)
+
+    async def predict(self, job_id: str, request: dict) -> list[dict]:
+        """request: {inputs: [str], conversations: [{messages: [...]}], generation: {...}}."""
+        model_dir = self._model_dir(job_id)
         n = len(request.get("inputs") or []) + len(request.get("conversations") or [])
         if n == 0:
             raise InvalidSpec(FieldViolation("inputs", "send at least one input"))
         if n > self.settings.max_predict_inputs:
             raise InvalidSpec(FieldViolation("inputs", f"at most {self.settings.max_predict_inputs} inputs per call"))
-        model_dir = self.settings.jobs_dir / job_id / MODEL_DIR
-        if not model_dir.is_dir():
-            raise FailedPrecondition(f"job {job_id} has no finished model on disk")
-        return await self.inference.predict(str(model_dir), request)
+        return await self.inference.predict(model_dir, request)
+
+    async def predict_stream(self, job_id: str, request: dict) -> AsyncIterator[dict]:
+        """request: {text: str} or {conversation: {messages: [...]}}, plus generation.
+
+        Yields {"text_delta": str} messages, then {"final": {...}}. Closing the iterator (the client
+        cancelled) stops the generation in the inference worker.
+        """
+        model_dir = self._model_dir(job_id)
+        if not request.get("text") and not request.get("conversation"):
+            raise InvalidSpec(FieldViolation("text", "send a text or a conversation"))
+        async for message in self.inference.predict_stream(model_dir, request):
+            yield message
 
     # --- scheduler -----------------------------------------------------------------------------
 

@@ -35,7 +35,7 @@ FILE_FORMATS = {
 MAX_LABELS = 10_000
 
 
-class _Violations:
+class Violations:
     def __init__(self) -> None:
         self.items: list[FieldViolation] = []
 
@@ -77,7 +77,7 @@ def validate(spec: job_pb2.JobSpec, settings: Settings) -> dict:
 
     Cheap structural checks run first; the data scan runs only when the structure is sound.
     """
-    v = _Violations()
+    v = Violations()
     task = spec.WhichOneof("task")
     model_path = _check_model(spec.base_model, settings, v)
     if task is None:
@@ -93,7 +93,9 @@ def validate(spec: job_pb2.JobSpec, settings: Settings) -> dict:
     if task == "classification":
         _check_classification_options(spec.classification, settings, v)
     elif task == "sft":
-        v.add("sft", "SFT jobs are not supported by this server yet")
+        from tunewire_server import validation_sft
+
+        validation_sft.check_options(spec, settings, v)
     v.raise_if_any()
 
     plan: dict = {
@@ -104,6 +106,10 @@ def validate(spec: job_pb2.JobSpec, settings: Settings) -> dict:
     }
     if task == "classification":
         plan["label_names"] = _scan_classification(spec, train, evals, settings, v)
+    elif task == "sft":
+        from tunewire_server import validation_sft
+
+        plan.update(validation_sft.scan(spec, train, evals, settings, v))
     v.raise_if_any()
     return plan
 
@@ -111,7 +117,7 @@ def validate(spec: job_pb2.JobSpec, settings: Settings) -> dict:
 # --- model --------------------------------------------------------------------------------------
 
 
-def _check_model(name: str, settings: Settings, v: _Violations) -> str | None:
+def _check_model(name: str, settings: Settings, v: Violations) -> str | None:
     field = "base_model"
     if not name.strip():
         v.add(field, "is required: a hub id or a folder under the server's model root")
@@ -144,7 +150,7 @@ def _check_model(name: str, settings: Settings, v: _Violations) -> str | None:
 # --- hyperparameters ----------------------------------------------------------------------------
 
 
-def _check_hyperparameters(spec: job_pb2.JobSpec, v: _Violations) -> None:
+def _check_hyperparameters(spec: job_pb2.JobSpec, v: Violations) -> None:
     hp = spec.hyperparameters
     f = "hyperparameters."
 
@@ -191,7 +197,7 @@ def _check_hyperparameters(spec: job_pb2.JobSpec, v: _Violations) -> None:
             v.add(f + name, "must be a finite number")
 
 
-def _check_lora(spec: job_pb2.JobSpec, task: str | None, v: _Violations) -> None:
+def _check_lora(spec: job_pb2.JobSpec, task: str | None, v: Violations) -> None:
     if not spec.HasField("lora"):
         return
     lora = spec.lora
@@ -212,7 +218,7 @@ def _check_lora(spec: job_pb2.JobSpec, task: str | None, v: _Violations) -> None
 
 
 def _check_dataset_source(ds: job_pb2.Dataset, field: str, default_split: str, settings: Settings,
-                          v: _Violations) -> DatasetPlan | None:
+                          v: Violations) -> DatasetPlan | None:
     source = ds.WhichOneof("source")
     if source is None:
         v.add(field, "set one source: hub, file or inline")
@@ -264,7 +270,7 @@ def _rows_of(plan: DatasetPlan):
     return dataset_scan.iter_file_rows(Path(plan.path), plan.format)
 
 
-def _scan(plan: DatasetPlan | None, field: str, settings: Settings, v: _Violations,
+def scan_dataset(plan: DatasetPlan | None, field: str, settings: Settings, v: Violations,
           check: Callable[[int, dict], None], label_field: str | None = None) -> dataset_scan.ScanResult | None:
     if plan is None or plan.kind == "hub":
         return None  # hub data is checked by the worker once downloaded
@@ -281,7 +287,7 @@ def _scan(plan: DatasetPlan | None, field: str, settings: Settings, v: _Violatio
 # --- classification ------------------------------------------------------------------------------
 
 
-def _check_classification_options(task: job_pb2.ClassificationTask, settings: Settings, v: _Violations) -> None:
+def _check_classification_options(task: job_pb2.ClassificationTask, settings: Settings, v: Violations) -> None:
     names = list(task.label_names)
     if names:
         if len(names) < 2:
@@ -297,7 +303,7 @@ def _check_classification_options(task: job_pb2.ClassificationTask, settings: Se
 
 
 def _scan_classification(spec: job_pb2.JobSpec, train: DatasetPlan, evals: DatasetPlan | None,
-                         settings: Settings, v: _Violations) -> list[str] | None:
+                         settings: Settings, v: Violations) -> list[str] | None:
     task = spec.classification
     text_field = task.text_field or "text"
     label_field = task.label_field or "label"
@@ -320,8 +326,8 @@ def _scan_classification(spec: job_pb2.JobSpec, train: DatasetPlan, evals: Datas
             if isinstance(label, (int, float)) and not 0 <= label < len(declared):
                 raise DatasetProblem(f"row {row_no}: label {label!r} is out of range for {len(declared)} labels")
 
-    train_scan = _scan(train, "train_dataset", settings, v, check, label_field)
-    _scan(evals, "eval_dataset", settings, v, check, label_field)
+    train_scan = scan_dataset(train, "train_dataset", settings, v, check, label_field)
+    scan_dataset(evals, "eval_dataset", settings, v, check, label_field)
     if train_scan is None:
         return declared or None
     if declared:
@@ -352,7 +358,7 @@ def _scan_classification(spec: job_pb2.JobSpec, train: DatasetPlan, evals: Datas
             if isinstance(label, (int, float)) and not 0 <= label < len(names):
                 raise DatasetProblem(f"row {row_no}: label {label!r} is out of range for {len(names)} labels")
 
-        _scan(evals, "eval_dataset", settings, v, check_eval)
+        scan_dataset(evals, "eval_dataset", settings, v, check_eval)
     return names
 
 

@@ -98,5 +98,7 @@ class TuningServicer(pb_grpc.TuningServiceServicer):
 
     @streaming
     async def PredictStream(self, request: pb.PredictStreamRequest, context):
-        raise InvalidSpec(FieldViolation("job_id", "streaming generation needs an SFT job; none can run here yet"))
-        yield  # pragma: no cover  (makes this an async generator)
+        body = json_format.MessageToDict(request, preserving_proto_field_name=True)
+        body.pop("job_id", None)
+        async for message in self.manager.predict_stream(_require_job_id(request.job_id), body):
+            yield json_format.ParseDict(message, pb.PredictStreamResponse())

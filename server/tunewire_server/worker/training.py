@@ -57,6 +57,12 @@ def _run(out: MessageWriter, control) -> int:
     from tunewire_server.worker.runtime import UserError, configure_torch
 
     runners = {"classification": classification.run}
+    try:
+        from tunewire_server.worker import sft
+
+        runners["sft"] = sft.run
+    except ImportError:
+        pass
     line = sys.stdin.readline()
     if not line:
         return 0  # the control plane closed us without a job

@@ -1,0 +1,59 @@
+"""tunewire: the Python SDK for the tunewire fine-tuning service.
+
+Light on purpose: it needs grpcio and protobuf only, and importing it never imports torch.
+"""
+
+from tunewire.aio import AsyncClient
+from tunewire.client import Client
+from tunewire.errors import (
+    AlreadyExistsError,
+    DeadlineExceededError,
+    FailedPreconditionError,
+    FieldViolation,
+    InvalidArgumentError,
+    JobFailedError,
+    NotFoundError,
+    PermissionDeniedError,
+    ResourceExhaustedError,
+    TunewireError,
+    UnauthenticatedError,
+    UnavailableError,
+)
+from tunewire.spec import (
+    ClassificationTask,
+    Dataset,
+    FileDataset,
+    HubDataset,
+    Hyperparameters,
+    InlineDataset,
+    JobSpec,
+    LoraConfig,
+    SftTask,
+    SpecError,
+    load_spec,
+    spec_from_dict,
+)
+from tunewire.types import (
+    CheckpointSaved,
+    Classification,
+    EvalResult,
+    Generation,
+    Job,
+    JobError,
+    JobEvent,
+    JobState,
+    Prediction,
+    StateChange,
+    TrainLog,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AlreadyExistsError", "AsyncClient", "CheckpointSaved", "Classification", "ClassificationTask", "Client",
+    "Dataset", "DeadlineExceededError", "EvalResult", "FailedPreconditionError", "FieldViolation", "FileDataset",
+    "Generation", "HubDataset", "Hyperparameters", "InlineDataset", "InvalidArgumentError", "Job", "JobError",
+    "JobEvent", "JobFailedError", "JobSpec", "JobState", "LoraConfig", "NotFoundError", "PermissionDeniedError",
+    "Prediction", "ResourceExhaustedError", "SftTask", "SpecError", "StateChange", "TrainLog", "TunewireError",
+    "UnauthenticatedError", "UnavailableError", "load_spec", "spec_from_dict",
+]

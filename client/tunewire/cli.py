@@ -1,0 +1,223 @@
+"""`tunewire`: submit, watch, list, inspect, cancel and query fine-tuning jobs from a shell.
+
+The server address comes from --address or TUNEWIRE_ADDRESS (default localhost:50051).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+
+from tunewire.client import Client
+from tunewire.errors import TunewireError
+from tunewire.spec import SpecError
+from tunewire.types import Classification, EvalResult, Job, JobState, StateChange, TrainLog
+
+EXIT_OK, EXIT_JOB_FAILED, EXIT_ERROR = 0, 1, 2
+
+
+def _console():
+    try:
+        from rich.console import Console
+    except ImportError:
+        sys.exit('the tunewire CLI needs rich: pip install "tunewire[cli]"')
+    return Console(), Console(stderr=True)
+
+
+def _fmt_metrics(metrics: dict[str, float]) -> str:
+    keep = [k for k in ("loss", "accuracy", "f1", "mean_token_accuracy") if k in metrics]
+    keep += [k for k in sorted(metrics) if k not in keep and k not in
+             ("runtime", "samples_per_second", "steps_per_second", "epoch")]
+    return "  ".join(f"{k}={metrics[k]:.4g}" for k in keep)
+
+
+def _job_dict(job: Job) -> dict:
+    from google.protobuf import json_format
+
+    return {
+        "id": job.id, "state": job.state.value, "progress": job.progress, "attempts": job.attempts,
+        "created": job.created.isoformat() if job.created else None,
+        "started": job.started.isoformat() if job.started else None,
+        "ended": job.ended.isoformat() if job.ended else None,
+        "error": job.error.__dict__ if job.error else None, "metrics": job.metrics, "last_seq": job.last_seq,
+        "spec": json_format.MessageToDict(job.spec, preserving_proto_field_name=True),
+    }
+
+
+def watch(client: Client, job_id: str, after_seq: int = 0) -> int:
+    """Follow a job with a progress bar; print eval results and the outcome. Exit 0 iff it SUCCEEDED."""
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
+
+    out, _ = _console()
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), TaskProgressColumn(),
+               TimeRemainingColumn(), TextColumn("{task.fields[status]}"))
+    with Progress(*columns, console=out, transient=False) as progress:
+        bar = progress.add_task(job_id, total=1.0, status="")
+        for event in client.stream_metrics(job_id, after_seq=after_seq):
+            data = event.data
+            if isinstance(data, StateChange):
+                progress.update(bar, status=data.state.value)
+                if data.state.terminal:
+                    if data.state == JobState.SUCCEEDED:
+                        progress.update(bar, completed=1.0)
+                    break
+            elif isinstance(data, TrainLog):
+                status = f"step {data.step}/{data.max_steps}  epoch {data.epoch:.2f}"
+                if data.loss is not None:
+                    status += f"  loss {data.loss:.4f}"
+                if data.tokens_per_second:
+                    status += f"  {data.tokens_per_second:.0f} tok/s"
+                progress.update(bar, completed=data.progress, status=status)
+            elif isinstance(data, EvalResult):
+                progress.console.print(f"eval @ step {data.step} (epoch {data.epoch:.2f}): {_fmt_metrics(data.metrics)}")
+    job = client.get(job_id)
+    if job.state == JobState.SUCCEEDED:
+        out.print(f"[green]{job.id} SUCCEEDED[/green]  {_fmt_metrics(job.metrics)}")
+        return EXIT_OK
+    reason = f": {job.error.code}: {job.error.message}" if job.error else ""
+    out.print(f"[red]{job.id} {job.state.value}{reason}[/red]")
+    return EXIT_JOB_FAILED
+
+
+def cmd_submit(client: Client, args) -> int:
+    out, _ = _console()
+    job = client.submit(args.spec, request_id=args.request_id or "")
+    if args.json:
+        print(json.dumps(_job_dict(job)))
+    else:
+        out.print(f"submitted [bold]{job.id}[/bold] ({job.state.value})")
+    return watch(client, job.id) if args.watch else EXIT_OK
+
+
+def cmd_jobs(client: Client, args) -> int:
+    from rich.table import Table
+
+    out, _ = _console()
+    jobs = list(client.list_jobs(states=args.state or None, limit=args.limit))
+    if args.json:
+        print(json.dumps([_job_dict(j) for j in jobs]))
+        return EXIT_OK
+    table = Table("ID", "STATE", "TASK", "BASE MODEL", "PROGRESS", "CREATED", "METRICS")
+    for job in jobs:
+        table.add_row(job.id, job.state.value, job.spec.WhichOneof("task") or "", job.spec.base_model,
+                      f"{job.progress:.0%}", job.created.strftime("%Y-%m-%d %H:%M:%S") if job.created else "",
+                      _fmt_metrics(job.metrics))
+    out.print(table)
+    return EXIT_OK
+
+
+def cmd_get(client: Client, args) -> int:
+    job = client.get(args.job)
+    print(json.dumps(_job_dict(job), indent=None if args.json else 2))
+    return EXIT_OK
+
+
+def cmd_cancel(client: Client, args) -> int:
+    out, _ = _console()
+    job = client.cancel(args.job)
+    out.print(f"{job.id}: {job.state.value}")
+    return EXIT_OK
+
+
+def cmd_watch(client: Client, args) -> int:
+    return watch(client, args.job, args.after_seq)
+
+
+def cmd_predict(client: Client, args) -> int:
+    from rich.table import Table
+
+    out, _ = _console()
+    gen = {k: v for k, v in (("max_new_tokens", args.max_new_tokens), ("temperature", args.temperature),
+                             ("top_p", args.top_p), ("top_k", args.top_k), ("seed", args.seed)) if v is not None}
+    if args.do_sample:
+        gen["do_sample"] = True
+    if args.stop:
+        gen["stop"] = args.stop
+    predictions = client.predict(args.job, args.text, **gen)
+    if args.json:
+        print(json.dumps([p.__dict__ for p in predictions]))
+        return EXIT_OK
+    if predictions and isinstance(predictions[0], Classification):
+        table = Table("TEXT", "LABEL", "SCORE", "ALL SCORES")
+        for text, p in zip(args.text, predictions, strict=True):
+            table.add_row(text if len(text) < 70 else text[:67] + "...", p.label, f"{p.score:.3f}",
+                          "  ".join(f"{k}={v:.3f}" for k, v in p.scores.items()))
+        out.print(table)
+    else:
+        for text, p in zip(args.text, predictions, strict=True):
+            out.print(f"[bold]> {text}[/bold]\n{p.text}\n")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tunewire", description=__doc__.splitlines()[0])
+    parser.add_argument("--address", default=os.environ.get("TUNEWIRE_ADDRESS", "localhost:50051"),
+                        help="server host:port [env TUNEWIRE_ADDRESS]")
+    parser.add_argument("--token", default=os.environ.get("TUNEWIRE_TOKEN"), help="bearer token [env TUNEWIRE_TOKEN]")
+    parser.add_argument("--timeout", type=float, default=60.0, help="deadline for each call, in seconds")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("submit", help="submit a job from a YAML or JSON spec file")
+    p.add_argument("spec", help="job spec file (.yaml, .yml or .json)")
+    p.add_argument("--watch", action="store_true", help="follow the job until it ends")
+    p.add_argument("--request-id", help="idempotency key: resubmitting returns the same job")
+    p.add_argument("--json", action="store_true", help="print the job as JSON")
+    p.set_defaults(fn=cmd_submit)
+
+    p = sub.add_parser("watch", help="follow a job's progress until it ends")
+    p.add_argument("job")
+    p.add_argument("--after-seq", type=int, default=0, help="skip events up to this seq")
+    p.set_defaults(fn=cmd_watch)
+
+    p = sub.add_parser("jobs", help="list jobs, newest first")
+    p.add_argument("--state", action="append", choices=[s.value for s in JobState], help="only this state (repeatable)")
+    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=cmd_jobs)
+
+    p = sub.add_parser("get", help="show one job")
+    p.add_argument("job")
+    p.add_argument("--json", action="store_true", help="one line of JSON")
+    p.set_defaults(fn=cmd_get)
+
+    p = sub.add_parser("cancel", help="cancel a queued or running job")
+    p.add_argument("job")
+    p.set_defaults(fn=cmd_cancel)
+
+    p = sub.add_parser("predict", help="run a succeeded job's model on some texts")
+    p.add_argument("job")
+    p.add_argument("text", nargs="+")
+    p.add_argument("--max-new-tokens", type=int)
+    p.add_argument("--temperature", type=float)
+    p.add_argument("--top-p", type=float)
+    p.add_argument("--top-k", type=int)
+    p.add_argument("--do-sample", action="store_true")
+    p.add_argument("--stop", action="append", help="stop sequence (repeatable)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=cmd_predict)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _, err = _console()
+    try:
+        with Client(args.address, timeout=args.timeout, token=args.token) as client:
+            return args.fn(client, args)
+    except SpecError as exc:
+        err.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
+    except TunewireError as exc:
+        err.print(f"[red]error:[/red] {exc.message}", highlight=False)
+        for v in exc.violations:
+            err.print(f"  - {v.field}: {v.description}", highlight=False)
+    except KeyboardInterrupt:
+        err.print("interrupted")
+    return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,176 @@
+"""Typed results the SDK returns: plain dataclasses, built from the wire messages."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from tunewire.v1 import job_pb2, tuning_service_pb2
+
+
+class JobState(str, enum.Enum):
+    QUEUED = "QUEUED"
+    RUNNING = "RUNNING"
+    CANCELLING = "CANCELLING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
+
+    @classmethod
+    def from_proto(cls, value: int) -> JobState:
+        return cls(job_pb2.JobState.Name(value).removeprefix("JOB_STATE_"))
+
+    def to_proto(self) -> int:
+        return job_pb2.JobState.Value("JOB_STATE_" + self.value)
+
+
+@dataclass(frozen=True)
+class JobError:
+    code: str
+    message: str
+    field: str
+    kind: str  # "USER" or "SYSTEM"
+
+    @classmethod
+    def from_proto(cls, msg: job_pb2.JobError) -> JobError:
+        return cls(msg.code, msg.message, msg.field, job_pb2.ErrorKind.Name(msg.kind).removeprefix("ERROR_KIND_"))
+
+
+def _time(msg, name: str) -> datetime | None:
+    return getattr(msg, name).ToDatetime() if msg.HasField(name) else None
+
+
+@dataclass(frozen=True)
+class Job:
+    id: str
+    state: JobState
+    spec: job_pb2.JobSpec
+    error: JobError | None
+    created: datetime | None
+    started: datetime | None
+    ended: datetime | None
+    attempts: int
+    request_id: str
+    last_seq: int
+    progress: float
+    metrics: dict[str, float]
+
+    @classmethod
+    def from_proto(cls, msg: job_pb2.Job) -> Job:
+        return cls(
+            id=msg.id,
+            state=JobState.from_proto(msg.state),
+            spec=msg.spec,
+            error=JobError.from_proto(msg.error) if msg.HasField("error") else None,
+            created=_time(msg, "create_time"),
+            started=_time(msg, "start_time"),
+            ended=_time(msg, "end_time"),
+            attempts=msg.attempts,
+            request_id=msg.request_id,
+            last_seq=msg.last_seq,
+            progress=msg.progress,
+            metrics=dict(msg.metrics),
+        )
+
+
+@dataclass(frozen=True)
+class StateChange:
+    state: JobState
+    message: str
+    error: JobError | None
+
+
+@dataclass(frozen=True)
+class TrainLog:
+    step: int
+    max_steps: int
+    epoch: float
+    progress: float
+    loss: float | None = None
+    learning_rate: float | None = None
+    grad_norm: float | None = None
+    eta_seconds: float | None = None
+    tokens_per_second: float | None = None
+    num_tokens: float | None = None
+    mean_token_accuracy: float | None = None
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    step: int
+    epoch: float
+    metrics: dict[str, float]
+
+
+@dataclass(frozen=True)
+class CheckpointSaved:
+    step: int
+    name: str
+
+
+@dataclass(frozen=True)
+class JobEvent:
+    """One event of a job. `data` is a StateChange, TrainLog, EvalResult or CheckpointSaved."""
+
+    job_id: str
+    seq: int
+    time: datetime
+    data: StateChange | TrainLog | EvalResult | CheckpointSaved
+
+    @property
+    def kind(self) -> str:
+        return type(self.data).__name__
+
+    @classmethod
+    def from_proto(cls, msg: job_pb2.JobEvent) -> JobEvent:
+        which = msg.WhichOneof("kind")
+        data: StateChange | TrainLog | EvalResult | CheckpointSaved
+        if which == "state_change":
+            sc = msg.state_change
+            data = StateChange(JobState.from_proto(sc.state), sc.message,
+                               JobError.from_proto(sc.error) if sc.HasField("error") else None)
+        elif which == "train_log":
+            t = msg.train_log
+            optional = {name: getattr(t, name) for name in (
+                "loss", "learning_rate", "grad_norm", "eta_seconds", "tokens_per_second", "num_tokens",
+                "mean_token_accuracy") if t.HasField(name)}
+            data = TrainLog(step=t.step, max_steps=t.max_steps, epoch=t.epoch, progress=t.progress,
+                            extra=dict(t.extra), **optional)
+        elif which == "eval_result":
+            data = EvalResult(msg.eval_result.step, msg.eval_result.epoch, dict(msg.eval_result.metrics))
+        elif which == "checkpoint_saved":
+            data = CheckpointSaved(msg.checkpoint_saved.step, msg.checkpoint_saved.name)
+        else:
+            raise ValueError(f"event {msg.seq} has no known kind")
+        return cls(msg.job_id, msg.seq, msg.time.ToDatetime(), data)
+
+
+@dataclass(frozen=True)
+class Classification:
+    label: str
+    score: float
+    scores: dict[str, float]  # every label, highest first
+
+
+@dataclass(frozen=True)
+class Generation:
+    text: str
+    num_tokens: int
+    finish_reason: str
+
+
+Prediction = Classification | Generation
+
+
+def prediction_from_proto(msg: tuning_service_pb2.Prediction) -> Prediction:
+    if msg.HasField("classification"):
+        c = msg.classification
+        return Classification(c.label, c.score, {s.label: s.score for s in c.scores})
+    g = msg.generation
+    return Generation(g.text, g.num_tokens, g.finish_reason)

@@ -1,0 +1,91 @@
+"""Shared fixtures: offline settings, tiny models, and a real server on 127.0.0.1:0."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+# Everything offline, one torch thread: fast and deterministic on a 2-core machine.
+os.environ.update({
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+    "TUNEWIRE_TORCH_THREADS": "1",
+    "OMP_NUM_THREADS": "1",
+})
+
+
+@pytest.fixture(scope="session")
+def models_root(tmp_path_factory) -> Path:
+    from tests import tiny
+
+    root = tmp_path_factory.mktemp("models")
+    tiny.build_tiny_bert(root / "tiny-bert")
+    return root
+
+
+class ServerThread:
+    """A TunewireServer on its own event loop in a background thread."""
+
+    def __init__(self, settings) -> None:
+        from tunewire_server.api.server import TunewireServer
+
+        self.settings = settings
+        self.server = TunewireServer(settings)
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+
+    def start(self) -> ServerThread:
+        self._thread.start()
+        port = asyncio.run_coroutine_threadsafe(self.server.start(), self.loop).result(30)
+        self.address = f"127.0.0.1:{port}"
+        return self
+
+    def run(self, coro, timeout: float = 30):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def stop(self) -> None:
+        self.run(self.server.stop(grace=1), timeout=60)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+
+
+def make_settings(data_dir: Path, models_root: Path, **overrides):
+    from tunewire_server.config import Settings
+
+    return Settings(host="127.0.0.1", port=0, data_dir=data_dir, model_root=models_root, torch_threads=1,
+                    **overrides)
+
+
+@pytest.fixture
+def server_factory(tmp_path, models_root):
+    started: list[ServerThread] = []
+
+    def start(data_dir: Path | None = None, **overrides) -> ServerThread:
+        settings = make_settings(data_dir or tmp_path / "data", models_root, **overrides)
+        st = ServerThread(settings).start()
+        started.append(st)
+        return st
+
+    yield start
+    for st in started:
+        st.stop()
+
+
+@pytest.fixture
+def server(server_factory) -> ServerThread:
+    return server_factory()
+
+
+@pytest.fixture
+def client(server):
+    import tunewire
+
+    with tunewire.Client(server.address, timeout=30) as c:
+        yield c
