@@ -74,10 +74,11 @@ def prepare() -> None:
                     if review:
                         f.write(json.dumps({"review": review, "sentiment": sentiment(row["rating"]),
                                             "drug": row["drugName"], "condition": row["condition"]}) + "\n")
-    counts = {}
-    for line in open(out / "train.jsonl", encoding="utf-8"):
-        label = json.loads(line)["sentiment"]
-        counts[label] = counts.get(label, 0) + 1
+    counts: dict[str, int] = {}
+    with open(out / "train.jsonl", encoding="utf-8") as f:
+        for line in f:
+            label = json.loads(line)["sentiment"]
+            counts[label] = counts.get(label, 0) + 1
     print(f"prepared {sum(counts.values())} training reviews {counts} and the test split under {out}")
 
 
@@ -94,7 +95,7 @@ def main() -> int:
     prepare()
     address = f"127.0.0.1:{free_port()}"
     env = {**os.environ, "TUNEWIRE_DATA_DIR": str(DATA_DIR), "TUNEWIRE_PORT": address.split(":")[1]}
-    log = open(DEMO / "server.log", "w")
+    log = open(DEMO / "server.log", "w")  # noqa: SIM115  (the server writes to it until the end)
     server = subprocess.Popen([BIN / "tunewire-server"], env=env, stdout=log, stderr=subprocess.STDOUT)
     print(f"server starting on {address} (log: {log.name})")
     import tunewire

@@ -51,6 +51,8 @@ class ServerThread:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
     def stop(self) -> None:
+        if not self._thread.is_alive():
+            return
         self.run(self.server.stop(grace=1), timeout=60)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(10)

@@ -9,7 +9,7 @@ from datetime import datetime
 from tunewire.v1 import job_pb2, tuning_service_pb2
 
 
-class JobState(str, enum.Enum):
+class JobState(enum.StrEnum):
     QUEUED = "QUEUED"
     RUNNING = "RUNNING"
     CANCELLING = "CANCELLING"

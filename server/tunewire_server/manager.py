@@ -18,8 +18,8 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 import structlog
-from tunewire.v1 import job_pb2
 
+from tunewire.v1 import job_pb2
 from tunewire_server import validation
 from tunewire_server.config import Settings
 from tunewire_server.errors import (

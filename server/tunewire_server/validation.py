@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from google.protobuf import json_format
-from tunewire.v1 import job_pb2
 
+from tunewire.v1 import job_pb2
 from tunewire_server import dataset_scan
 from tunewire_server.config import Settings
 from tunewire_server.dataset_scan import DatasetProblem
@@ -322,6 +322,8 @@ def _scan_classification(spec: job_pb2.JobSpec, train: DatasetPlan, evals: Datas
             raise DatasetProblem(f"row {row_no}: label {label!r} is not a class index")
         if declared:
             if isinstance(label, str) and label not in declared and not _is_index(label, len(declared)):
+                if label.isdigit():
+                    raise DatasetProblem(f"row {row_no}: label {label!r} is out of range for {len(declared)} labels")
                 raise DatasetProblem(f"row {row_no}: label {label!r} is not one of label_names")
             if isinstance(label, (int, float)) and not 0 <= label < len(declared):
                 raise DatasetProblem(f"row {row_no}: label {label!r} is out of range for {len(declared)} labels")

@@ -7,6 +7,7 @@ process group so that everything a worker started can be stopped together.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -79,10 +80,8 @@ class WorkerProcess:
 
     def signal(self, sig: int) -> None:
         if self.proc.returncode is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, sig)
-            except ProcessLookupError:
-                pass
 
     def kill(self) -> None:
         self.signal(signal.SIGKILL)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from google.protobuf import json_format, timestamp_pb2
-from tunewire.v1 import job_pb2
 
+from tunewire.v1 import job_pb2
 from tunewire_server.states import JobState
 from tunewire_server.store import Event, JobRecord
 from tunewire_server.validation import spec_from_json

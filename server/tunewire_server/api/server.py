@@ -8,8 +8,8 @@ import grpc
 import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from tunewire.v1 import tuning_service_pb2, tuning_service_pb2_grpc
 
+from tunewire.v1 import tuning_service_pb2, tuning_service_pb2_grpc
 from tunewire_server.api.servicer import TuningServicer
 from tunewire_server.config import Settings
 from tunewire_server.manager import JobManager

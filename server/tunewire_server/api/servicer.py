@@ -8,10 +8,10 @@ from collections.abc import Callable
 import grpc
 import structlog
 from google.protobuf import json_format
+
 from tunewire.v1 import job_pb2
 from tunewire.v1 import tuning_service_pb2 as pb
 from tunewire.v1 import tuning_service_pb2_grpc as pb_grpc
-
 from tunewire_server.api import convert
 from tunewire_server.api.status import to_status
 from tunewire_server.errors import FieldViolation, InvalidSpec, TunewireError

@@ -13,8 +13,8 @@ from transformers import (
     Trainer,
     TrainingArguments,
 )
-from tunewire.v1 import job_pb2
 
+from tunewire.v1 import job_pb2
 from tunewire_server.dataset_scan import DatasetProblem, label_index
 from tunewire_server.metrics import metric_path
 from tunewire_server.worker import data

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from tunewire.v1 import job_pb2
-
 from tunewire_server.worker.runtime import UserError, bf16_supported, device_kind
 
 EVAL = {job_pb2.EVAL_STRATEGY_NO: "no", job_pb2.EVAL_STRATEGY_EPOCH: "epoch", job_pb2.EVAL_STRATEGY_STEPS: "steps"}

@@ -51,8 +51,8 @@ def main() -> int:
 def _run(out: MessageWriter, control) -> int:
     import torch  # noqa: F401  (the import cost is paid here, before a job arrives)
     from google.protobuf import json_format
-    from tunewire.v1 import job_pb2
 
+    from tunewire.v1 import job_pb2
     from tunewire_server.worker import classification
     from tunewire_server.worker.runtime import UserError, configure_torch
 

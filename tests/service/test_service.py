@@ -1,0 +1,127 @@
+"""The service through a real server on 127.0.0.1:0 and the real SDK."""
+
+from __future__ import annotations
+
+import time
+
+import grpc
+import pytest
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+
+import tunewire
+from tests import tiny
+from tunewire import JobState
+from tunewire.v1 import tuning_service_pb2, tuning_service_pb2_grpc
+
+
+def classification_spec(train="train.jsonl", **hp):
+    return {
+        "base_model": "tiny-bert",
+        "classification": {},
+        "train_dataset": {"file": {"path": train}},
+        "hyperparameters": {"max_steps": 2, "per_device_train_batch_size": 4, "save_strategy": "no", **hp},
+    }
+
+
+@pytest.fixture
+def data(server):
+    tiny.write_jsonl(server.settings.dataset_root / "train.jsonl", tiny.sentiment_rows(16))
+    return server.settings.dataset_root
+
+
+def wait_for(predicate, timeout=60.0, interval=0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError("condition not met in time")
+
+
+def test_health_and_reflection(server, client):
+    assert client.health()
+    with grpc.insecure_channel(server.address) as channel:
+        services = ProtoReflectionDescriptorDatabase(channel).get_services()
+    assert "tunewire.v1.TuningService" in services and "grpc.health.v1.Health" in services
+
+
+def test_invalid_spec_is_refused_with_field_violations_and_nothing_is_stored(client, data):
+    bad = classification_spec(learning_rate=-1)
+    bad["train_dataset"] = {"file": {"path": "../etc/passwd"}}
+    with pytest.raises(tunewire.InvalidArgumentError) as info:
+        client.submit(bad)
+    fields = {v.field for v in info.value.violations}
+    assert {"hyperparameters.learning_rate", "train_dataset.file.path"} <= fields
+    assert list(client.list_jobs()) == []
+
+
+def test_unknown_jobs_are_not_found(client):
+    for call in (lambda: client.get("job-nope"), lambda: client.cancel("job-nope"),
+                 lambda: client.predict("job-nope", ["x"]), lambda: list(client.stream_metrics("job-nope"))):
+        with pytest.raises(tunewire.NotFoundError):
+            call()
+    with pytest.raises(tunewire.InvalidArgumentError):
+        client.get("")
+
+
+def test_request_id_makes_submit_idempotent(client, data):
+    first = client.submit(classification_spec(), request_id="req-1")
+    again = client.submit(classification_spec(), request_id="req-1")
+    assert again.id == first.id
+    with pytest.raises(tunewire.AlreadyExistsError):
+        client.submit(classification_spec(max_steps=3), request_id="req-1")
+    assert len(list(client.list_jobs())) == 1
+
+
+def test_fifo_queue_cancel_and_predict_preconditions(client, data):
+    long_job = client.submit(classification_spec(max_steps=100000, logging_steps=1))
+    second = client.submit(classification_spec())
+    third = client.submit(classification_spec())
+    assert second.state == JobState.QUEUED
+    # a queued job is cancelled at once and never starts
+    cancelled = client.cancel(second.id)
+    assert cancelled.state == JobState.CANCELLED
+    with pytest.raises(tunewire.FailedPreconditionError):
+        client.predict(third.id, ["queued"])
+    # the running job stops at its next step
+    first_step = next(e for e in client.stream_metrics(long_job.id) if isinstance(e.data, tunewire.TrainLog))
+    assert first_step.data.step >= 1
+    t0 = time.monotonic()
+    assert client.cancel(long_job.id).state in (JobState.CANCELLING, JobState.CANCELLED)
+    done = client.wait(long_job.id, raise_on_failure=False)
+    assert done.state == JobState.CANCELLED and time.monotonic() - t0 < 10
+    finished = client.wait(third.id)
+    assert finished.state == JobState.SUCCEEDED
+    assert client.get(second.id).started is None
+    assert finished.started > done.started  # FIFO: the third ran after the first
+    states = [e.data.state for e in client.stream_metrics(long_job.id) if isinstance(e.data, tunewire.StateChange)]
+    assert states == [JobState.QUEUED, JobState.RUNNING, JobState.CANCELLING, JobState.CANCELLED]
+
+
+def test_list_jobs_pages_and_filters(server, client, data):
+    ids = [client.submit(classification_spec()).id for _ in range(5)]
+    assert [j.id for j in client.list_jobs(page_size=2)] == ids[::-1]
+    client.cancel(ids[-1])
+    assert [j.id for j in client.list_jobs(states=[JobState.CANCELLED])] == [ids[-1]]
+    with grpc.insecure_channel(server.address) as channel:
+        stub = tuning_service_pb2_grpc.TuningServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as info:
+            stub.ListJobs(tuning_service_pb2.ListJobsRequest(page_token="not-a-token"))
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    for job_id in ids:
+        client.cancel(job_id)
+
+
+def test_a_job_survives_a_restart_as_a_record(server_factory, tmp_path, models_root):
+    first = server_factory(tmp_path / "d")
+    tiny.write_jsonl(first.settings.dataset_root / "train.jsonl", tiny.sentiment_rows(8))
+    with tunewire.Client(first.address) as c:
+        job = c.submit(classification_spec(max_steps=100000))
+        wait_for(lambda: c.get(job.id).state == JobState.RUNNING)
+    first.stop()
+    second = server_factory(tmp_path / "d")
+    with tunewire.Client(second.address) as c:
+        after = c.get(job.id)
+        assert after.state == JobState.FAILED and after.error.code == "SERVER_RESTARTED"
+        assert after.error.kind == "SYSTEM"
