@@ -30,7 +30,20 @@ class Settings:
     torch_threads: int = _opt(0, "torch threads in workers; 0 = torch's default.")
     log_format: str = _opt("console", "console (readable) or json (production).", choices=("console", "json"))
     log_level: str = _opt("info", "debug, info, warning or error.", choices=("debug", "info", "warning", "error"))
+    auth_tokens_file: Path | None = _opt(None, "File of accepted bearer tokens, one per line; enables auth.")
+    auth_tokens: str = _opt("", "Comma-separated accepted bearer tokens (prefer the file); enables auth.")
+    tls_cert_file: Path | None = _opt(None, "PEM server certificate; with tls_key_file, serves TLS.")
+    tls_key_file: Path | None = _opt(None, "PEM private key of the server certificate.")
+    tls_client_ca_file: Path | None = _opt(None, "PEM CA bundle; when set, clients must present a certificate it signed (mTLS).")
+    allowed_models: str = _opt("", "Comma-separated base models (fnmatch patterns) jobs may use; empty = any.")
+    warm_worker: bool = _opt(True, "Keep a training worker started with its imports done, ready for the next job.")
+    nan_loss_steps: int = _opt(3, "A job whose loss is NaN or infinite this many steps in a row fails with NAN_LOSS.")
     max_queued_jobs: int = _opt(100, "Queued jobs beyond this are refused with RESOURCE_EXHAUSTED.")
+    max_streams: int = _opt(1000, "Open StreamMetrics calls beyond this are refused with RESOURCE_EXHAUSTED.")
+    max_seq_length: int = _opt(8192, "Largest max_length a job may ask for, in tokens.")
+    max_batch_size: int = _opt(1024, "Largest per-device batch size a job may ask for.")
+    max_epochs: float = _opt(100.0, "Most training epochs a job may ask for.")
+    max_steps: int = _opt(1_000_000, "Most optimizer steps a job may ask for.")
     max_inline_rows: int = _opt(10_000, "Most rows an inline dataset may carry.")
     max_dataset_bytes: int = _opt(2 * 1024**3, "Largest dataset file accepted, in bytes.")
     max_dataset_rows: int = _opt(5_000_000, "Most rows a dataset file may hold.")
@@ -48,15 +61,32 @@ class Settings:
         if not 0 <= self.port <= 65535:
             problems.append(f"port must be 0..65535, got {self.port}")
         for name in ("max_queued_jobs", "max_inline_rows", "max_dataset_bytes", "max_dataset_rows",
-                     "max_message_bytes", "max_predict_inputs", "inference_cache_size"):
+                     "max_message_bytes", "max_predict_inputs", "inference_cache_size", "nan_loss_steps",
+                     "max_streams", "max_seq_length", "max_batch_size", "max_epochs", "max_steps"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be at least 1")
         for f in dataclasses.fields(self):
             choices = f.metadata.get("choices")
             if choices and getattr(self, f.name) not in choices:
                 problems.append(f"{f.name} must be one of {', '.join(choices)}")
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            problems.append("tls_cert_file and tls_key_file go together")
+        if self.tls_client_ca_file and not self.tls_cert_file:
+            problems.append("tls_client_ca_file (mTLS) needs tls_cert_file and tls_key_file")
+        for name in ("auth_tokens_file", "tls_cert_file", "tls_key_file", "tls_client_ca_file"):
+            path = getattr(self, name)
+            if path is not None and not Path(path).is_file():
+                problems.append(f"{name}: no file {path}")
         if problems:
             raise ValueError("invalid settings: " + "; ".join(problems))
+
+    def accepted_tokens(self) -> frozenset[str]:
+        """Bearer tokens from the file and the setting; empty means auth is off."""
+        tokens = {t.strip() for t in self.auth_tokens.split(",") if t.strip()}
+        if self.auth_tokens_file is not None:
+            lines = Path(self.auth_tokens_file).read_text(encoding="utf-8").splitlines()
+            tokens |= {line.strip() for line in lines if line.strip() and not line.startswith("#")}
+        return frozenset(tokens)
 
     @property
     def db_path(self) -> Path:

@@ -11,16 +11,20 @@ import base64
 import contextlib
 import json
 import math
+import os
 import shutil
+import signal
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import structlog
 
 from tunewire.v1 import job_pb2
 from tunewire_server import validation
+from tunewire_server.checkpoints import load_or_create_key
 from tunewire_server.config import Settings
 from tunewire_server.errors import (
     AlreadyExists,
@@ -35,18 +39,34 @@ from tunewire_server.inference_client import InferenceClient
 from tunewire_server.states import TERMINAL, JobState, check_transition
 from tunewire_server.store import Event, JobRecord, Store
 from tunewire_server.worker.artifacts import MODEL_DIR
-from tunewire_server.workers import STOP_SIGNAL, WorkerProcess, describe_exit
+from tunewire_server.workers import CHECKPOINT_SIGNAL, STOP_SIGNAL, WorkerProcess, describe_exit
 
 log = structlog.get_logger("tunewire.manager")
 
 MAX_REQUEST_ID = 128
+RESTART_ALLOWANCE = 2  # server restarts a job may live through, on top of its retries
 
 
 @dataclass
 class _Running:
     job_id: str
-    worker: WorkerProcess
+    worker: WorkerProcess | None = None  # None while the worker is being taken or started
     cancel_requested: bool = False
+
+
+def _kill_orphan(job_dir: Path) -> None:
+    """A worker of a server that died (kill -9) may still run: stop it before the job is resumed."""
+    pid_file = job_dir / "worker.pid"
+    try:
+        pid = int(pid_file.read_text())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError):
+        return
+    if b"tunewire_server.worker" in cmdline:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+        log.warning("killed an orphaned worker", pid=pid)
+    pid_file.unlink(missing_ok=True)
 
 
 def new_job_id() -> str:
@@ -61,48 +81,72 @@ class JobManager:
         self.inference = InferenceClient(settings)
         self._wakeup = asyncio.Event()
         self._running: _Running | None = None
+        self._warm: WorkerProcess | None = None
+        self._warm_task: asyncio.Task | None = None
         self._scheduler: asyncio.Task | None = None
         self._submit_lock = asyncio.Lock()
         self._stopping = False
+        self._checkpoint_key = b""
+        self._tasks: set[asyncio.Task] = set()
 
     # --- lifecycle -----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        self.settings.jobs_dir.mkdir(parents=True, exist_ok=True)
-        self.settings.model_root.mkdir(parents=True, exist_ok=True)
-        self.settings.dataset_root.mkdir(parents=True, exist_ok=True)
+        for folder in (self.settings.jobs_dir, self.settings.model_root, self.settings.dataset_root,
+                       self.settings.data_dir / "workers"):
+            folder.mkdir(parents=True, exist_ok=True)
+        self._checkpoint_key = load_or_create_key(self.settings.data_dir)
         await self._recover()
         for job in self.store.jobs_in_states([JobState.QUEUED]):
             self.hub.open(job.id)
+        if self.settings.warm_worker:
+            self._warm_task = asyncio.create_task(self._spawn_warm())
         self._scheduler = asyncio.create_task(self._schedule(), name="tunewire-scheduler")
 
     async def stop(self) -> None:
-        """Stop taking jobs; stop the running worker and leave its job for the next start to resolve."""
+        """Stop taking jobs. The running worker saves a checkpoint and stops; its job stays RUNNING,
+        and the next start resumes it from that checkpoint."""
         self._stopping = True
         self._wakeup.set()
-        if self._running is not None:
-            self._running.worker.signal(STOP_SIGNAL)
+        running = self._running
+        if running is not None and running.worker is not None:
+            running.worker.signal(CHECKPOINT_SIGNAL)
             try:
-                await asyncio.wait_for(self._running.worker.wait(), self.settings.shutdown_grace_s)
+                await asyncio.wait_for(asyncio.shield(running.worker.wait()), self.settings.shutdown_grace_s)
             except TimeoutError:
-                self._running.worker.kill()
+                log.warning("worker did not checkpoint in time; killing it", job_id=running.job_id)
+                running.worker.kill()
         if self._scheduler is not None:
             self._scheduler.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._scheduler
+        if self._running is not None and self._running.worker is not None:
+            self._running.worker.kill()  # it was still starting when the scheduler stopped
+        if self._warm_task is not None:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._warm_task
+        if self._warm is not None:
+            await self._warm.close(grace_s=2)
         await self.inference.close()
 
     async def _recover(self) -> None:
-        """Jobs a previous server left running cannot be continued by this one."""
+        """Resolve the jobs a previous server process left behind."""
         for job in self.store.jobs_in_states([JobState.RUNNING, JobState.CANCELLING]):
             self.hub.open(job.id)
+            _kill_orphan(self.settings.jobs_dir / job.id)
             if job.state == JobState.CANCELLING:
                 await self._finish(job.id, JobState.CANCELLED, message="cancelled while the server was down")
-            else:
+            elif job.attempts > self._max_attempts(job):
                 await self._finish(job.id, JobState.FAILED, error={
                     "code": "SERVER_RESTARTED", "kind": "SYSTEM", "field": "",
-                    "message": "the server stopped while the job was running",
-                })
+                    "message": f"the server stopped while the job ran, {job.attempts} times; giving up"})
+            else:
+                await self._set_state(job.id, JobState.QUEUED,
+                                      message="the server restarted; resuming from the last complete checkpoint")
+
+    def _max_attempts(self, job: JobRecord) -> int:
+        spec = validation.spec_from_json(job.spec_json)
+        return 1 + spec.max_retries + RESTART_ALLOWANCE
 
     # --- commands ------------------------------------------------------------------------------
 
@@ -167,10 +211,19 @@ class JobManager:
         elif self._running is not None and self._running.job_id == job_id:
             self._running.cancel_requested = True
             await self._set_state(job_id, JobState.CANCELLING, message="cancel requested")
-            self._running.worker.signal(STOP_SIGNAL)
-            asyncio.create_task(self._kill_after_grace(self._running))
+            if self._running.worker is not None:
+                self._stop_worker(self._running)
         log.info("job cancel requested", job_id=job_id)
         return self.get(job_id)
+
+    def _stop_worker(self, running: _Running) -> None:
+        running.worker.signal(STOP_SIGNAL)
+        self._background(self._kill_after_grace(running))
+
+    def _background(self, coro) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _kill_after_grace(self, running: _Running) -> None:
         try:
@@ -235,20 +288,63 @@ class JobManager:
                         "code": "INTERNAL", "kind": "SYSTEM", "field": "",
                         "message": "the server could not run this job"})
 
+    async def _spawn_warm(self) -> None:
+        """Start the next training worker now, so that its imports are done when a job arrives."""
+        try:
+            self._warm = await self._start_worker(self.settings.data_dir / "workers" / "warm.log")
+        except Exception:
+            log.exception("could not start a warm worker")
+
+    async def _start_worker(self, log_path: Path) -> WorkerProcess:
+        env = {}
+        if self.settings.torch_threads:
+            env["TUNEWIRE_TORCH_THREADS"] = str(self.settings.torch_threads)
+        return await WorkerProcess.start("tunewire_server.worker.training", log_path, env)
+
+    async def _take_worker(self, job_dir: Path) -> WorkerProcess:
+        """The warm worker if it is healthy, else a fresh one; either has sent `ready`."""
+        if self._warm_task is not None:
+            await self._warm_task
+            self._warm_task = None
+        worker, self._warm = self._warm, None
+        for _ in range(2):
+            if worker is None:
+                worker = await self._start_worker(job_dir / "worker.log")
+            ready = await worker.receive()  # a warm worker sent it long ago
+            if ready is not None and ready.get("kind") == "ready":
+                break
+            log.warning("a training worker failed to start", code=await worker.wait())
+            worker = None
+        else:
+            raise RuntimeError("training workers fail to start; see the worker logs")
+        if self.settings.warm_worker and not self._stopping:
+            self._warm_task = asyncio.create_task(self._spawn_warm())  # the one for the next job
+        return worker
+
     async def _run(self, job: JobRecord) -> None:
         job_dir = self.settings.jobs_dir / job.id
         plan = json.loads((job_dir / "plan.json").read_text())
-        self.store.update_job(job.id, attempts=job.attempts + 1, started_at=time.time())
-        await self._set_state(job.id, JobState.RUNNING, message="starting worker")
+        attempt = job.attempts + 1
+        self.store.update_job(job.id, attempts=attempt, started_at=job.started_at or time.time())
+        await self._set_state(job.id, JobState.RUNNING, message=f"attempt {attempt}" if attempt > 1 else "started")
         bound = log.bind(job_id=job.id)
-        env = {"TUNEWIRE_JOB_ID": job.id}
-        if self.settings.torch_threads:
-            env["TUNEWIRE_TORCH_THREADS"] = str(self.settings.torch_threads)
-        worker = await WorkerProcess.start("tunewire_server.worker.training", job_dir / "worker.log", env)
-        running = self._running = _Running(job.id, worker)
-        bound.info("worker started", pid=worker.pid)
-        await worker.send({"job_id": job.id, "spec": json.loads(job.spec_json), "plan": plan,
-                           "job_dir": str(job_dir)})
+        running = self._running = _Running(job.id)
+        try:
+            worker = running.worker = await self._take_worker(job_dir)
+        except BaseException:
+            self._running = None
+            raise
+        (job_dir / "worker.pid").write_text(str(worker.pid))
+        bound.info("worker assigned", pid=worker.pid, attempt=attempt)
+        await worker.send({
+            "job_id": job.id, "spec": json.loads(job.spec_json), "plan": plan, "job_dir": str(job_dir),
+            "log_path": str(job_dir / "worker.log"), "checkpoint_key": self._checkpoint_key.hex(),
+            "nan_loss_steps": self.settings.nan_loss_steps,
+        })
+        if running.cancel_requested:  # cancelled while the worker was being readied
+            self._stop_worker(running)
+        elif self._stopping:
+            worker.signal(CHECKPOINT_SIGNAL)
         result: dict | None = None
         error: dict | None = None
         try:
@@ -263,6 +359,7 @@ class JobManager:
             code = await worker.wait()
         finally:
             self._running = None
+            (job_dir / "worker.pid").unlink(missing_ok=True)
         bound.info("worker exited", code=code)
         if running.cancel_requested:
             shutil.rmtree(job_dir / (MODEL_DIR + ".partial"), ignore_errors=True)
@@ -270,10 +367,16 @@ class JobManager:
         elif code == 0 and result is not None and (job_dir / MODEL_DIR).is_dir():
             await self._finish(job.id, JobState.SUCCEEDED, message="finished", metrics=result.get("metrics"))
         elif self._stopping and error is None:
-            pass  # left RUNNING on purpose: the next start resolves it
+            bound.info("left RUNNING for the next start to resume")
         else:
-            await self._finish(job.id, JobState.FAILED, error=error or {
-                "code": "WORKER_CRASHED", "kind": "SYSTEM", "field": "", "message": describe_exit(code)})
+            error = error or {"code": "WORKER_CRASHED", "kind": "SYSTEM", "field": "", "message": describe_exit(code)}
+            spec = validation.spec_from_json(job.spec_json)
+            if error.get("kind") == "SYSTEM" and attempt <= spec.max_retries:
+                await self._set_state(job.id, JobState.QUEUED, error=error,
+                                      message=f"{error['message']}; retrying from the last complete checkpoint "
+                                              f"({attempt} of {spec.max_retries} retries)")
+            else:
+                await self._finish(job.id, JobState.FAILED, error=error)
 
     async def _record(self, job_id: str, kind: str, payload: dict) -> None:
         fields: dict = {}
@@ -306,6 +409,8 @@ class JobManager:
                       metrics: dict | None = None) -> None:
         assert state in TERMINAL
         extra: dict = {"ended_at": time.time()}
+        if state != JobState.FAILED:
+            extra["error"] = None  # an error from an earlier, retried attempt no longer applies
         if state == JobState.SUCCEEDED:
             extra["progress"] = 1.0
         if metrics:

@@ -6,6 +6,7 @@ for data, the row. Nothing here imports torch or grpc.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import math
 import os
@@ -82,7 +83,7 @@ def validate(spec: job_pb2.JobSpec, settings: Settings) -> dict:
     model_path = _check_model(spec.base_model, settings, v)
     if task is None:
         v.add("task", "set exactly one task: classification or sft")
-    _check_hyperparameters(spec, v)
+    _check_hyperparameters(spec, settings, v)
     _check_lora(spec, task, v)
     if not spec.HasField("train_dataset"):
         v.add("train_dataset", "is required")
@@ -122,6 +123,10 @@ def _check_model(name: str, settings: Settings, v: Violations) -> str | None:
     if not name.strip():
         v.add(field, "is required: a hub id or a folder under the server's model root")
         return None
+    allowed = [p.strip() for p in settings.allowed_models.split(",") if p.strip()]
+    if allowed and not any(fnmatch.fnmatchcase(name, pattern) for pattern in allowed):
+        v.add(field, f"{name!r} is not on this server's model allow-list")
+        return None
     try:
         local = resolve_under(settings.model_root, name)
     except UnsafePath as exc:
@@ -150,7 +155,7 @@ def _check_model(name: str, settings: Settings, v: Violations) -> str | None:
 # --- hyperparameters ----------------------------------------------------------------------------
 
 
-def _check_hyperparameters(spec: job_pb2.JobSpec, v: Violations) -> None:
+def _check_hyperparameters(spec: job_pb2.JobSpec, settings: Settings, v: Violations) -> None:
     hp = spec.hyperparameters
     f = "hyperparameters."
 
@@ -160,10 +165,12 @@ def _check_hyperparameters(spec: job_pb2.JobSpec, v: Violations) -> None:
 
     if hp.HasField("num_train_epochs"):
         positive("num_train_epochs", hp.num_train_epochs)
-        if math.isfinite(hp.num_train_epochs) and hp.num_train_epochs > 1000:
-            v.add(f + "num_train_epochs", "must be at most 1000")
+        if math.isfinite(hp.num_train_epochs) and hp.num_train_epochs > settings.max_epochs:
+            v.add(f + "num_train_epochs", f"must be at most {settings.max_epochs:g} (server limit)")
     if hp.HasField("max_steps"):
         positive("max_steps", hp.max_steps)
+        if hp.max_steps > settings.max_steps:
+            v.add(f + "max_steps", f"must be at most {settings.max_steps} (server limit)")
     if hp.HasField("learning_rate"):
         positive("learning_rate", hp.learning_rate)
         if math.isfinite(hp.learning_rate) and hp.learning_rate >= 1:
@@ -172,10 +179,10 @@ def _check_hyperparameters(spec: job_pb2.JobSpec, v: Violations) -> None:
                  "logging_steps", "save_total_limit"):
         if hp.HasField(name):
             positive(name, getattr(hp, name))
-    for name, limit in (("per_device_train_batch_size", 4096), ("per_device_eval_batch_size", 4096),
-                        ("gradient_accumulation_steps", 1024)):
+    for name, limit in (("per_device_train_batch_size", settings.max_batch_size),
+                        ("per_device_eval_batch_size", settings.max_batch_size), ("gradient_accumulation_steps", 1024)):
         if getattr(hp, name) > limit:
-            v.add(f + name, f"must be at most {limit}")
+            v.add(f + name, f"must be at most {limit} (server limit)")
     if hp.HasField("warmup_ratio") and not (0 <= hp.warmup_ratio < 1):
         v.add(f + "warmup_ratio", f"must be in [0, 1), got {hp.warmup_ratio}")
     if hp.HasField("weight_decay") and not (math.isfinite(hp.weight_decay) and 0 <= hp.weight_decay < 1):
@@ -296,8 +303,8 @@ def _check_classification_options(task: job_pb2.ClassificationTask, settings: Se
             v.add("classification.label_names", "has duplicate names")
         if any(not n.strip() for n in names):
             v.add("classification.label_names", "has an empty name")
-    if task.max_length > 8192:
-        v.add("classification.max_length", "must be at most 8192")
+    if task.max_length > settings.max_seq_length:
+        v.add("classification.max_length", f"must be at most {settings.max_seq_length} (server limit)")
     if task.pad_to_max_length and task.max_length == 0:
         v.add("classification.max_length", "pad_to_max_length needs a max_length")
 

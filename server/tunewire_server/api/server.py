@@ -9,8 +9,9 @@ import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from tunewire.v1 import tuning_service_pb2, tuning_service_pb2_grpc
-from tunewire_server.api.servicer import TuningServicer
+from tunewire.v1 import tuning_service_pb2
+from tunewire_server.api.auth import BearerTokenInterceptor
+from tunewire_server.api.servicer import TuningServicer, tuning_handlers
 from tunewire_server.config import Settings
 from tunewire_server.manager import JobManager
 from tunewire_server.store import Store
@@ -41,20 +42,31 @@ class TunewireServer:
             ("grpc.max_send_message_length", s.max_message_bytes),
             ("grpc.so_reuseport", 0),
         ]
-        server = grpc.aio.server(options=options)
-        tuning_service_pb2_grpc.add_TuningServiceServicer_to_server(TuningServicer(self.manager), server)
+        tokens = s.accepted_tokens()
+        interceptors = [BearerTokenInterceptor(tokens)] if tokens else []
+        server = grpc.aio.server(options=options, interceptors=interceptors)
+        server.add_generic_rpc_handlers((tuning_handlers(TuningServicer(self.manager, s.max_streams)),))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
             server,
         )
-        self.port = server.add_insecure_port(f"{s.host}:{s.port}")
+        address = f"{s.host}:{s.port}"
+        if s.tls_cert_file:
+            ca = s.tls_client_ca_file.read_bytes() if s.tls_client_ca_file else None
+            credentials = grpc.ssl_server_credentials(
+                [(s.tls_key_file.read_bytes(), s.tls_cert_file.read_bytes())],
+                root_certificates=ca, require_client_auth=ca is not None)
+            self.port = server.add_secure_port(address, credentials)
+        else:
+            self.port = server.add_insecure_port(address)
         if self.port == 0:
             raise RuntimeError(f"cannot bind {s.host}:{s.port}")
         await server.start()
         self._server = server
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
-        log.info("serving", address=f"{s.host}:{self.port}", data_dir=str(s.data_dir))
+        log.info("serving", address=f"{s.host}:{self.port}", data_dir=str(s.data_dir), auth=bool(tokens),
+                 tls="mutual" if s.tls_client_ca_file else bool(s.tls_cert_file))
         return self.port
 
     async def _set_health(self, status) -> None:

@@ -8,13 +8,14 @@ from collections.abc import Callable
 import grpc
 import structlog
 from google.protobuf import json_format
+from google.protobuf.message import DecodeError
 
 from tunewire.v1 import job_pb2
 from tunewire.v1 import tuning_service_pb2 as pb
 from tunewire.v1 import tuning_service_pb2_grpc as pb_grpc
 from tunewire_server.api import convert
 from tunewire_server.api.status import to_status
-from tunewire_server.errors import FieldViolation, InvalidSpec, TunewireError
+from tunewire_server.errors import FieldViolation, InvalidSpec, ResourceExhausted, TunewireError
 from tunewire_server.manager import JobManager
 
 log = structlog.get_logger("tunewire.api")
@@ -25,10 +26,47 @@ def _log_unexpected(method: str, exc: BaseException) -> None:
         log.exception("unhandled error", method=method, exc_info=exc)
 
 
+class Malformed:
+    """Stands in for a request whose bytes did not parse, so the client gets INVALID_ARGUMENT."""
+
+    def __init__(self, type_name: str, reason: str) -> None:
+        self.type_name, self.reason = type_name, reason
+
+    def refuse(self) -> InvalidSpec:
+        return InvalidSpec(FieldViolation("request", f"not a valid {self.type_name} message: {self.reason}"))
+
+
+def _tolerant(message_cls):
+    def deserialize(data: bytes):
+        try:
+            return message_cls.FromString(data)
+        except DecodeError as exc:
+            return Malformed(message_cls.DESCRIPTOR.full_name, str(exc) or "cannot be parsed")
+
+    return deserialize
+
+
+def tuning_handlers(servicer: TuningServicer) -> grpc.GenericRpcHandler:
+    """The service's method handlers, with request parsing that cannot fail the call with INTERNAL."""
+    service = pb.DESCRIPTOR.services_by_name["TuningService"]
+    handlers = {}
+    for method in service.methods:
+        kwargs = {
+            "request_deserializer": _tolerant(getattr(pb, method.input_type.name)),
+            "response_serializer": getattr(pb, method.output_type.name).SerializeToString,
+        }
+        fn = getattr(servicer, method.name)
+        factory = grpc.unary_stream_rpc_method_handler if method.server_streaming else grpc.unary_unary_rpc_method_handler
+        handlers[method.name] = factory(fn, **kwargs)
+    return grpc.method_handlers_generic_handler(service.full_name, handlers)
+
+
 def unary(fn: Callable) -> Callable:
     @functools.wraps(fn)
     async def wrapper(self, request, context: grpc.aio.ServicerContext):
         try:
+            if isinstance(request, Malformed):
+                raise request.refuse()
             return await fn(self, request, context)
         except Exception as exc:
             _log_unexpected(fn.__name__, exc)
@@ -41,8 +79,16 @@ def streaming(fn: Callable) -> Callable:
     @functools.wraps(fn)
     async def wrapper(self, request, context: grpc.aio.ServicerContext):
         try:
-            async for item in fn(self, request, context):
-                yield item
+            if isinstance(request, Malformed):
+                raise request.refuse()
+            if self.open_streams >= self.max_streams:
+                raise ResourceExhausted(f"this server allows {self.max_streams} open streams; try again later")
+            self.open_streams += 1
+            try:
+                async for item in fn(self, request, context):
+                    yield item
+            finally:
+                self.open_streams -= 1
         except Exception as exc:
             _log_unexpected(fn.__name__, exc)
             await context.abort_with_status(to_status(exc))
@@ -57,8 +103,10 @@ def _require_job_id(job_id: str) -> str:
 
 
 class TuningServicer(pb_grpc.TuningServiceServicer):
-    def __init__(self, manager: JobManager) -> None:
+    def __init__(self, manager: JobManager, max_streams: int = 1000) -> None:
         self.manager = manager
+        self.max_streams = max_streams
+        self.open_streams = 0
 
     @unary
     async def SubmitJob(self, request: pb.SubmitJobRequest, context) -> pb.SubmitJobResponse:

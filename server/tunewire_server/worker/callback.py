@@ -4,22 +4,51 @@ from __future__ import annotations
 
 import math
 import time
+from pathlib import Path
 
 from transformers import TrainerCallback
 
+from tunewire_server.checkpoints import mark_complete
 from tunewire_server.worker.protocol import MessageWriter
+from tunewire_server.worker.runtime import UserError
 
 # Keys Trainer logs that have a field of their own in TrainLog.
 _OWN_FIELDS = {"loss", "learning_rate", "grad_norm", "epoch", "num_tokens", "mean_token_accuracy"}
 
 
 class Control:
-    """Flags set by signal handlers and read by the callback at step boundaries."""
+    """Flags set by signal handlers and read by the callback at step boundaries; the NaN-loss watch."""
 
     def __init__(self) -> None:
         self.stop = False  # cancel: stop at the next step, keep nothing
         self.checkpoint_and_stop = False  # shutdown: save a checkpoint, then stop
         self.training = False
+        self.checkpoint_key: bytes | None = None
+        self.nan_loss_steps = 3
+        self._bad_losses = 0
+
+    def observe_loss(self, loss: float) -> None:
+        """Fail the job once the loss has been NaN or infinite nan_loss_steps steps in a row."""
+        if math.isfinite(loss):
+            self._bad_losses = 0
+            return
+        self._bad_losses += 1
+        if self._bad_losses >= self.nan_loss_steps:
+            raise UserError("NAN_LOSS", f"the loss was {loss} for {self._bad_losses} steps in a row; "
+                            "try a lower learning_rate or check the data and the base model", "")
+
+
+def guarded(trainer_cls: type, control: Control) -> type:
+    """A subclass of a Trainer class whose every training step reports its loss to `control`."""
+
+    class Guarded(trainer_cls):
+        def training_step(self, *args, **kwargs):
+            loss = super().training_step(*args, **kwargs)
+            control.observe_loss(float(loss))
+            return loss
+
+    Guarded.__name__ = Guarded.__qualname__ = f"Guarded{trainer_cls.__name__}"
+    return Guarded
 
 
 class EventCallback(TrainerCallback):
@@ -83,4 +112,10 @@ class EventCallback(TrainerCallback):
         self.out.send("eval_result", step=state.global_step, epoch=float(state.epoch or 0.0), metrics=clean)
 
     def on_save(self, args, state, control, **kwargs):
-        self.out.send("checkpoint_saved", step=state.global_step, name=f"checkpoint-{state.global_step}")
+        if not state.is_world_process_zero:
+            return
+        name = f"checkpoint-{state.global_step}"
+        folder = Path(args.output_dir) / name
+        if self.flags.checkpoint_key is not None and folder.is_dir():
+            mark_complete(folder, state.global_step, self.flags.checkpoint_key)
+        self.out.send("checkpoint_saved", step=state.global_step, name=name)

@@ -19,9 +19,9 @@ from tunewire_server.dataset_scan import DatasetProblem, label_index
 from tunewire_server.metrics import metric_path
 from tunewire_server.worker import data
 from tunewire_server.worker.artifacts import save_final_model
-from tunewire_server.worker.callback import Control, EventCallback
+from tunewire_server.worker.callback import Control, EventCallback, guarded
 from tunewire_server.worker.protocol import MessageWriter
-from tunewire_server.worker.runtime import UserError
+from tunewire_server.worker.runtime import UserError, checked_config
 from tunewire_server.worker.trainer_args import seed_of, training_kwargs
 
 DEFAULT_MAX_LENGTH_CAP = 512
@@ -37,6 +37,7 @@ def run(spec: job_pb2.JobSpec, plan: dict, job_dir: Path, out: MessageWriter, co
     seed = seed_of(spec)
     cache = job_dir / "cache"
 
+    checked_config(plan["base_model"])
     tokenizer = AutoTokenizer.from_pretrained(plan["base_model"])
     max_length = task.max_length or min(tokenizer.model_max_length, DEFAULT_MAX_LENGTH_CAP)
 
@@ -89,7 +90,7 @@ def run(spec: job_pb2.JobSpec, plan: dict, job_dir: Path, out: MessageWriter, co
 
     args = TrainingArguments(**training_kwargs(spec, job_dir, evals is not None, gradient_checkpointing_default=False))
     callback = EventCallback(out, control)
-    trainer = Trainer(
+    trainer = guarded(Trainer, control)(
         model=model,
         args=args,
         train_dataset=train,

@@ -36,3 +36,16 @@ class UserError(Exception):
         self.code = code
         self.message = message
         self.field = field
+
+
+def checked_config(model: str):
+    """Load a model's config without ever running its code; refuse models that need custom code."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(model, trust_remote_code=False)
+    except Exception as exc:  # missing files, offline hub id, unknown architecture
+        raise UserError("MODEL_UNAVAILABLE", f"cannot load the config of {model!r}: {exc}", "base_model") from None
+    if getattr(config, "auto_map", None):
+        raise UserError("CUSTOM_CODE_REFUSED", "models that need custom code (auto_map) are refused", "base_model")
+    return config

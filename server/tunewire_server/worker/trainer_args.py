@@ -55,6 +55,7 @@ def training_kwargs(spec: job_pb2.JobSpec, job_dir: Path, has_eval: bool, *, gra
         "logging_strategy": "steps",
         "logging_steps": hp.logging_steps if hp.HasField("logging_steps") else 10,
         "logging_first_step": True,
+        "logging_nan_inf_filter": False,  # a NaN loss is shown as NaN, not hidden from the average
         "eval_on_start": hp.eval_on_start and has_eval,
         "gradient_checkpointing": hp.gradient_checkpointing if hp.HasField("gradient_checkpointing")
         else gradient_checkpointing_default,

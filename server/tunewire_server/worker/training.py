@@ -12,7 +12,7 @@ import signal
 import sys
 import traceback
 
-from tunewire_server.worker.protocol import MessageWriter, parse_args
+from tunewire_server.worker.protocol import MessageWriter, die_with_parent, parse_args
 
 
 class Cancelled(BaseException):
@@ -21,6 +21,7 @@ class Cancelled(BaseException):
 
 def main() -> int:
     args = parse_args()
+    die_with_parent()
     out = MessageWriter(args.message_fd)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -53,29 +54,32 @@ def _run(out: MessageWriter, control) -> int:
     from google.protobuf import json_format
 
     from tunewire.v1 import job_pb2
-    from tunewire_server.worker import classification
+    from tunewire_server.worker import classification, sft
     from tunewire_server.worker.runtime import UserError, configure_torch
 
-    runners = {"classification": classification.run}
-    try:
-        from tunewire_server.worker import sft
-
-        runners["sft"] = sft.run
-    except ImportError:
-        pass
+    runners = {"classification": classification.run, "sft": sft.run}
+    out.send("ready")  # signal handlers are installed and the heavy imports are done
     line = sys.stdin.readline()
     if not line:
         return 0  # the control plane closed us without a job
     request = json.loads(line)
+    _redirect_output(request["log_path"])
     configure_torch()
     from pathlib import Path
+
+    from tunewire_server.checkpoints import latest_complete
 
     spec = json_format.ParseDict(request["spec"], job_pb2.JobSpec())
     plan = request["plan"]
     job_dir = Path(request["job_dir"])
-    logging.getLogger("tunewire.worker").info("job %s: %s on %s", request["job_id"], plan["task"], plan["base_model"])
+    control.checkpoint_key = bytes.fromhex(request["checkpoint_key"])
+    control.nan_loss_steps = request.get("nan_loss_steps", 3)
+    resume = latest_complete(job_dir / "checkpoints", control.checkpoint_key)
+    log = logging.getLogger("tunewire.worker")
+    log.info("job %s: %s on %s%s", request["job_id"], plan["task"], plan["base_model"],
+             f", resuming from {resume.name}" if resume else "")
     try:
-        metrics = runners[plan["task"]](spec, plan, job_dir, out, control, request.get("resume_from"))
+        metrics = runners[plan["task"]](spec, plan, job_dir, out, control, str(resume) if resume else None)
     except UserError as exc:
         out.send("error", code=exc.code, message=exc.message, field=exc.field, kind="USER")
         return 1
@@ -91,6 +95,18 @@ def _run(out: MessageWriter, control) -> int:
         return 0
     out.send("result", metrics=metrics)
     return 0
+
+
+def _redirect_output(log_path: str) -> None:
+    """A warm worker was started before its job was known: from here on, log into the job's folder."""
+    import os
+
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
 
 
 if __name__ == "__main__":
