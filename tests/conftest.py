@@ -91,3 +91,74 @@ def client(server):
 
     with tunewire.Client(server.address, timeout=30) as c:
         yield c
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServerProcess:
+    """`tunewire-server` as a real child process, for tests that kill or signal the server itself."""
+
+    def __init__(self, data_dir: Path, models_root: Path, *args: str, env: dict | None = None) -> None:
+        import subprocess
+        import sys
+
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.data_dir = data_dir
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = data_dir / "server.log"
+        cmd = [sys.executable, "-m", "tunewire_server", "--port", str(self.port), "--data-dir", str(data_dir),
+               "--model-root", str(models_root), "--torch-threads", "1", *args]
+        self._log = open(self.log_path, "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+
+    def wait_serving(self, timeout: float = 30) -> ServerProcess:
+        import time
+
+        import tunewire
+
+        deadline = time.monotonic() + timeout
+        with tunewire.Client(self.address) as c:
+            while not c.health(timeout=1):
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"server did not start:\n{self.log_path.read_text()[-3000:]}")
+                time.sleep(0.1)
+        return self
+
+    def signal(self, sig) -> None:
+        self.proc.send_signal(sig)
+
+    def wait(self, timeout: float = 60) -> int:
+        return self.proc.wait(timeout)
+
+    def stop(self) -> None:
+        import signal
+
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(60)
+            except Exception:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+
+@pytest.fixture
+def process_factory(tmp_path, models_root):
+    started: list[ServerProcess] = []
+
+    def start(data_dir: Path | None = None, *args: str, env: dict | None = None) -> ServerProcess:
+        sp = ServerProcess(data_dir or tmp_path / "data", models_root, *args, env=env).wait_serving()
+        started.append(sp)
+        return sp
+
+    yield start
+    for sp in started:
+        sp.stop()

@@ -353,7 +353,7 @@ class JobManager:
                 if kind == "result":
                     result = message
                 elif kind == "error":
-                    error = message
+                    error = message["error"]
                 elif kind in ("train_log", "eval_result", "checkpoint_saved"):
                     await self._record(job.id, kind, message)
             code = await worker.wait()

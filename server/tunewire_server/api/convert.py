@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from google.protobuf import json_format, timestamp_pb2
+from google.protobuf import timestamp_pb2
 
 from tunewire.v1 import job_pb2
 from tunewire_server.states import JobState
@@ -52,7 +52,11 @@ def job_to_proto(job: JobRecord) -> job_pb2.Job:
     )
 
 
+_TRAIN_LOG_FIELDS = frozenset(job_pb2.TrainLog.DESCRIPTOR.fields_by_name)
+
+
 def _numbers(payload: dict) -> dict:
+    """The worker sends non-finite floats as "nan"/"inf"/"-inf" strings (JSON has none)."""
     out = {}
     for key, value in payload.items():
         if isinstance(value, str) and value in ("nan", "inf", "-inf"):
@@ -69,9 +73,11 @@ def event_to_proto(event: Event) -> job_pb2.JobEvent:
             state=state_to_proto(JobState(p["state"])), message=p.get("message", ""),
             error=error_to_proto(p.get("error"))))
     elif event.kind == "train_log":
-        fields = _numbers({k: v for k, v in p.items() if k != "extra"})
-        msg.train_log.CopyFrom(json_format.ParseDict(fields, job_pb2.TrainLog(), ignore_unknown_fields=True))
-        msg.train_log.extra.update(_numbers(p.get("extra", {})))
+        log = msg.train_log
+        for key, value in _numbers(p).items():
+            if key != "extra" and key in _TRAIN_LOG_FIELDS:
+                setattr(log, key, value)
+        log.extra.update(_numbers(p.get("extra", {})))
     elif event.kind == "eval_result":
         msg.eval_result.CopyFrom(job_pb2.EvalResult(step=p.get("step", 0), epoch=p.get("epoch", 0.0),
                                                     metrics=_numbers(p.get("metrics", {}))))

@@ -81,15 +81,16 @@ def _run(out: MessageWriter, control) -> int:
     try:
         metrics = runners[plan["task"]](spec, plan, job_dir, out, control, str(resume) if resume else None)
     except UserError as exc:
-        out.send("error", code=exc.code, message=exc.message, field=exc.field, kind="USER")
+        out.send("error", error={"code": exc.code, "message": exc.message, "field": exc.field, "kind": "USER"})
         return 1
     except torch.OutOfMemoryError as exc:
-        out.send("error", code="OUT_OF_MEMORY", message=str(exc).splitlines()[0][:500], field="", kind="SYSTEM")
+        out.send("error", error={"code": "OUT_OF_MEMORY", "message": str(exc).splitlines()[0][:500], "field": "",
+                                 "kind": "SYSTEM"})
         return 1
     except Exception as exc:
         traceback.print_exc()
-        out.send("error", code="TRAINING_FAILED", message=f"{type(exc).__name__}: {exc}"[:2000], field="",
-                 kind="SYSTEM")
+        out.send("error", error={"code": "TRAINING_FAILED", "message": f"{type(exc).__name__}: {exc}"[:2000],
+                                 "field": "", "kind": "SYSTEM"})
         return 1
     if control.stop or control.checkpoint_and_stop:
         return 0
