@@ -61,6 +61,7 @@ class ServerThread:
 def make_settings(data_dir: Path, models_root: Path, **overrides):
     from tunewire_server.config import Settings
 
+    overrides.setdefault("metrics_port", 0)
     return Settings(host="127.0.0.1", port=0, data_dir=data_dir, model_root=models_root, torch_threads=1,
                     **overrides)
 
@@ -114,7 +115,7 @@ class ServerProcess:
         data_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = data_dir / "server.log"
         cmd = [sys.executable, "-m", "tunewire_server", "--port", str(self.port), "--data-dir", str(data_dir),
-               "--model-root", str(models_root), "--torch-threads", "1", *args]
+               "--model-root", str(models_root), "--torch-threads", "1", "--metrics-port", "0", *args]
         self._log = open(self.log_path, "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
 

@@ -23,6 +23,7 @@ def _opt(default: Any, help: str, **kw: Any) -> Any:
 class Settings:
     host: str = _opt("127.0.0.1", "Address the gRPC server binds to (0.0.0.0 in a container).")
     port: int = _opt(50051, "gRPC port; 0 picks a free one (the chosen port is logged).")
+    metrics_port: int = _opt(9090, "Prometheus /metrics port (on HOST); 0 picks a free one, -1 turns metrics off.")
     data_dir: Path = _opt(Path("./tunewire-data"), "Holds the SQLite store and each job's artifacts.")
     model_root: Path | None = _opt(None, "Folder that local base models are looked up in. Default: DATA_DIR/models.")
     dataset_root: Path | None = _opt(None, "Folder that dataset files are read from. Default: DATA_DIR/datasets.")
@@ -60,6 +61,8 @@ class Settings:
         problems = []
         if not 0 <= self.port <= 65535:
             problems.append(f"port must be 0..65535, got {self.port}")
+        if not -1 <= self.metrics_port <= 65535:
+            problems.append(f"metrics_port must be -1..65535, got {self.metrics_port}")
         for name in ("max_queued_jobs", "max_inline_rows", "max_dataset_bytes", "max_dataset_rows",
                      "max_message_bytes", "max_predict_inputs", "inference_cache_size", "nan_loss_steps",
                      "max_streams", "max_seq_length", "max_batch_size", "max_epochs", "max_steps"):
@@ -77,6 +80,11 @@ class Settings:
             path = getattr(self, name)
             if path is not None and not Path(path).is_file():
                 problems.append(f"{name}: no file {path}")
+        if self.auth_tokens_file is not None and Path(self.auth_tokens_file).is_file():
+            try:
+                self.accepted_tokens()
+            except ValueError as exc:
+                problems.append(str(exc))
         if problems:
             raise ValueError("invalid settings: " + "; ".join(problems))
 
@@ -85,7 +93,10 @@ class Settings:
         tokens = {t.strip() for t in self.auth_tokens.split(",") if t.strip()}
         if self.auth_tokens_file is not None:
             lines = Path(self.auth_tokens_file).read_text(encoding="utf-8").splitlines()
-            tokens |= {line.strip() for line in lines if line.strip() and not line.startswith("#")}
+            from_file = {line.strip() for line in lines if line.strip() and not line.startswith("#")}
+            if not from_file:  # an empty file must not silently turn auth off
+                raise ValueError(f"auth_tokens_file {self.auth_tokens_file} holds no token")
+            tokens |= from_file
         return frozenset(tokens)
 
     @property

@@ -36,6 +36,7 @@ from tunewire_server.errors import (
 )
 from tunewire_server.events import EventHub
 from tunewire_server.inference_client import InferenceClient
+from tunewire_server.observability import Metrics
 from tunewire_server.states import TERMINAL, JobState, check_transition
 from tunewire_server.store import Event, JobRecord, Store
 from tunewire_server.worker.artifacts import MODEL_DIR
@@ -74,9 +75,10 @@ def new_job_id() -> str:
 
 
 class JobManager:
-    def __init__(self, settings: Settings, store: Store) -> None:
+    def __init__(self, settings: Settings, store: Store, metrics: Metrics | None = None) -> None:
         self.settings = settings
         self.store = store
+        self.metrics = metrics or Metrics()
         self.hub = EventHub(store)
         self.inference = InferenceClient(settings)
         self._wakeup = asyncio.Event()
@@ -157,7 +159,11 @@ class JobManager:
             existing = self.store.get_job_by_request_id(request_id)
             if existing is not None:
                 return self._same_request(existing, spec)
-        plan = await asyncio.to_thread(validation.validate, spec, self.settings)
+        try:
+            plan = await asyncio.to_thread(validation.validate, spec, self.settings)
+        except InvalidSpec:
+            self.metrics.jobs_submitted.labels("refused").inc()
+            raise
         spec_json = validation.spec_to_json(spec)
         async with self._submit_lock:
             if request_id and (existing := self.store.get_job_by_request_id(request_id)) is not None:
@@ -172,6 +178,7 @@ class JobManager:
             job = self.store.create_job(job_id, spec_json, request_id or None,
                                         ("state_change", {"state": JobState.QUEUED.value, "message": "queued"}))
             self.hub.open(job_id)
+        self.metrics.jobs_submitted.labels("accepted").inc()
         log.info("job queued", job_id=job_id, task=plan["task"], base_model=spec.base_model)
         self._wakeup.set()
         return job
@@ -380,12 +387,15 @@ class JobManager:
 
     async def _record(self, job_id: str, kind: str, payload: dict) -> None:
         fields: dict = {}
-        if kind == "train_log" and "progress" in payload:
-            fields["progress"] = payload["progress"]
+        if kind == "train_log":
+            self.metrics.train_log(payload)
+            if "progress" in payload:
+                fields["progress"] = payload["progress"]
         if kind == "eval_result":
             fields["metrics"] = {k: v for k, v in payload.get("metrics", {}).items()
                                  if isinstance(v, (int, float)) and math.isfinite(v)}
-        event = self.store.append_event(job_id, kind, payload, fields)
+        at = payload.pop("time", None)
+        event = self.store.append_event(job_id, kind, payload, fields, at=at)
         await self.hub.publish(event)
 
     # --- state changes -------------------------------------------------------------------------
@@ -418,4 +428,6 @@ class JobManager:
         await self._set_state(job_id, state, message=message or (error or {}).get("message", ""),
                               error=error, extra=extra)
         await self.hub.close(job_id)
+        job = self.store.get_job(job_id)
+        self.metrics.job_ended(state, job.started_at if job else None, extra["ended_at"])
         log.info("job finished", job_id=job_id, state=state.value, error=(error or {}).get("code"))

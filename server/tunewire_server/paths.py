@@ -10,6 +10,10 @@ from urllib.parse import unquote
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*(/[A-Za-z0-9][A-Za-z0-9_.\-]*)?$")
 
 
+MAX_PATH = 1024
+MAX_NAME = 255
+
+
 class UnsafePath(ValueError):
     pass
 
@@ -24,6 +28,8 @@ def resolve_under(root: Path, relative: str) -> Path:
         raise UnsafePath("is empty")
     if "\x00" in relative:
         raise UnsafePath("contains a NUL byte")
+    if len(relative) > MAX_PATH or any(len(part.encode()) > MAX_NAME for part in re.split(r"[/\\]+", relative)):
+        raise UnsafePath(f"is too long (at most {MAX_PATH} characters, {MAX_NAME} bytes a name)")
     decoded = relative
     for _ in range(3):  # %252e%252e -> %2e%2e -> ..
         decoded = unquote(decoded)
@@ -36,7 +42,10 @@ def resolve_under(root: Path, relative: str) -> Path:
     if decoded != relative:
         raise UnsafePath("must not be percent-encoded")
     real_root = Path(os.path.realpath(root))
-    real = Path(os.path.realpath(real_root / relative))
+    try:
+        real = Path(os.path.realpath(real_root / relative))
+    except (OSError, ValueError) as exc:
+        raise UnsafePath(f"cannot be resolved: {exc}") from None
     if real != real_root and real_root not in real.parents:
         raise UnsafePath("leads outside the server's root folder")
     return real

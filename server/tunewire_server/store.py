@@ -190,9 +190,10 @@ class Store:
 
     # --- events -----------------------------------------------------------------------------
 
-    def append_event(self, job_id: str, kind: str, payload: dict, job_fields: dict | None = None) -> Event:
+    def append_event(self, job_id: str, kind: str, payload: dict, job_fields: dict | None = None,
+                     at: float | None = None) -> Event:
         """Store an event with the job's next seq, and optionally update the job, atomically."""
-        now = time.time()
+        now = at or time.time()
         job_fields = dict(job_fields or {})
         if "state" in job_fields:
             job_fields["state"] = job_fields["state"].value

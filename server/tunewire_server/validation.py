@@ -132,7 +132,12 @@ def _check_model(name: str, settings: Settings, v: Violations) -> str | None:
     except UnsafePath as exc:
         v.add(field, str(exc))
         return None
-    if local.is_dir():
+    try:
+        is_local = local.is_dir()
+    except OSError as exc:
+        v.add(field, f"cannot be read: {exc.strerror or exc}")
+        return None
+    if is_local:
         config = local / "config.json"
         if not config.is_file():
             v.add(field, f"folder {name!r} has no config.json")
@@ -253,13 +258,17 @@ def _check_dataset_source(ds: job_pb2.Dataset, field: str, default_split: str, s
     except UnsafePath as exc:
         v.add(pfield, str(exc))
         return None
-    if not path.is_file():
-        v.add(pfield, f"no file {ds.file.path!r} under the dataset root")
+    try:
+        if not path.is_file():
+            v.add(pfield, f"no file {ds.file.path!r} under the dataset root")
+            return None
+        if not os.access(path, os.R_OK):
+            v.add(pfield, f"{ds.file.path!r} is not readable")
+            return None
+        size = path.stat().st_size
+    except OSError as exc:
+        v.add(pfield, f"cannot be read: {exc.strerror or exc}")
         return None
-    if not os.access(path, os.R_OK):
-        v.add(pfield, f"{ds.file.path!r} is not readable")
-        return None
-    size = path.stat().st_size
     if size > settings.max_dataset_bytes:
         v.add(pfield, f"{ds.file.path!r} is {size} bytes; the limit is {settings.max_dataset_bytes}")
         return None

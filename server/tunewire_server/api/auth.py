@@ -1,4 +1,8 @@
-"""Bearer-token authentication for every service but health (probes carry no token)."""
+"""Bearer-token authentication for the tuning service.
+
+Health (probes carry no token) and reflection (the contract is public; it reveals no job or data)
+are exempt.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,8 @@ from collections.abc import Iterable
 
 import grpc
 
-EXEMPT_PREFIXES = ("/grpc.health.v1.Health/",)
+EXEMPT_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.v1alpha.ServerReflection/",
+                   "/grpc.reflection.v1.ServerReflection/")
 
 
 def _token_of(metadata) -> str:

@@ -14,6 +14,7 @@ from tunewire_server.api.auth import BearerTokenInterceptor
 from tunewire_server.api.servicer import TuningServicer, tuning_handlers
 from tunewire_server.config import Settings
 from tunewire_server.manager import JobManager
+from tunewire_server.observability import Metrics
 from tunewire_server.store import Store
 
 log = structlog.get_logger("tunewire.server")
@@ -29,13 +30,17 @@ class TunewireServer:
         self.manager: JobManager | None = None
         self.health = health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()
         self.port: int = 0
+        self.metrics: Metrics | None = None
+        self.metrics_port: int | None = None
         self._server: grpc.aio.Server | None = None
 
     async def start(self) -> int:
         s = self.settings
         s.data_dir.mkdir(parents=True, exist_ok=True)
         self.store = Store(s.db_path)
-        self.manager = JobManager(s, self.store)
+        self.metrics = Metrics()
+        self.metrics.watch_store(lambda state: self.store.count_in_states([state]))
+        self.manager = JobManager(s, self.store, self.metrics)
         await self.manager.start()
         options = [
             ("grpc.max_receive_message_length", s.max_message_bytes),
@@ -45,7 +50,8 @@ class TunewireServer:
         tokens = s.accepted_tokens()
         interceptors = [BearerTokenInterceptor(tokens)] if tokens else []
         server = grpc.aio.server(options=options, interceptors=interceptors)
-        server.add_generic_rpc_handlers((tuning_handlers(TuningServicer(self.manager, s.max_streams)),))
+        server.add_generic_rpc_handlers(
+            (tuning_handlers(TuningServicer(self.manager, s.max_streams, self.metrics)),))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
@@ -64,8 +70,11 @@ class TunewireServer:
             raise RuntimeError(f"cannot bind {s.host}:{s.port}")
         await server.start()
         self._server = server
+        if s.metrics_port >= 0:
+            self.metrics_port = self.metrics.serve(s.host, s.metrics_port)
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
-        log.info("serving", address=f"{s.host}:{self.port}", data_dir=str(s.data_dir), auth=bool(tokens),
+        log.info("serving", address=f"{s.host}:{self.port}", metrics_port=self.metrics_port,
+                 data_dir=str(s.data_dir), auth=bool(tokens),
                  tls="mutual" if s.tls_client_ca_file else bool(s.tls_cert_file))
         return self.port
 
@@ -82,6 +91,8 @@ class TunewireServer:
             await self.manager.stop()
         if self._server is not None:
             await self._server.stop(grace if grace is not None else 5)
+        if self.metrics is not None:
+            self.metrics.close()
         if self.store is not None:
             self.store.close()
         log.info("stopped")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from collections import OrderedDict
 from collections.abc import Callable
 
 import grpc
@@ -17,6 +18,7 @@ from tunewire_server.api import convert
 from tunewire_server.api.status import to_status
 from tunewire_server.errors import FieldViolation, InvalidSpec, ResourceExhausted, TunewireError
 from tunewire_server.manager import JobManager
+from tunewire_server.observability import Metrics
 
 log = structlog.get_logger("tunewire.api")
 
@@ -55,10 +57,37 @@ def tuning_handlers(servicer: TuningServicer) -> grpc.GenericRpcHandler:
             "request_deserializer": _tolerant(getattr(pb, method.input_type.name)),
             "response_serializer": getattr(pb, method.output_type.name).SerializeToString,
         }
+        if method.name == "StreamMetrics":  # yields bytes serialized once per event, shared by all streams
+            kwargs["response_serializer"] = _passthrough(kwargs["response_serializer"])
         fn = getattr(servicer, method.name)
         factory = grpc.unary_stream_rpc_method_handler if method.server_streaming else grpc.unary_unary_rpc_method_handler
         handlers[method.name] = factory(fn, **kwargs)
     return grpc.method_handlers_generic_handler(service.full_name, handlers)
+
+
+def _passthrough(serialize: Callable) -> Callable:
+    def serializer(message) -> bytes:
+        return message if isinstance(message, bytes) else serialize(message)
+
+    return serializer
+
+
+class _WireCache:
+    """Each event's serialized StreamMetricsResponse, built once however many clients stream it."""
+
+    def __init__(self, size: int = 8192) -> None:
+        self._size = size
+        self._items: OrderedDict[tuple[str, int], bytes] = OrderedDict()
+
+    def get(self, event) -> bytes:
+        key = (event.job_id, event.seq)
+        data = self._items.get(key)
+        if data is None:
+            data = pb.StreamMetricsResponse(event=convert.event_to_proto(event)).SerializeToString()
+            self._items[key] = data
+            if len(self._items) > self._size:
+                self._items.popitem(last=False)
+        return data
 
 
 def unary(fn: Callable) -> Callable:
@@ -103,10 +132,13 @@ def _require_job_id(job_id: str) -> str:
 
 
 class TuningServicer(pb_grpc.TuningServiceServicer):
-    def __init__(self, manager: JobManager, max_streams: int = 1000) -> None:
+    def __init__(self, manager: JobManager, max_streams: int = 1000, metrics: Metrics | None = None) -> None:
         self.manager = manager
         self.max_streams = max_streams
         self.open_streams = 0
+        self._wire = _WireCache()
+        self.metrics = metrics or Metrics()
+        self.metrics.open_streams.set_function(lambda: self.open_streams)
 
     @unary
     async def SubmitJob(self, request: pb.SubmitJobRequest, context) -> pb.SubmitJobResponse:
@@ -135,13 +167,15 @@ class TuningServicer(pb_grpc.TuningServiceServicer):
     @streaming
     async def StreamMetrics(self, request: pb.StreamMetricsRequest, context):
         async for event in self.manager.events(_require_job_id(request.job_id), request.after_seq):
-            yield pb.StreamMetricsResponse(event=convert.event_to_proto(event))
+            yield self._wire.get(event)
+            self.metrics.events_streamed.inc()
 
     @unary
     async def Predict(self, request: pb.PredictRequest, context) -> pb.PredictResponse:
         body = json_format.MessageToDict(request, preserving_proto_field_name=True)
         body.pop("job_id", None)
-        predictions = await self.manager.predict(_require_job_id(request.job_id), body)
+        with self.metrics.predict_latency.labels("Predict").time():
+            predictions = await self.manager.predict(_require_job_id(request.job_id), body)
         return pb.PredictResponse(predictions=[json_format.ParseDict(p, pb.Prediction()) for p in predictions])
 
     @streaming

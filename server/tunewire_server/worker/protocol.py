@@ -7,6 +7,7 @@ import json
 import math
 import os
 import threading
+import time
 
 
 class MessageWriter:
@@ -17,6 +18,7 @@ class MessageWriter:
     def send(self, kind: str | None = None, **payload) -> None:
         if kind is not None:
             payload["kind"] = kind
+            payload["time"] = time.time()  # when it happened, not when the control plane got it
         line = json.dumps(_finite(payload), separators=(",", ":"))
         with self._lock:
             self._file.write(line + "\n")
