@@ -37,6 +37,7 @@ class Settings:
     tls_key_file: Path | None = _opt(None, "PEM private key of the server certificate.")
     tls_client_ca_file: Path | None = _opt(None, "PEM CA bundle; when set, clients must present a certificate it signed (mTLS).")
     allowed_models: str = _opt("", "Comma-separated base models (fnmatch patterns) jobs may use; empty = any.")
+    train_processes: int = _opt(0, "Training processes per job (DDP through accelerate launch); 0 = one per visible GPU, 1 on a CPU.")
     warm_worker: bool = _opt(True, "Keep a training worker started with its imports done, ready for the next job.")
     nan_loss_steps: int = _opt(3, "A job whose loss is NaN or infinite this many steps in a row fails with NAN_LOSS.")
     max_queued_jobs: int = _opt(100, "Queued jobs beyond this are refused with RESOURCE_EXHAUSTED.")
@@ -61,6 +62,8 @@ class Settings:
         problems = []
         if not 0 <= self.port <= 65535:
             problems.append(f"port must be 0..65535, got {self.port}")
+        if self.train_processes < 0:
+            problems.append("train_processes must be 0 (auto) or more")
         if not -1 <= self.metrics_port <= 65535:
             problems.append(f"metrics_port must be -1..65535, got {self.metrics_port}")
         for name in ("max_queued_jobs", "max_inline_rows", "max_dataset_bytes", "max_dataset_rows",

@@ -346,7 +346,7 @@ class JobManager:
         await worker.send({
             "job_id": job.id, "spec": json.loads(job.spec_json), "plan": plan, "job_dir": str(job_dir),
             "log_path": str(job_dir / "worker.log"), "checkpoint_key": self._checkpoint_key.hex(),
-            "nan_loss_steps": self.settings.nan_loss_steps,
+            "nan_loss_steps": self.settings.nan_loss_steps, "train_processes": self.settings.train_processes,
         })
         if running.cancel_requested:  # cancelled while the worker was being readied
             self._stop_worker(running)
