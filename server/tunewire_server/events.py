@@ -31,8 +31,15 @@ class Channel:
 
     async def publish(self, event: Event) -> None:
         async with self._cond:
-            self._events.append(event)
-            self._seqs.append(event.seq)
+            if self._seqs and event.seq <= self._seqs[-1]:  # out of order: keep the list sorted
+                i = bisect.bisect_left(self._seqs, event.seq)
+                if i < len(self._seqs) and self._seqs[i] == event.seq:
+                    return
+                self._events.insert(i, event)
+                self._seqs.insert(i, event.seq)
+            else:
+                self._events.append(event)
+                self._seqs.append(event.seq)
             if len(self._events) > CHANNEL_MEMORY:
                 drop = len(self._events) - CHANNEL_MEMORY
                 del self._events[:drop], self._seqs[:drop]

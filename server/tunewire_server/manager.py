@@ -37,7 +37,7 @@ from tunewire_server.errors import (
 from tunewire_server.events import EventHub
 from tunewire_server.inference_client import InferenceClient
 from tunewire_server.observability import Metrics
-from tunewire_server.states import TERMINAL, JobState, check_transition
+from tunewire_server.states import TERMINAL, IllegalTransition, JobState, check_transition
 from tunewire_server.store import Event, JobRecord, Store
 from tunewire_server.worker.artifacts import MODEL_DIR
 from tunewire_server.workers import CHECKPOINT_SIGNAL, STOP_SIGNAL, WorkerProcess, describe_exit
@@ -90,6 +90,7 @@ class JobManager:
         self._stopping = False
         self._checkpoint_key = b""
         self._tasks: set[asyncio.Task] = set()
+        self._state_lock = asyncio.Lock()
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -175,8 +176,9 @@ class JobManager:
             job_dir = self.settings.jobs_dir / job_id
             job_dir.mkdir(parents=True)
             (job_dir / "plan.json").write_text(json.dumps(plan))
-            job = self.store.create_job(job_id, spec_json, request_id or None,
-                                        ("state_change", {"state": JobState.QUEUED.value, "message": "queued"}))
+            job = await self.store.write(
+                self.store.create_job, job_id, spec_json, request_id or None,
+                ("state_change", {"state": JobState.QUEUED.value, "message": "queued"}))
             self.hub.open(job_id)
         self.metrics.jobs_submitted.labels("accepted").inc()
         log.info("job queued", job_id=job_id, task=plan["task"], base_model=spec.base_model)
@@ -210,17 +212,25 @@ class JobManager:
         return jobs, next_token
 
     async def cancel(self, job_id: str) -> JobRecord:
-        job = self.get(job_id)
-        if job.terminal or job.state == JobState.CANCELLING:
-            return job
-        if job.state == JobState.QUEUED:
-            await self._finish(job_id, JobState.CANCELLED, message="cancelled before it started")
-        elif self._running is not None and self._running.job_id == job_id:
-            self._running.cancel_requested = True
-            await self._set_state(job_id, JobState.CANCELLING, message="cancel requested")
-            if self._running.worker is not None:
-                self._stop_worker(self._running)
-        log.info("job cancel requested", job_id=job_id)
+        for _ in range(2):  # a second look if the job moved on while we decided
+            job = self.get(job_id)
+            if job.terminal or job.state == JobState.CANCELLING:
+                return job
+            running = self._running if self._running is not None and self._running.job_id == job_id else None
+            try:
+                if job.state == JobState.QUEUED:
+                    if running is not None:
+                        running.cancel_requested = True  # picked but not started: _run will not start it
+                    await self._finish(job_id, JobState.CANCELLED, message="cancelled before it started")
+                elif running is not None:
+                    running.cancel_requested = True
+                    await self._set_state(job_id, JobState.CANCELLING, message="cancel requested")
+                    if running.worker is not None:
+                        self._stop_worker(running)
+                log.info("job cancel requested", job_id=job_id)
+                break
+            except IllegalTransition:
+                continue
         return self.get(job_id)
 
     def _stop_worker(self, running: _Running) -> None:
@@ -332,10 +342,16 @@ class JobManager:
         job_dir = self.settings.jobs_dir / job.id
         plan = json.loads((job_dir / "plan.json").read_text())
         attempt = job.attempts + 1
-        self.store.update_job(job.id, attempts=attempt, started_at=job.started_at or time.time())
-        await self._set_state(job.id, JobState.RUNNING, message=f"attempt {attempt}" if attempt > 1 else "started")
-        bound = log.bind(job_id=job.id)
         running = self._running = _Running(job.id)
+        try:
+            await self._set_state(job.id, JobState.RUNNING,
+                                  message=f"attempt {attempt}" if attempt > 1 else "started")
+        except IllegalTransition:  # cancelled between being picked and being started
+            self._running = None
+            return
+        await self.store.write(self.store.update_job, job.id, attempts=attempt,
+                               started_at=job.started_at or time.time())
+        bound = log.bind(job_id=job.id)
         try:
             worker = running.worker = await self._take_worker(job_dir)
         except BaseException:
@@ -395,24 +411,25 @@ class JobManager:
             fields["metrics"] = {k: v for k, v in payload.get("metrics", {}).items()
                                  if isinstance(v, (int, float)) and math.isfinite(v)}
         at = payload.pop("time", None)
-        event = self.store.append_event(job_id, kind, payload, fields, at=at)
+        event = await self.store.write(self.store.append_event, job_id, kind, payload, fields, at=at)
         await self.hub.publish(event)
 
     # --- state changes -------------------------------------------------------------------------
 
     async def _set_state(self, job_id: str, state: JobState, *, message: str = "", error: dict | None = None,
                          extra: dict | None = None) -> Event:
-        current = self.store.get_job(job_id)
-        assert current is not None
-        check_transition(current.state, state)
-        payload: dict = {"state": state.value, "message": message}
-        if error:
-            payload["error"] = error
-        fields = {"state": state, **(extra or {})}
-        if error:
-            fields["error"] = error
-        event = self.store.append_event(job_id, "state_change", payload, fields)
-        await self.hub.publish(event)
+        async with self._state_lock:  # read, check and write as one step: writes await a thread
+            current = self.store.get_job(job_id)
+            assert current is not None
+            check_transition(current.state, state)
+            payload: dict = {"state": state.value, "message": message}
+            if error:
+                payload["error"] = error
+            fields = {"state": state, **(extra or {})}
+            if error:
+                fields["error"] = error
+            event = await self.store.write(self.store.append_event, job_id, "state_change", payload, fields)
+            await self.hub.publish(event)
         return event
 
     async def _finish(self, job_id: str, state: JobState, *, message: str = "", error: dict | None = None,

@@ -6,15 +6,21 @@ a crash of the server. The spec is stored as its protobuf JSON; events as JSON p
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from tunewire_server.states import TERMINAL, JobState
+
+T = TypeVar("T")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -93,7 +99,11 @@ def _row_to_job(row: sqlite3.Row) -> JobRecord:
 
 
 class Store:
-    """Thread-safe; every method commits before it returns."""
+    """Thread-safe; every write commits (with an fsync) before it returns.
+
+    Writes and reads use separate connections: in WAL mode a read never waits for a write's fsync,
+    so the control plane can run writes on a writer thread (`write`) and keep answering reads.
+    """
 
     def __init__(self, path: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -104,10 +114,25 @@ class Store:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(SCHEMA)
+        self._read_db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._read_db.row_factory = sqlite3.Row
+        self._read_lock = threading.Lock()
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tunewire-store")
+
+    async def write(self, method: Callable[..., T], *args, **kwargs) -> T:
+        """Run a write method on the single writer thread: in order, off the event loop."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._writer, functools.partial(method, *args, **kwargs))
 
     def close(self) -> None:
-        with self._lock:
+        self._writer.shutdown(wait=True)
+        with self._lock, self._read_lock:
             self._db.close()
+            self._read_db.close()
+
+    def _read(self, sql: str, args=()) -> list[sqlite3.Row]:
+        with self._read_lock:
+            return self._read_db.execute(sql, args).fetchall()
 
     def pragma(self, name: str):
         return self._db.execute(f"PRAGMA {name}").fetchone()[0]
@@ -135,14 +160,12 @@ class Store:
         return job
 
     def get_job(self, job_id: str) -> JobRecord | None:
-        with self._lock:
-            row = self._db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        return _row_to_job(row) if row else None
+        rows = self._read("SELECT * FROM jobs WHERE id = ?", (job_id,))
+        return _row_to_job(rows[0]) if rows else None
 
     def get_job_by_request_id(self, request_id: str) -> JobRecord | None:
-        with self._lock:
-            row = self._db.execute("SELECT * FROM jobs WHERE request_id = ?", (request_id,)).fetchone()
-        return _row_to_job(row) if row else None
+        rows = self._read("SELECT * FROM jobs WHERE request_id = ?", (request_id,))
+        return _row_to_job(rows[0]) if rows else None
 
     def list_jobs(self, states: Sequence[JobState] = (), before_ordinal: int | None = None,
                   limit: int = 50) -> list[JobRecord]:
@@ -156,27 +179,19 @@ class Store:
             args.append(before_ordinal)
         sql += " ORDER BY ordinal DESC LIMIT ?"
         args.append(limit)
-        with self._lock:
-            rows = self._db.execute(sql, args).fetchall()
-        return [_row_to_job(r) for r in rows]
+        return [_row_to_job(r) for r in self._read(sql, args)]
 
     def jobs_in_states(self, states: Iterable[JobState]) -> list[JobRecord]:
         """Oldest first: the FIFO order of the queue."""
         states = list(states)
-        with self._lock:
-            rows = self._db.execute(
-                f"SELECT * FROM jobs WHERE state IN ({','.join('?' * len(states))}) ORDER BY ordinal",
-                [s.value for s in states],
-            ).fetchall()
+        rows = self._read(f"SELECT * FROM jobs WHERE state IN ({','.join('?' * len(states))}) ORDER BY ordinal",
+                          [s.value for s in states])
         return [_row_to_job(r) for r in rows]
 
     def count_in_states(self, states: Iterable[JobState]) -> int:
         states = list(states)
-        with self._lock:
-            return self._db.execute(
-                f"SELECT COUNT(*) FROM jobs WHERE state IN ({','.join('?' * len(states))})",
-                [s.value for s in states],
-            ).fetchone()[0]
+        return self._read(f"SELECT COUNT(*) FROM jobs WHERE state IN ({','.join('?' * len(states))})",
+                          [s.value for s in states])[0][0]
 
     def update_job(self, job_id: str, **fields) -> None:
         if "state" in fields:
@@ -213,9 +228,6 @@ class Store:
         return Event(job_id, seq, now, kind, payload)
 
     def events_after(self, job_id: str, after_seq: int, limit: int = 1000) -> list[Event]:
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT seq, time, kind, payload FROM events WHERE job_id = ? AND seq > ? ORDER BY seq LIMIT ?",
-                (job_id, after_seq, limit),
-            ).fetchall()
+        rows = self._read("SELECT seq, time, kind, payload FROM events WHERE job_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+                          (job_id, after_seq, limit))
         return [Event(job_id, r["seq"], r["time"], r["kind"], json.loads(r["payload"])) for r in rows]
