@@ -5,7 +5,7 @@ replaced: the listen address and ports (free local ones), the volumes (temporary
 (a temporary one) and the warm worker (off, to keep torch out of a test about the control plane).
 Health is checked twice over: the way the kubelet does it (no credentials, no reflection: grpcurl with the health
 service's descriptors from a protoset file) and the way docs/deploy.md tells an operator to (grpcurl with a token,
-through server reflection, which sits behind authentication).
+through server reflection, which needs no token: the contract is public).
 """
 
 from __future__ import annotations
@@ -123,11 +123,22 @@ def test_operator_health_check_with_a_token(server):
     assert _health(address, "tunewire.v1.TuningService", "-H", BEARER) == "SERVING"
 
 
-def test_reflection_lists_the_services(server):
+def test_reflection_lists_the_services_without_a_token(server):
+    """The contract is public: reflection (like health) needs no token, so grpcurl can discover it."""
     _, address, _ = server
-    proc = run(tool("grpcurl"), "-plaintext", "-H", BEARER, address, "list", timeout=15)
+    proc = run(tool("grpcurl"), "-plaintext", address, "list", timeout=15)
     assert proc.returncode == 0, describe(proc)
     assert {"tunewire.v1.TuningService", "grpc.health.v1.Health"} <= set(proc.stdout.split())
+    assert _health(address, "tunewire.v1.TuningService") == "SERVING"  # found through reflection
+
+
+def test_the_job_service_needs_the_token(server):
+    _, address, _ = server
+    call = ("-plaintext", "-max-time", "5", "-d", "{}", address, "tunewire.v1.TuningService/ListJobs")
+    refused = run(tool("grpcurl"), *call, timeout=15)
+    assert refused.returncode != 0 and "Unauthenticated" in refused.stdout + refused.stderr, describe(refused)
+    allowed = run(tool("grpcurl"), "-H", BEARER, *call, timeout=15)
+    assert allowed.returncode == 0, describe(allowed)
 
 
 def test_json_logs_and_a_clean_exit_on_sigterm(server):
