@@ -94,6 +94,19 @@ def client(server):
         yield c
 
 
+def wait_for(predicate, timeout: float = 60.0, interval: float = 0.05):
+    """Poll until `predicate()` is truthy; return its value or fail the test."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError("condition not met in time")
+
+
 def free_port() -> int:
     import socket
 

@@ -2,17 +2,9 @@
 
 from __future__ import annotations
 
-import enum
+from tunewire.types import JobState  # the contract's states are the domain's states
 
-
-class JobState(enum.StrEnum):
-    QUEUED = "QUEUED"
-    RUNNING = "RUNNING"
-    CANCELLING = "CANCELLING"
-    SUCCEEDED = "SUCCEEDED"
-    FAILED = "FAILED"
-    CANCELLED = "CANCELLED"
-
+__all__ = ["TERMINAL", "TRANSITIONS", "IllegalTransition", "JobState", "check_transition"]
 
 TERMINAL = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
 

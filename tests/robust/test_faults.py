@@ -11,6 +11,7 @@ import pytest
 
 import tunewire
 from tests import tiny
+from tests.conftest import wait_for
 from tunewire import CheckpointSaved, JobState, StateChange, TrainLog
 
 pytestmark = pytest.mark.slow
@@ -36,16 +37,6 @@ def short_spec():
 
 def write_data(root: Path) -> None:
     tiny.write_jsonl(root / "datasets" / "train.jsonl", tiny.sentiment_rows(32))
-
-
-def wait_for(predicate, timeout=60.0, interval=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError("condition not met in time")
 
 
 def first(client, job_id, kind, after=0):

@@ -29,16 +29,6 @@ def data(server):
     return server.settings.dataset_root
 
 
-def wait_for(predicate, timeout=60.0, interval=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError("condition not met in time")
-
-
 def test_health_and_reflection(server, client):
     assert client.health()
     with grpc.insecure_channel(server.address) as channel:

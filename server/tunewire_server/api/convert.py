@@ -13,11 +13,11 @@ ERROR_KINDS = {"USER": job_pb2.ERROR_KIND_USER, "SYSTEM": job_pb2.ERROR_KIND_SYS
 
 
 def state_to_proto(state: JobState) -> int:
-    return job_pb2.JobState.Value("JOB_STATE_" + state.value)
+    return state.to_proto()
 
 
 def state_from_proto(value: int) -> JobState:
-    return JobState(job_pb2.JobState.Name(value).removeprefix("JOB_STATE_"))
+    return JobState.from_proto(value)
 
 
 def _ts(seconds: float | None) -> timestamp_pb2.Timestamp | None:
