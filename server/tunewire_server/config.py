@@ -53,6 +53,8 @@ class Settings:
     max_predict_inputs: int = _opt(256, "Most inputs one Predict call may carry.")
     cancel_grace_s: float = _opt(30.0, "Seconds a cancelled worker gets to stop before it is killed.")
     shutdown_grace_s: float = _opt(30.0, "Seconds the server waits for a running job to checkpoint on SIGTERM.")
+    predict_batch_window_ms: float = _opt(5.0, "Predict micro-batching: how long a batch that saw concurrent requests waits for more.")
+    predict_max_batch: int = _opt(32, "Predict micro-batching: most inputs in one forward pass.")
     inference_cache_size: int = _opt(2, "Fine-tuned models the inference worker keeps loaded.")
 
     def __post_init__(self) -> None:
@@ -62,12 +64,14 @@ class Settings:
         problems = []
         if not 0 <= self.port <= 65535:
             problems.append(f"port must be 0..65535, got {self.port}")
+        if self.predict_batch_window_ms < 0:
+            problems.append("predict_batch_window_ms must not be negative")
         if self.train_processes < 0:
             problems.append("train_processes must be 0 (auto) or more")
         if not -1 <= self.metrics_port <= 65535:
             problems.append(f"metrics_port must be -1..65535, got {self.metrics_port}")
         for name in ("max_queued_jobs", "max_inline_rows", "max_dataset_bytes", "max_dataset_rows",
-                     "max_message_bytes", "max_predict_inputs", "inference_cache_size", "nan_loss_steps",
+                     "max_message_bytes", "max_predict_inputs", "inference_cache_size", "nan_loss_steps", "predict_max_batch",
                      "max_streams", "max_seq_length", "max_batch_size", "max_epochs", "max_steps"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be at least 1")
