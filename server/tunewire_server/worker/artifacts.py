@@ -10,6 +10,7 @@ from pathlib import Path
 
 MODEL_DIR = "model"
 META_FILE = "tunewire.json"
+RUN_DIR = "ranks"  # a multi-process run's working files (request, message FIFO, pids); removed when it ends
 
 
 def _fsync_tree(path: Path) -> None:
@@ -27,10 +28,27 @@ def _fsync_tree(path: Path) -> None:
         os.close(fd)
 
 
-def save_final_model(job_dir: Path, save: Callable[[str], None], meta: dict) -> Path:
-    """`save(folder)` writes into model.partial/; it becomes model/ by one rename, after an fsync."""
-    partial = job_dir / (MODEL_DIR + ".partial")
+def save_final_model(job_dir: Path, save: Callable[[str], None], meta: dict, *,
+                     main_process: bool | None = None) -> Path:
+    """`save(folder)` writes into model.partial/; it becomes model/ by one rename, after an fsync.
+
+    In a multi-process run every rank calls this, since saving may need them all (gathers); only the
+    main process (global rank 0; by default read from torch.distributed) writes model/. The others
+    save into a scratch folder of their own, removed at once, so nothing they write can race rank 0's.
+    """
     final = job_dir / MODEL_DIR
+    rank = _global_rank()
+    if main_process is None:
+        main_process = rank == 0
+    if not main_process:
+        scratch = job_dir / RUN_DIR / f"{MODEL_DIR}.rank{rank}"
+        shutil.rmtree(scratch, ignore_errors=True)
+        try:
+            save(str(scratch))  # Trainer.save_model writes nothing here; a runner's own extra saves might
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        return final
+    partial = job_dir / (MODEL_DIR + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     save(str(partial))
     (partial / META_FILE).write_text(json.dumps(meta, indent=2))
@@ -39,6 +57,16 @@ def save_final_model(job_dir: Path, save: Callable[[str], None], meta: dict) -> 
         shutil.rmtree(final)
     os.rename(partial, final)
     return final
+
+
+def _global_rank() -> int:
+    import sys
+
+    if "torch" not in sys.modules:  # the control plane and inference never start a process group
+        return 0
+    import torch.distributed as dist
+
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
 def read_meta(model_dir: Path) -> dict:

@@ -27,6 +27,32 @@ class Control:
         self.nan_loss_steps = 3
         self._bad_losses = 0
 
+    def agree(self) -> tuple[bool, bool]:
+        """(stop, checkpoint_and_stop) as every rank of a multi-process run sees them: a request seen by any
+        rank holds for all, so all stop at the same step (ranks that disagreed would wait forever in DDP's
+        next all-reduce). The flags are only ever raised here, never lowered: a signal may land meanwhile."""
+        import torch
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+            return self.stop, self.checkpoint_and_stop
+        device = f"cuda:{torch.cuda.current_device()}" if dist.get_backend() == "nccl" else "cpu"
+        flags = torch.tensor([self.stop, self.checkpoint_and_stop], dtype=torch.int32, device=device)
+        dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+        stop, checkpoint = (bool(v) for v in flags.tolist())
+        if stop:
+            self.stop = True
+        if checkpoint:
+            self.checkpoint_and_stop = True
+        return stop, checkpoint
+
+    def wait_for_ranks(self) -> None:
+        """In a multi-process run, return once every rank has got here (a no-op in a one-process run)."""
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            dist.barrier()
+
     def observe_loss(self, loss: float) -> None:
         """Fail the job once the loss has been NaN or infinite nan_loss_steps steps in a row."""
         if math.isfinite(loss):
@@ -66,9 +92,10 @@ class EventCallback(TrainerCallback):
         self.flags.training = True
 
     def on_step_end(self, args, state, control, **kwargs):
-        if self.flags.stop:
+        stop, checkpoint = self.flags.agree()
+        if stop:
             control.should_training_stop = True
-        elif self.flags.checkpoint_and_stop:
+        elif checkpoint:
             control.should_save = True
             control.should_training_stop = True
         return control
@@ -112,6 +139,7 @@ class EventCallback(TrainerCallback):
         self.out.send("eval_result", step=state.global_step, epoch=float(state.epoch or 0.0), metrics=clean)
 
     def on_save(self, args, state, control, **kwargs):
+        self.flags.wait_for_ranks()  # each rank writes its own part (its RNG state): all before the marker
         if not state.is_world_process_zero:
             return
         name = f"checkpoint-{state.global_step}"

@@ -88,7 +88,10 @@ def run(spec: job_pb2.JobSpec, plan: dict, job_dir: Path, out: MessageWriter, co
             **f1.compute(predictions=predictions, references=references, average="macro", labels=all_labels),
         }
 
-    args = TrainingArguments(**training_kwargs(spec, job_dir, evals is not None, gradient_checkpointing_default=False))
+    # A classifier's loss is a mean over its own batch: in a multi-process run, Trainer's token averaging
+    # across devices would scale it (and its gradients) by the number of processes.
+    args = TrainingArguments(**training_kwargs(spec, job_dir, evals is not None, gradient_checkpointing_default=False),
+                             average_tokens_across_devices=False)
     callback = EventCallback(out, control)
     trainer = guarded(Trainer, control)(
         model=model,

@@ -19,10 +19,30 @@ class MessageWriter:
         if kind is not None:
             payload["kind"] = kind
             payload["time"] = time.time()  # when it happened, not when the control plane got it
-        line = json.dumps(_finite(payload), separators=(",", ":"))
+        self.send_line(json.dumps(_finite(payload), separators=(",", ":")))
+
+    def send_line(self, line: str) -> None:
+        """One message already encoded as a JSON line (a rank's message forwarded as it came)."""
         with self._lock:
             self._file.write(line + "\n")
             self._file.flush()
+
+
+class ErrorOnlyWriter:
+    """A writer for the ranks other than 0 of a multi-process run: rank 0 reports progress and results,
+    so these drop every message but an error, which they leave in a file for the launching worker."""
+
+    def __init__(self, error_path: str | os.PathLike) -> None:
+        self._path = os.fspath(error_path)
+
+    def send(self, kind: str | None = None, **payload) -> None:
+        if kind != "error":
+            return
+        payload["kind"] = kind
+        payload["time"] = time.time()
+        fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(json.dumps(_finite(payload), separators=(",", ":")) + "\n")
 
 
 def _finite(value):
@@ -36,14 +56,22 @@ def _finite(value):
     return value
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(ranks: bool = False) -> argparse.Namespace:
+    """--message-fd N; with `ranks` (the training worker), --rank-of RUN_DIR instead for one rank of a
+    multi-process run, whose messages go through the run folder (worker/launcher.py)."""
     parser = argparse.ArgumentParser()
-    parser.add_argument("--message-fd", type=int, required=True)
+    if not ranks:
+        parser.add_argument("--message-fd", type=int, required=True)
+        return parser.parse_args()
+    channel = parser.add_mutually_exclusive_group(required=True)
+    channel.add_argument("--message-fd", type=int, help="the pipe to the control plane (a job's worker)")
+    channel.add_argument("--rank-of", help="the run folder of a multi-process job (a rank started by accelerate launch)")
     return parser.parse_args()
 
 
-def die_with_parent() -> None:
-    """Ask Linux to kill this worker if the control plane dies, so no worker outlives its server."""
+def die_with_parent(expected_parent: int | None = None) -> None:
+    """Ask Linux to kill this process if its parent dies, so no worker outlives its server (and no launcher
+    or rank outlives its worker). `expected_parent`: the parent's pid, where the caller knows it."""
     import ctypes
     import signal
     import sys
@@ -53,5 +81,6 @@ def die_with_parent() -> None:
     libc = ctypes.CDLL(None, use_errno=True)
     pr_set_pdeathsig = 1
     libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
-    if os.getppid() == 1:  # the parent died before prctl took effect
+    parent = os.getppid()
+    if parent == 1 or (expected_parent and parent != expected_parent):  # it died before prctl took effect
         os._exit(1)

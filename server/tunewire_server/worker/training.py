@@ -2,12 +2,17 @@
 
 Heavy libraries are imported before the job is read from stdin, so a worker started ahead of time
 (warm) has paid the import cost when the job arrives. Messages go up the --message-fd pipe.
+
+A job that resolves to more than one training process is run by the worker through `accelerate launch`
+(worker/launcher.py): each rank is this module again, started with --rank-of RUN_DIR, and runs the job
+as a one-process worker would.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import sys
 import traceback
@@ -20,36 +25,64 @@ class Cancelled(BaseException):
 
 
 def main() -> int:
-    args = parse_args()
+    args = parse_args(ranks=True)
     die_with_parent()
-    out = MessageWriter(args.message_fd)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-
-    from tunewire_server.worker.callback import Control
-
-    control = Control()
-
-    def on_stop(signum, frame):
-        control.stop = True
-        if not control.training:
-            raise Cancelled()
-
-    def on_checkpoint(signum, frame):
-        control.checkpoint_and_stop = True
-        if not control.training:
-            raise Cancelled()
 
     from tunewire_server.workers import CHECKPOINT_SIGNAL, STOP_SIGNAL
 
-    signal.signal(STOP_SIGNAL, on_stop)
-    signal.signal(CHECKPOINT_SIGNAL, on_checkpoint)
+    rank = None
     try:
-        return _run(out, control)
+        if args.rank_of:
+            from tunewire_server.worker.launcher import Rank
+
+            rank = Rank(args.rank_of)
+
+            def not_started(signum, frame):
+                raise Cancelled()
+
+            # A rank spends seconds importing before it has a Control: a stop meanwhile ends it at once.
+            signal.signal(STOP_SIGNAL, not_started)
+            signal.signal(CHECKPOINT_SIGNAL, not_started)
+            rank.announce({STOP_SIGNAL: not_started, CHECKPOINT_SIGNAL: not_started})
+            out = rank.writer()
+        else:
+            out = MessageWriter(args.message_fd)
+
+        from tunewire_server.worker.callback import Control
+
+        control = Control()
+
+        def on_stop(signum, frame):
+            control.stop = True
+            if not control.training:
+                raise Cancelled()
+
+        def on_checkpoint(signum, frame):
+            control.checkpoint_and_stop = True
+            if not control.training:
+                raise Cancelled()
+
+        signal.signal(STOP_SIGNAL, on_stop)
+        signal.signal(CHECKPOINT_SIGNAL, on_checkpoint)
+        code = _run(out, control, rank)
     except Cancelled:
-        return 0
+        code = 0
+    if rank is not None:
+        _exit_now(code)
+    return code
 
 
-def _run(out: MessageWriter, control) -> int:
+def _exit_now(code: int) -> None:
+    """End a rank without the interpreter's teardown of torch, transformers and datasets, which takes
+    seconds that every job's end and every cancel would wait for. What it wrote is flushed first."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def _run(out: MessageWriter, control, rank=None) -> int:
     import torch  # noqa: F401  (the import cost is paid here, before a job arrives)
     from google.protobuf import json_format
 
@@ -58,12 +91,22 @@ def _run(out: MessageWriter, control) -> int:
     from tunewire_server.worker.runtime import UserError, configure_torch
 
     runners = {"classification": classification.run, "sft": sft.run}
-    out.send("ready")  # signal handlers are installed and the heavy imports are done
-    line = sys.stdin.readline()
-    if not line:
-        return 0  # the control plane closed us without a job
-    request = json.loads(line)
-    _redirect_output(request["log_path"])
+    if rank is not None:
+        request = rank.request()
+        log = logging.getLogger("tunewire.worker")
+        log.info("rank %d of %d started (pid %d)", rank.rank, rank.world_size, os.getpid())
+    else:
+        out.send("ready")  # signal handlers are installed and the heavy imports are done
+        line = sys.stdin.readline()
+        if not line:
+            return 0  # the control plane closed us without a job
+        request = json.loads(line)
+        _redirect_output(request["log_path"])
+        from tunewire_server.worker.launcher import resolve_processes, run_distributed
+
+        processes = resolve_processes(request.get("train_processes", 0))
+        if processes > 1:
+            return run_distributed(request, processes, out, control)
     configure_torch()
     from pathlib import Path
 
@@ -92,16 +135,25 @@ def _run(out: MessageWriter, control) -> int:
         out.send("error", error={"code": "TRAINING_FAILED", "message": f"{type(exc).__name__}: {exc}"[:2000],
                                  "field": "", "kind": "SYSTEM"})
         return 1
+    if rank is not None:
+        _log_rank(rank)
     if control.stop or control.checkpoint_and_stop:
         return 0
     out.send("result", metrics=metrics)
     return 0
 
 
+def _log_rank(rank) -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        logging.getLogger("tunewire.worker").info(
+            "rank %d of %d finished: torch.distributed backend %s, world size %d", rank.rank, rank.world_size,
+            dist.get_backend(), dist.get_world_size())
+
+
 def _redirect_output(log_path: str) -> None:
     """A warm worker was started before its job was known: from here on, log into the job's folder."""
-    import os
-
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     sys.stdout.flush()
     sys.stderr.flush()
