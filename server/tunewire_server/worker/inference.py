@@ -1,7 +1,12 @@
 """Entry point of the long-lived inference worker.
 
-Requests arrive as JSON lines on stdin ({id, op, model_dir, inputs, ...}); answers go up the message
-pipe with the same id. Recently used models stay loaded (an LRU of TUNEWIRE_CACHE_SIZE entries).
+Requests arrive as JSON lines on stdin; answers go up the message pipe with the same id:
+- {id, op: "predict", model_dir, inputs, conversations, generation} -> {id, ok, predictions} or {id, ok: false, error}
+- {id, op: "generate_stream", model_dir, text | conversation, generation} -> {id, delta}... then {id, ok, final}
+- {op: "cancel", id} stops that request's generation at the next token (its answer still follows).
+A reader thread takes stdin so that a cancel reaches a generation running on the main thread.
+Recently used models stay loaded (an LRU of TUNEWIRE_CACHE_SIZE entries); a LoRA job's adapter sits on
+its own copy of the base model, unmerged.
 """
 
 from __future__ import annotations
@@ -9,12 +14,16 @@ from __future__ import annotations
 import json
 import logging
 import os
+import queue
 import sys
+import threading
 import traceback
 from collections import OrderedDict
 from pathlib import Path
 
-from tunewire_server.worker.protocol import MessageWriter, parse_args
+from tunewire_server.worker.protocol import MessageWriter, die_with_parent, parse_args
+
+log = logging.getLogger("tunewire.inference")
 
 
 class RequestError(Exception):
@@ -53,6 +62,10 @@ class LoadedClassifier:
         return results
 
 
+def _base_available(base: str) -> bool:
+    return not base.startswith("/") or (Path(base) / "config.json").is_file()
+
+
 class ModelCache:
     def __init__(self, size: int) -> None:
         self.size = size
@@ -72,6 +85,13 @@ class ModelCache:
             raise RequestError("precondition", "the job's model is missing or incomplete") from None
         if meta["task"] == "classification":
             model = LoadedClassifier(path, meta)
+        elif meta["task"] == "sft":
+            from tunewire_server.worker.generation import LoadedGenerator
+
+            if meta.get("adapter") and not _base_available(meta["base_model"]):
+                raise RequestError("precondition", f"the base model {meta['base_model']!r} of this LoRA adapter "
+                                   "is gone from the model root")
+            model = LoadedGenerator(path, meta)
         else:
             raise RequestError("precondition", f"this server cannot serve {meta['task']} models yet")
         self._models[model_dir] = model
@@ -80,8 +100,59 @@ class ModelCache:
         return model
 
 
+def _error(exc: Exception) -> dict:
+    if isinstance(exc, RequestError):
+        return {"kind": exc.kind, "message": exc.message, "field": exc.field}
+    from tunewire_server.worker.generation import GenerationRequestError
+
+    if isinstance(exc, GenerationRequestError):
+        return {"kind": "invalid", "message": exc.message, "field": exc.field}
+    traceback.print_exc()
+    return {"kind": "internal", "message": f"{type(exc).__name__}: {exc}"}
+
+
+def handle(request: dict, cancel: threading.Event, cache: ModelCache, out: MessageWriter) -> None:
+    """Answer one request: {ok, predictions} for predict; {delta}... then {ok, final} for generate_stream."""
+    request_id = request["id"]
+    try:
+        model = cache.get(request["model_dir"])
+        if request.get("op") == "generate_stream":
+            if not hasattr(model, "stream"):
+                raise RequestError("precondition", "streaming generation needs an SFT job's model")
+            final = model.stream(request, cancel, lambda delta: out.send(id=request_id, delta=delta))
+            log.info("stream %s: %s after %d tokens", request_id, final["finish_reason"], final["num_tokens"])
+            out.send(id=request_id, ok=True, final=final)
+        else:
+            if hasattr(model, "stream"):
+                predictions = model.predict(request, cancel)
+            else:
+                predictions = model.predict(request)
+            out.send(id=request_id, ok=True, predictions=predictions)
+    except Exception as exc:
+        out.send(id=request_id, ok=False, error=_error(exc))
+
+
+def read_requests(stream, requests: queue.Queue, active: dict[int, threading.Event]) -> None:
+    """Runs on its own thread so that a cancel can reach a generation in progress on the main thread."""
+    for line in stream:
+        try:
+            message = json.loads(line)
+        except ValueError:
+            continue
+        if message.get("op") == "cancel":
+            event = active.get(message.get("id"))
+            if event is not None:
+                event.set()
+            continue
+        event = threading.Event()
+        active[message["id"]] = event  # registered before it is queued: a cancel can always find it
+        requests.put((message, event))
+    requests.put(None)
+
+
 def main() -> int:
     args = parse_args()
+    die_with_parent()
     out = MessageWriter(args.message_fd)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     import torch  # noqa: F401
@@ -90,16 +161,19 @@ def main() -> int:
 
     configure_torch()
     cache = ModelCache(int(os.environ.get("TUNEWIRE_CACHE_SIZE", "2")))
-    for line in sys.stdin:
-        request = json.loads(line)
+    requests: queue.Queue = queue.Queue()
+    active: dict[int, threading.Event] = {}
+    threading.Thread(target=read_requests, args=(sys.stdin, requests, active), daemon=True,
+                     name="tunewire-requests").start()
+    while (item := requests.get()) is not None:
+        request, cancel = item
         try:
-            model = cache.get(request["model_dir"])
-            out.send(id=request["id"], ok=True, predictions=model.predict(request))
-        except RequestError as exc:
-            out.send(id=request["id"], ok=False, error={"kind": exc.kind, "message": exc.message, "field": exc.field})
-        except Exception as exc:
-            traceback.print_exc()
-            out.send(id=request["id"], ok=False, error={"kind": "internal", "message": f"{type(exc).__name__}: {exc}"})
+            if cancel.is_set():
+                out.send(id=request["id"], ok=False, error={"kind": "cancelled", "message": "cancelled"})
+            else:
+                handle(request, cancel, cache, out)
+        finally:
+            active.pop(request["id"], None)
     return 0
 
 

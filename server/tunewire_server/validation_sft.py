@@ -1,0 +1,512 @@
+"""SFT options: check them before a job is queued, and resolve them into the worker's plan.
+
+Pure Python like the rest of the control plane: no torch, transformers or trl import. Facts about a
+local base model come from its files (config.json, the chat template, safetensors headers).
+
+The worker imports the template helpers (`parse_template`, `split_template`, `render`) and the row
+checks from here, so the control plane and the worker agree on what a row means.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import re
+import string
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+from tunewire.v1 import job_pb2
+from tunewire_server import dataset_scan
+from tunewire_server.config import Settings
+from tunewire_server.dataset_scan import DatasetProblem
+from tunewire_server.paths import UnsafePath, resolve_under
+
+DEFAULT_MAX_LENGTH = 1024
+MAX_MAX_LENGTH = 131_072
+MAX_NEFTUNE_ALPHA = 1000.0
+CHAT_ROLES = frozenset({"system", "user", "assistant", "tool", "developer"})
+CAUSAL_ARCH_SUFFIXES = ("ForCausalLM", "LMHeadModel", "ForConditionalGeneration")
+# Architectures whose attention does not keep padding-free ("bfd") packed examples apart: they ignore
+# the position_ids that mark where each example starts, so packed examples attend to each other. Found
+# by packing two sequences into one row and comparing the second one's logits with those it gets alone
+# (the worker runs the same probe on every model before packed training; this list refuses early).
+PACKING_LEAKS = frozenset({
+    "opt", "bloom", "falcon", "mpt", "xglm", "biogpt", "recurrent_gemma", "mamba", "mamba2", "falcon_mamba",
+    "jamba", "falcon_h1", "zamba", "zamba2", "bamba", "rwkv", "gpt_neo",
+})
+DTYPES = {
+    job_pb2.MODEL_DTYPE_UNSPECIFIED: "float32",
+    job_pb2.MODEL_DTYPE_FLOAT32: "float32",
+    job_pb2.MODEL_DTYPE_BFLOAT16: "bfloat16",
+    job_pb2.MODEL_DTYPE_FLOAT16: "float16",
+}
+DEFAULT_MAX_NEW_TOKENS = 64
+MAX_NEW_TOKENS = 4096
+MAX_STOP_SEQUENCES = 16
+PACKING = {
+    job_pb2.PACKING_STRATEGY_UNSPECIFIED: "bfd",
+    job_pb2.PACKING_STRATEGY_BFD: "bfd",
+    job_pb2.PACKING_STRATEGY_WRAPPED: "wrapped",
+}
+
+# --- formatting templates ------------------------------------------------------------------------
+
+
+class TemplateError(ValueError):
+    pass
+
+
+def parse_template(template: str) -> list[str]:
+    """The column names a `{column}` template uses, in order. Anything but plain `{name}` placeholders
+    (and `{{`/`}}` for literal braces) is refused: no attribute or index access, conversions or formats."""
+    names: list[str] = []
+    try:
+        parts = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise TemplateError(f"is not a valid template ({exc}); write literal braces as {{{{ and }}}}") from None
+    for _literal, name, spec, conversion in parts:
+        if name is None:
+            continue
+        if name == "" or name.isdigit():
+            raise TemplateError("placeholders must name a column, like {question}; {} and {0} are not allowed")
+        if any(c in name for c in ".[]"):
+            raise TemplateError(f"placeholder {{{name}}} must be a plain column name: no '.', '[' or ']'")
+        if conversion or spec:
+            raise TemplateError(f"placeholder {{{name}}} must be a plain column name: no !conversion or :format")
+        names.append(name)
+    return names
+
+
+def split_template(template: str, response_template: str) -> tuple[str, str]:
+    """Cut a template into (prompt, completion) templates just after the first `response_template`."""
+    at = template.find(response_template)
+    if at < 0:
+        raise TemplateError(f"{response_template!r} does not occur in sft.formatting_template")
+    cut = at + len(response_template)
+    prompt, completion = template[:cut], template[cut:]
+    try:
+        parse_template(prompt)
+        parse_template(completion)
+    except TemplateError:
+        raise TemplateError("must lie in the template's literal text, not inside a {placeholder}") from None
+    if not completion.strip():
+        raise TemplateError("nothing of sft.formatting_template follows it, so there is no completion to learn")
+    return prompt, completion
+
+
+def _scalar(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def render(template: str, row: dict, columns: list[str], row_no: int | None = None) -> str:
+    """Fill a parsed template from a row; every column must hold text or a number."""
+    values = {}
+    for name in columns:
+        where = f"row {row_no}: " if row_no is not None else ""
+        if name not in row:
+            raise DatasetProblem(f"{where}column {name!r} is missing (columns: {', '.join(sorted(map(str, row)))})")
+        value = row[name]
+        if value is None or not isinstance(value, (str, int, float, bool)):
+            raise DatasetProblem(f"{where}column {name!r} must be text or a number, got {type(value).__name__}")
+        values[name] = _scalar(value)
+    return template.format_map(values)
+
+
+# --- what an SFT job trains on ------------------------------------------------------------------
+
+
+def mode_of(task: job_pb2.SftTask) -> str:
+    """messages | prompt_completion | template | template_completion | text."""
+    if task.messages_field:
+        return "messages"
+    if task.prompt_field or task.completion_field:
+        return "prompt_completion"
+    if task.formatting_template:
+        return "template_completion" if task.response_template else "template"
+    return "text"
+
+
+def row_check(task: job_pb2.SftTask) -> Callable[[int, dict], None]:
+    """The check every training/eval row must pass (raises DatasetProblem naming the row)."""
+    mode = mode_of(task)
+    if mode == "messages":
+        return lambda row_no, row: check_messages(row_no, row, task.messages_field, task.assistant_only_loss)
+    if mode == "prompt_completion":
+        def check_pc(row_no: int, row: dict) -> None:
+            dataset_scan.require_text(row_no, row, task.prompt_field)
+            dataset_scan.require_text(row_no, row, task.completion_field)
+        return check_pc
+    if mode in ("template", "template_completion"):
+        columns = parse_template(task.formatting_template)
+        if mode == "template":
+            def check_template(row_no: int, row: dict) -> None:
+                if not render(task.formatting_template, row, columns, row_no).strip():
+                    raise DatasetProblem(f"row {row_no}: sft.formatting_template renders empty text")
+            return check_template
+        prompt, completion = split_template(task.formatting_template, task.response_template)
+        prompt_cols, completion_cols = parse_template(prompt), parse_template(completion)
+
+        def check_split(row_no: int, row: dict) -> None:
+            render(prompt, row, prompt_cols, row_no)
+            if not render(completion, row, completion_cols, row_no).strip():
+                raise DatasetProblem(f"row {row_no}: the completion (after sft.response_template) is empty")
+        return check_split
+    text_field = task.text_field or "text"
+    return lambda row_no, row: dataset_scan.require_text(row_no, row, text_field) and None
+
+
+def check_messages(row_no: int, row: dict, field: str, assistant_only: bool) -> None:
+    if field not in row:
+        raise DatasetProblem(f"row {row_no}: column {field!r} is missing (columns: {', '.join(sorted(map(str, row)))})")
+    messages = row[field]
+    if not isinstance(messages, list):
+        hint = " (CSV/TSV cells cannot hold message lists; use JSONL or Parquet)" if isinstance(messages, str) else ""
+        raise DatasetProblem(f"row {row_no}: column {field!r} must be a list of {{role, content}} messages, "
+                             f"got {type(messages).__name__}{hint}")
+    if not messages:
+        raise DatasetProblem(f"row {row_no}: column {field!r} has no messages")
+    has_answer = False
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict):
+            raise DatasetProblem(f"row {row_no}: message {i} must be an object with role and content, "
+                                 f"got {type(message).__name__}")
+        role, content = message.get("role"), message.get("content")
+        if not isinstance(role, str) or role not in CHAT_ROLES:
+            raise DatasetProblem(f"row {row_no}: message {i} has role {role!r}; one of {', '.join(sorted(CHAT_ROLES))}")
+        if not isinstance(content, str):
+            raise DatasetProblem(f"row {row_no}: message {i} content must be text, got {type(content).__name__}")
+        if role == "assistant" and content.strip():
+            has_answer = True
+    if assistant_only and not has_answer:
+        raise DatasetProblem(f"row {row_no}: has no assistant message with content, so assistant-only loss "
+                             "has nothing to learn from")
+
+
+# --- local model facts --------------------------------------------------------------------------
+
+
+def read_config(folder: Path) -> dict:
+    try:
+        cfg = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return cfg if isinstance(cfg, dict) else {}
+
+
+def max_positions(cfg: dict) -> int | None:
+    text_cfg = cfg.get("text_config") if isinstance(cfg.get("text_config"), dict) else cfg
+    for key in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        value = text_cfg.get(key)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def read_chat_template(folder: Path) -> str | None:
+    """The chat template a tokenizer folder carries (chat_template.jinja or tokenizer_config.json)."""
+    jinja = folder / "chat_template.jinja"
+    if jinja.is_file():
+        return jinja.read_text(encoding="utf-8")
+    for name in ("tokenizer_config.json", "chat_template.json"):
+        try:
+            data = json.loads((folder / name).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        template = data.get("chat_template") if isinstance(data, dict) else None
+        if isinstance(template, list):  # named variants: the default one
+            template = next((t.get("template") for t in template if isinstance(t, dict)
+                             and t.get("name") == "default"), None)
+        if isinstance(template, str) and template.strip():
+            return template
+    return None
+
+
+def has_generation_markers(template: str) -> bool:
+    return re.search(r"\{%-?\s*generation\s*-?%\}", template) is not None
+
+
+@lru_cache(maxsize=1)
+def _trl_patchable_templates() -> frozenset[str]:
+    """Chat templates TRL swaps for a training version with {% generation %} markers.
+
+    Read from trl's package data without importing trl (the control plane stays torch-free)."""
+    spec = importlib.util.find_spec("trl")
+    if spec is None or not spec.submodule_search_locations:
+        return frozenset()
+    folder = Path(next(iter(spec.submodule_search_locations))) / "chat_templates"
+    found = set()
+    for training in folder.glob("*_training.jinja"):
+        base = folder / (training.name.removesuffix("_training.jinja") + ".jinja")
+        if base.is_file():
+            found.add(base.read_text(encoding="utf-8"))
+    return frozenset(found)
+
+
+def assistant_masking_supported(template: str) -> bool:
+    return has_generation_markers(template) or template in _trl_patchable_templates()
+
+
+def weight_names(folder: Path) -> list[str] | None:
+    """Tensor names from safetensors headers (the 8-byte length, then JSON); None when unreadable."""
+    index = folder / "model.safetensors.index.json"
+    try:
+        if index.is_file():
+            return list(json.loads(index.read_text(encoding="utf-8"))["weight_map"])
+        single = folder / "model.safetensors"
+        if single.is_file():
+            with open(single, "rb") as f:
+                (size,) = struct.unpack("<Q", f.read(8))
+                if size > 100 * 1024 * 1024:
+                    return None
+                header = json.loads(f.read(size))
+            return [k for k in header if k != "__metadata__"]
+    except (OSError, ValueError, KeyError, struct.error):
+        return None
+    return None
+
+
+# --- checks -------------------------------------------------------------------------------------
+
+
+def _local_model(spec: job_pb2.JobSpec, settings: Settings) -> Path | None:
+    try:
+        path = resolve_under(settings.model_root, spec.base_model)
+    except UnsafePath:
+        return None
+    return path if (path / "config.json").is_file() else None
+
+
+def _template_source(task: job_pb2.SftTask, settings: Settings, v) -> Path | None:
+    field = "sft.chat_template_source"
+    try:
+        path = resolve_under(settings.model_root, task.chat_template_source)
+    except UnsafePath as exc:
+        v.add(field, str(exc))
+        return None
+    if not path.is_dir():
+        v.add(field, f"no folder {task.chat_template_source!r} under the model root")
+        return None
+    if not any((path / n).is_file() for n in ("tokenizer.json", "tokenizer_config.json")):
+        v.add(field, f"folder {task.chat_template_source!r} has no tokenizer to clone the template from")
+        return None
+    if read_chat_template(path) is None:
+        v.add(field, f"folder {task.chat_template_source!r} has no chat template")
+        return None
+    return path
+
+
+def check_options(spec: job_pb2.JobSpec, settings: Settings, v) -> None:
+    """Structural checks of spec.sft and of how it fits the base model."""
+    task = spec.sft
+    mode = mode_of(task)
+    f = "sft."
+
+    # Which kind of data: one at a time.
+    if task.messages_field:
+        for name in ("prompt_field", "completion_field", "formatting_template", "text_field"):
+            if getattr(task, name):
+                v.add(f + name, "cannot be combined with messages_field: a job trains on one kind of data")
+    elif mode == "prompt_completion":
+        if not (task.prompt_field and task.completion_field):
+            missing = "completion_field" if task.prompt_field else "prompt_field"
+            v.add(f + missing, "prompt/completion data needs both prompt_field and completion_field")
+        elif task.prompt_field == task.completion_field:
+            v.add(f + "completion_field", "must name another column than prompt_field")
+        for name in ("formatting_template", "text_field"):
+            if getattr(task, name):
+                v.add(f + name, "cannot be combined with prompt_field/completion_field")
+    elif mode.startswith("template") and task.text_field:
+        v.add(f + "text_field", "cannot be combined with formatting_template, which builds the text")
+    if task.response_template and not task.formatting_template:
+        v.add(f + "response_template", "needs a formatting_template to mark the prompt in "
+              "(for prompt/completion columns, set prompt_field and completion_field)")
+    if task.formatting_template:
+        try:
+            if not parse_template(task.formatting_template):
+                v.add(f + "formatting_template", "has no {column} placeholder")
+        except TemplateError as exc:
+            v.add(f + "formatting_template", str(exc))
+        else:
+            if task.response_template:
+                try:
+                    split_template(task.formatting_template, task.response_template)
+                except TemplateError as exc:
+                    v.add(f + "response_template", str(exc))
+    if task.HasField("completion_only_loss") and task.completion_only_loss \
+            and mode not in ("prompt_completion", "template_completion"):
+        v.add(f + "completion_only_loss", "needs prompt/completion data: set prompt_field and completion_field, "
+              "or formatting_template with response_template")
+    if task.assistant_only_loss and mode != "messages":
+        v.add(f + "assistant_only_loss", "needs conversational data: set messages_field")
+    if task.chat_template_source and mode != "messages":
+        v.add(f + "chat_template_source", "is used with conversational data only: set messages_field")
+
+    limit = getattr(settings, "max_seq_length", MAX_MAX_LENGTH)
+    if task.max_length > limit:
+        v.add(f + "max_length", f"must be at most {limit} (server limit)")
+    if not (math.isfinite(task.neftune_noise_alpha) and 0 <= task.neftune_noise_alpha <= MAX_NEFTUNE_ALPHA):
+        v.add(f + "neftune_noise_alpha", f"must be between 0 (off) and {MAX_NEFTUNE_ALPHA:g}")
+    if task.packing_strategy not in PACKING:
+        v.add(f + "packing_strategy", f"unknown value {task.packing_strategy}")
+    elif task.packing_strategy != job_pb2.PACKING_STRATEGY_UNSPECIFIED and not task.packing:
+        v.add(f + "packing_strategy", "is set but packing is off; set packing: true")
+    if task.model_dtype not in DTYPES:
+        v.add(f + "model_dtype", f"unknown value {task.model_dtype}")
+    if task.model_dtype == job_pb2.MODEL_DTYPE_FLOAT16 and not spec.HasField("lora"):
+        v.add(f + "model_dtype", "FLOAT16 weights train only under a LoRA adapter (which trains in float32): a "
+              "full fine-tune in float16 breaks AdamW, whose epsilon underflows to 0. Set lora, or use BFLOAT16")
+    if task.save_merged_model and not spec.HasField("lora"):
+        v.add(f + "save_merged_model", "merges a LoRA adapter; set lora too")
+    if spec.HasField("lora"):
+        for i, name in enumerate(spec.lora.target_modules):
+            if name == "lm_head" or name.endswith(".lm_head"):
+                v.add(f"lora.target_modules[{i}]", "lm_head cannot carry an adapter in SFT: TRL computes the "
+                      "log-probabilities from lm_head.weight directly, so it would never train")
+
+    model = _local_model(spec, settings)
+    if model is not None:
+        _check_against_model(spec, model, settings, v)
+    elif task.chat_template_source:
+        _template_source(task, settings, v)
+
+
+def _check_against_model(spec: job_pb2.JobSpec, model: Path, settings: Settings, v) -> None:
+    task = spec.sft
+    cfg = read_config(model)
+    model_type = str(cfg.get("model_type", ""))
+    archs = cfg.get("architectures") or []
+    if isinstance(archs, list) and archs and not any(str(a).endswith(CAUSAL_ARCH_SUFFIXES) for a in archs):
+        v.add("base_model", f"SFT needs a causal language model; {spec.base_model!r} is a {model_type or 'model'} "
+              f"({', '.join(map(str, archs))})")
+        return
+    limit = max_positions(cfg)
+    if limit is not None and task.max_length > limit:
+        v.add("sft.max_length", f"{task.max_length} exceeds the model's {limit} positions")
+    if task.packing and PACKING.get(task.packing_strategy) == "bfd" and model_type in PACKING_LEAKS:
+        v.add("sft.packing", f"{model_type} models let padding-free packed examples attend to each other (their "
+              "attention ignores the position_ids that separate them). Turn packing off, or set packing_strategy "
+              "to WRAPPED if examples that share a row may see each other")
+    if task.messages_field:
+        if task.chat_template_source:
+            source = _template_source(task, settings, v)
+            template = read_chat_template(source) if source else None
+            origin = f"the template of {task.chat_template_source!r}"
+        else:
+            template = read_chat_template(model)
+            origin = f"the chat template of {spec.base_model!r}"
+            if template is None:
+                v.add("sft.messages_field", f"{spec.base_model!r} has no chat template to render messages with; "
+                      "set sft.chat_template_source to a model folder whose template to clone")
+        if template is not None and task.assistant_only_loss and not assistant_masking_supported(template):
+            v.add("sft.assistant_only_loss", f"{origin} has no {{% generation %}} markers and TRL has no training "
+                  "version of it, so assistant tokens cannot be told apart; use a chat_template_source whose "
+                  "template marks assistant turns with {% generation %} ... {% endgeneration %}")
+    if spec.HasField("lora") and spec.lora.target_modules:
+        names = weight_names(model)
+        if names is not None:
+            modules = {n.rsplit(".", 1)[0] for n in names if "." in n}
+            for i, target in enumerate(spec.lora.target_modules):
+                if target == "all-linear" or target == "lm_head":
+                    continue
+                if not any(m == target or m.endswith("." + target) for m in modules):
+                    leaves = sorted({m.rsplit(".", 1)[-1] for m in modules if not m.rsplit(".", 1)[-1].isdigit()})
+                    v.add(f"lora.target_modules[{i}]", f"{spec.base_model!r} has no module {target!r}; its modules "
+                          f"include {', '.join(leaves[:24])}")
+
+
+# --- the plan -----------------------------------------------------------------------------------
+
+
+def scan(spec: job_pb2.JobSpec, train, evals, settings: Settings, v) -> dict:
+    """Check every row of local data, and return the plan's "sft" entry."""
+    from tunewire_server.validation import scan_dataset
+
+    task = spec.sft
+    check = row_check(task)
+    scan_dataset(train, "train_dataset", settings, v, check)
+    scan_dataset(evals, "eval_dataset", settings, v, check)
+
+    model = _local_model(spec, settings)
+    cfg = read_config(model) if model else {}
+    limit = max_positions(cfg)
+    max_length = task.max_length or (min(DEFAULT_MAX_LENGTH, limit) if limit else DEFAULT_MAX_LENGTH)
+    source = None
+    if task.chat_template_source:
+        try:
+            source = str(resolve_under(settings.model_root, task.chat_template_source))
+        except UnsafePath:
+            source = None
+    return {"sft": {
+        "mode": mode_of(task),
+        "max_length": max_length,
+        "chat_template_source": source,
+        "model_type": cfg.get("model_type"),
+        "model_dtype": DTYPES.get(task.model_dtype, "float32"),
+        "packing_strategy": PACKING.get(task.packing_strategy, "bfd") if task.packing else None,
+    }}
+
+
+# --- Predict: generation parameters -------------------------------------------------------------
+
+
+class GenerationRequestError(ValueError):
+    """A request the model cannot serve; `field` names the request field at fault."""
+
+    def __init__(self, message: str, field: str = "") -> None:
+        super().__init__(message)
+        self.message, self.field = message, field
+
+
+@dataclass
+class GenerationParams:
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
+    do_sample: bool = False
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    stop: list[str] = field(default_factory=list)
+    seed: int | None = None
+
+    @classmethod
+    def from_request(cls, params: dict | None) -> GenerationParams:
+        """From GenerationParams as protobuf JSON (int64 seed arrives as a string); checks ranges."""
+        params = params or {}
+        p = cls(do_sample=bool(params.get("do_sample", False)), stop=list(params.get("stop_sequences") or []))
+        f = "generation."
+        if "max_new_tokens" in params:
+            p.max_new_tokens = int(params["max_new_tokens"])
+            if not 1 <= p.max_new_tokens <= MAX_NEW_TOKENS:
+                raise GenerationRequestError(f"must be between 1 and {MAX_NEW_TOKENS}", f + "max_new_tokens")
+        for name in ("temperature", "top_p", "top_k"):
+            if name in params and not p.do_sample:
+                raise GenerationRequestError("applies only when sampling: set do_sample", f + name)
+        if "temperature" in params:
+            p.temperature = float(params["temperature"])
+            if not (math.isfinite(p.temperature) and 0 < p.temperature <= 100):
+                raise GenerationRequestError("must be above 0 and at most 100", f + "temperature")
+        if "top_p" in params:
+            p.top_p = float(params["top_p"])
+            if not (math.isfinite(p.top_p) and 0 < p.top_p <= 1):
+                raise GenerationRequestError("must be in (0, 1]", f + "top_p")
+        if "top_k" in params:
+            p.top_k = int(params["top_k"])  # 0 = no top-k filtering
+        if "seed" in params:
+            try:
+                p.seed = int(params["seed"])
+            except (TypeError, ValueError):
+                raise GenerationRequestError("must be an integer", f + "seed") from None
+        if len(p.stop) > MAX_STOP_SEQUENCES:
+            raise GenerationRequestError(f"at most {MAX_STOP_SEQUENCES} stop sequences", f + "stop_sequences")
+        for i, s in enumerate(p.stop):
+            if not isinstance(s, str) or not s:
+                raise GenerationRequestError("a stop sequence must not be empty", f"{f}stop_sequences[{i}]")
+        return p

@@ -1,0 +1,222 @@
+"""Text generation from a finished SFT job, for the inference worker.
+
+A full fine-tune loads from the job's model folder; a LoRA job loads its base model and puts the adapter
+on it with PEFT (nothing is merged on disk). Chat inputs go through the model's chat template.
+
+Stop sequences are matched on the decoded text, so a stop string may span tokens; the text returned
+ends before it. While streaming, text that could still turn out to be the start of a stop sequence
+(or an incomplete UTF-8 character) is held back until it is known to be output.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    GenerationConfig,
+    StoppingCriteria,
+    StoppingCriteriaList,
+)
+from transformers.generation.streamers import BaseStreamer
+
+from tunewire_server.validation_sft import GenerationParams, GenerationRequestError
+
+CHAT_ROLES = ("system", "user", "assistant", "tool", "developer")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def cut_at_stop(text: str, stops: list[str]) -> tuple[str, bool]:
+    """`text` up to the earliest stop sequence, and whether one was found."""
+    cut = min((i for i in (text.find(s) for s in stops) if i >= 0), default=-1)
+    return (text[:cut], True) if cut >= 0 else (text, False)
+
+
+def releasable(text: str, stops: list[str]) -> str:
+    """The part of a growing text that is final: before any stop sequence, without a trailing piece that
+    may be the start of one, and without a trailing incomplete character."""
+    text, stopped = cut_at_stop(text, stops)
+    if stopped:
+        return text
+    hold = 0
+    for s in stops:
+        for k in range(min(len(s) - 1, len(text)), 0, -1):
+            if text.endswith(s[:k]):
+                hold = max(hold, k)
+                break
+    text = text[: len(text) - hold]
+    return text.rstrip("\ufffd")
+
+
+class _StopOnText(StoppingCriteria):
+    def __init__(self, decode: Callable[[list[int]], str], prompt_len: int, stops: list[str]) -> None:
+        self.decode, self.prompt_len, self.stops = decode, prompt_len, stops
+
+    def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.Tensor:
+        done = [cut_at_stop(self.decode(row[self.prompt_len:].tolist()), self.stops)[1] for row in input_ids]
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+
+class _StopOnCancel(StoppingCriteria):
+    def __init__(self, cancel: threading.Event) -> None:
+        self.cancel = cancel
+
+    def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.Tensor:
+        return torch.full((input_ids.shape[0],), self.cancel.is_set(), dtype=torch.bool, device=input_ids.device)
+
+
+class _DeltaStreamer(BaseStreamer):
+    """Called by generate() with each new token: sends the text that became final since the last call."""
+
+    def __init__(self, generator: LoadedGenerator, stops: list[str], emit: Callable[[str], None]) -> None:
+        self.generator, self.stops, self.emit = generator, stops, emit
+        self.ids: list[int] = []
+        self.sent = 0
+        self._prompt_seen = False
+
+    def put(self, value: torch.Tensor) -> None:
+        if not self._prompt_seen:  # generate() first passes the prompt
+            self._prompt_seen = True
+            return
+        self.ids.extend(value.flatten().tolist())
+        text = releasable(self.generator.decode(self.generator.until_eos(self.ids)), self.stops)
+        if len(text) > self.sent:
+            self.emit(text[self.sent:])
+            self.sent = len(text)
+
+    def end(self) -> None:
+        pass
+
+
+class LoadedGenerator:
+    """A fine-tuned causal LM (or base + LoRA adapter) and its tokenizer, ready to generate."""
+
+    def __init__(self, model_dir: Path, meta: dict) -> None:
+        self.meta = meta
+        dtype = DTYPES.get(meta.get("model_dtype") or "float32", torch.float32)
+        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        if meta.get("adapter"):
+            from peft import PeftModel
+
+            base = AutoModelForCausalLM.from_pretrained(meta["base_model"], dtype=dtype)
+            vocab = meta.get("vocab_size")
+            if vocab and base.get_input_embeddings().num_embeddings != vocab:
+                base.resize_token_embeddings(vocab)  # the job cloned a chat template that added tokens
+            self.model = PeftModel.from_pretrained(base, str(model_dir))
+        else:
+            self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
+        self.model.eval()
+        self.device = next(self.model.parameters()).device
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        gc = self.model.generation_config
+        eos = gc.eos_token_id if isinstance(gc.eos_token_id, list) else [gc.eos_token_id]
+        self.eos_ids = {i for i in [*eos, self.tokenizer.eos_token_id] if i is not None}
+        self.pad_id = self.tokenizer.pad_token_id
+
+    # --- text <-> tokens ---------------------------------------------------------------------------
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+    def until_eos(self, ids: list[int]) -> list[int]:
+        for i, token in enumerate(ids):
+            if token in self.eos_ids:
+                return ids[:i]
+        return ids
+
+    def encode_text(self, text: str) -> list[int]:
+        return self.tokenizer(text)["input_ids"]  # with BOS etc., as SFTTrainer tokenized the training text
+
+    def encode_chat(self, conversation: dict, field: str) -> list[int]:
+        if not self.tokenizer.chat_template:
+            raise GenerationRequestError("this model has no chat template; send plain text", field)
+        messages = (conversation or {}).get("messages") or []
+        if not messages:
+            raise GenerationRequestError("a conversation needs at least one message", field)
+        clean = []
+        for i, m in enumerate(messages):
+            role, content = m.get("role", ""), m.get("content", "")
+            if role not in CHAT_ROLES:
+                raise GenerationRequestError(f"role {role!r} is not one of {', '.join(CHAT_ROLES)}",
+                                             f"{field}.messages[{i}].role")
+            clean.append({"role": role, "content": content})
+        out = self.tokenizer.apply_chat_template(clean, add_generation_prompt=True, tokenize=True, return_dict=True)
+        return list(out["input_ids"])
+
+    def prompts(self, request: dict) -> list[list[int]]:
+        inputs, conversations = request.get("inputs") or [], request.get("conversations") or []
+        if inputs and conversations:
+            raise GenerationRequestError("send either inputs or conversations, not both", "conversations")
+        if conversations:
+            return [self.encode_chat(c, f"conversations[{i}]") for i, c in enumerate(conversations)]
+        return [self.encode_text(t) for t in inputs]
+
+    # --- generation --------------------------------------------------------------------------------
+
+    def _config(self, p: GenerationParams) -> GenerationConfig:
+        # A fresh config: sampling settings the checkpoint ships must not leak into greedy requests.
+        kwargs = {}
+        if p.do_sample:
+            kwargs = {k: v for k, v in (("temperature", p.temperature), ("top_p", p.top_p), ("top_k", p.top_k))
+                      if v is not None}
+            kwargs.setdefault("top_k", 0)
+        return GenerationConfig(max_new_tokens=p.max_new_tokens, do_sample=p.do_sample, eos_token_id=sorted(self.eos_ids),
+                                pad_token_id=self.pad_id, **kwargs)
+
+    def _generate(self, prompts: list[list[int]], p: GenerationParams, cancel: threading.Event,
+                  streamer: BaseStreamer | None = None) -> list[dict]:
+        width = max(len(x) for x in prompts)
+        ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for i, x in enumerate(prompts):  # left padding: every row's continuation starts at `width`
+            ids[i, width - len(x):] = torch.tensor(x)
+            mask[i, width - len(x):] = 1
+        criteria = [_StopOnCancel(cancel)]
+        if p.stop:
+            criteria.append(_StopOnText(self.decode, width, p.stop))
+        if p.seed is not None:
+            torch.manual_seed(p.seed)
+        with torch.inference_mode():
+            out = self.model.generate(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
+                                      generation_config=self._config(p),
+                                      stopping_criteria=StoppingCriteriaList(criteria), streamer=streamer)
+        results = []
+        for row in out[:, width:].tolist():
+            results.append(self._finish(row, p.stop, cancel))
+        return results
+
+    def _finish(self, row: list[int], stops: list[str], cancel: threading.Event) -> dict:
+        kept = self.until_eos(row)
+        text, stopped = cut_at_stop(self.decode(kept), stops)
+        if stopped:
+            # tokens up to the one that completed the stop sequence
+            n = next(k for k in range(1, len(kept) + 1) if cut_at_stop(self.decode(kept[:k]), stops)[1])
+            return {"text": text, "num_tokens": n, "finish_reason": "stop"}
+        if len(kept) < len(row):
+            return {"text": text, "num_tokens": len(kept) + 1, "finish_reason": "eos"}
+        return {"text": text, "num_tokens": len(row), "finish_reason": "cancelled" if cancel.is_set() else "length"}
+
+    def predict(self, request: dict, cancel: threading.Event | None = None) -> list[dict]:
+        p = GenerationParams.from_request(request.get("generation"))
+        prompts = self.prompts(request)
+        if not prompts:
+            return []
+        return [{"generation": g} for g in self._generate(prompts, p, cancel or threading.Event())]
+
+    def stream(self, request: dict, cancel: threading.Event, emit: Callable[[str], None]) -> dict:
+        """Generate for one text or conversation, calling emit(delta) as text becomes final."""
+        p = GenerationParams.from_request(request.get("generation"))
+        if request.get("conversation"):
+            prompt = self.encode_chat(request["conversation"], "conversation")
+        else:
+            prompt = self.encode_text(request.get("text") or "")
+        streamer = _DeltaStreamer(self, p.stop, emit)
+        final = self._generate([prompt], p, cancel, streamer)[0]
+        if len(final["text"]) > streamer.sent:
+            emit(final["text"][streamer.sent:])
+        return final
