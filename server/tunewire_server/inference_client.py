@@ -38,7 +38,9 @@ class InferenceClient:
     async def _ensure_worker(self) -> WorkerProcess:
         async with self._start_lock:
             if self._worker is None or self._worker.proc.returncode is not None:
-                env = {"TUNEWIRE_CACHE_SIZE": str(self._settings.inference_cache_size)}
+                env = {"TUNEWIRE_CACHE_SIZE": str(self._settings.inference_cache_size),
+                       "TUNEWIRE_BATCH_WINDOW_MS": str(self._settings.predict_batch_window_ms),
+                       "TUNEWIRE_MAX_BATCH": str(self._settings.predict_max_batch)}
                 if self._settings.torch_threads:
                     env["TUNEWIRE_TORCH_THREADS"] = str(self._settings.torch_threads)
                 self._worker = await WorkerProcess.start(

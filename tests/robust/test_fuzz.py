@@ -10,7 +10,9 @@ from hypothesis import strategies as st
 
 from tests import tiny
 from tests.conftest import ServerThread, make_settings
-from tunewire.v1 import job_pb2, tuning_service_pb2 as pb, tuning_service_pb2_grpc as pb_grpc
+from tunewire.v1 import job_pb2
+from tunewire.v1 import tuning_service_pb2 as pb
+from tunewire.v1 import tuning_service_pb2_grpc as pb_grpc
 
 pytestmark = pytest.mark.slow
 

@@ -12,7 +12,13 @@ import pytest
 
 import tunewire
 from tests import tiny
-from tunewire_server.checkpoints import MARKER, is_complete, latest_complete, load_or_create_key, mark_complete
+from tunewire_server.checkpoints import (
+    MARKER,
+    is_complete,
+    latest_complete,
+    load_or_create_key,
+    mark_complete,
+)
 
 SPEC = {
     "base_model": "tiny-bert",

@@ -21,6 +21,7 @@ import traceback
 from collections import OrderedDict
 from pathlib import Path
 
+from tunewire_server.worker.batching import Batcher
 from tunewire_server.worker.protocol import MessageWriter, die_with_parent, parse_args
 
 log = logging.getLogger("tunewire.inference")
@@ -165,16 +166,59 @@ def main() -> int:
     active: dict[int, threading.Event] = {}
     threading.Thread(target=read_requests, args=(sys.stdin, requests, active), daemon=True,
                      name="tunewire-requests").start()
-    while (item := requests.get()) is not None:
+    batcher = Batcher(requests, float(os.environ.get("TUNEWIRE_BATCH_WINDOW_MS", "5")) / 1000,
+                      int(os.environ.get("TUNEWIRE_MAX_BATCH", "32")))
+    while (item := batcher.next()) is not None:
         request, cancel = item
         try:
             if cancel.is_set():
                 out.send(id=request["id"], ok=False, error={"kind": "cancelled", "message": "cancelled"})
+            elif _batchable(request, cache):
+                batch = batcher.fill(item, _inputs_of, _same_model)
+                handle_batch([r for r, _ in batch], cache, out)
+                for r, _ in batch[1:]:
+                    active.pop(r["id"], None)
             else:
                 handle(request, cancel, cache, out)
         finally:
             active.pop(request["id"], None)
     return 0
+
+
+def _inputs_of(item) -> int:
+    return len(item[0].get("inputs") or []) or 1
+
+
+def _same_model(first, other) -> bool:
+    return (other[0].get("op", "predict") == "predict" and other[0].get("model_dir") == first[0].get("model_dir")
+            and not other[0].get("conversations"))
+
+
+def _batchable(request: dict, cache: ModelCache) -> bool:
+    """Classifier Predict calls are merged across callers; generation runs per call."""
+    if request.get("op", "predict") != "predict" or request.get("conversations"):
+        return False
+    try:
+        return isinstance(cache.get(request["model_dir"]), LoadedClassifier)
+    except Exception:
+        return False  # handle() reports the error for this one request
+
+
+def handle_batch(batch: list[dict], cache: ModelCache, out: MessageWriter) -> None:
+    """One forward pass over the inputs of several Predict calls; each caller gets its own answer."""
+    try:
+        model = cache.get(batch[0]["model_dir"])
+        inputs = [text for request in batch for text in request.get("inputs") or []]
+        predictions = model.predict({"inputs": inputs}) if inputs else []
+    except Exception as exc:
+        for request in batch:
+            out.send(id=request["id"], ok=False, error=_error(exc))
+        return
+    start = 0
+    for request in batch:
+        n = len(request.get("inputs") or [])
+        out.send(id=request["id"], ok=True, predictions=predictions[start:start + n])
+        start += n
 
 
 if __name__ == "__main__":

@@ -26,6 +26,9 @@ def precision_kwargs(spec: job_pb2.JobSpec) -> dict:
             raise UserError("UNSUPPORTED_PRECISION", "fp16 mixed precision needs a GPU", "hyperparameters.precision")
         return {"fp16": True, "bf16": False}
     if p == job_pb2.PRECISION_BF16:
+        if not bf16_supported():
+            raise UserError("UNSUPPORTED_PRECISION", "bf16 mixed precision needs a GPU that supports bf16",
+                            "hyperparameters.precision")
         return {"bf16": True, "fp16": False}
     if p == job_pb2.PRECISION_FP32:
         return {"bf16": False, "fp16": False}

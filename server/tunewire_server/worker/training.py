@@ -20,6 +20,9 @@ import traceback
 from tunewire_server.worker.protocol import MessageWriter, die_with_parent, parse_args
 
 
+TRAINING_NICENESS = 10
+
+
 class Cancelled(BaseException):
     """Raised by the stop signal before training has started: nothing is written yet."""
 
@@ -27,6 +30,8 @@ class Cancelled(BaseException):
 def main() -> int:
     args = parse_args(ranks=True)
     die_with_parent()
+    # Training may take every core; the control plane must still answer at once (health, GetJob, streams).
+    os.nice(TRAINING_NICENESS)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     from tunewire_server.workers import CHECKPOINT_SIGNAL, STOP_SIGNAL
