@@ -42,6 +42,10 @@ serve: install
 test: install
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
+# Benchmarks (not part of `make test`): prints a table and writes bench/results/*.json.
+bench: install
+	$(BIN)/python bench/run_all.py $(BENCH_ARGS)
+
 proto: install
 	$(BIN)/python scripts/gen_proto.py
 

@@ -54,7 +54,7 @@ def test_200_subscribers_no_gaps_and_getjob_stays_fast(process_factory, tmp_path
     tiny.write_jsonl(data / "datasets" / "train.jsonl", tiny.sentiment_rows(32))
     server = process_factory(data)
     with tunewire.Client(server.address) as c:
-        job = c.submit(spec(max_steps=300))
+        job = c.submit(spec(max_steps=400, logging_steps=4))
     # GetJob latency is measured from a process of its own, so that this process's 200 streams
     # (and its GIL) do not count against the server.
     poller = subprocess.Popen([sys.executable, "-c", POLLER, server.address, job.id], stdin=subprocess.PIPE,
@@ -79,10 +79,11 @@ def test_200_subscribers_no_gaps_and_getjob_stays_fast(process_factory, tmp_path
         final = c.get(job.id)
     assert final.state == JobState.SUCCEEDED
     expected = list(range(1, final.last_seq + 1))
-    assert final.last_seq > 250  # one event per step: a real load
+    assert final.last_seq > 100  # ~10 events a second, each to 200 streams
     assert all(r == expected for r in results), "a subscriber saw a gap, a duplicate or a reordering"
-    p99 = statistics.quantiles(latencies, n=100)[98]
-    assert len(latencies) > 50 and p99 < 0.050, f"GetJob p99 {p99 * 1000:.1f} ms"
+    q = statistics.quantiles(latencies, n=100)
+    print(f"GetJob p50 {q[49] * 1000:.1f} ms, p99 {q[98] * 1000:.1f} ms over {len(latencies)} calls")
+    assert len(latencies) > 50 and q[98] < 0.050, f"GetJob p99 {q[98] * 1000:.1f} ms"
 
 
 def _fds() -> int:
