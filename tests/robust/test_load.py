@@ -54,7 +54,7 @@ def test_200_subscribers_no_gaps_and_getjob_stays_fast(process_factory, tmp_path
     tiny.write_jsonl(data / "datasets" / "train.jsonl", tiny.sentiment_rows(32))
     server = process_factory(data)
     with tunewire.Client(server.address) as c:
-        job = c.submit(spec(max_steps=400, logging_steps=4))
+        job = c.submit(spec(max_steps=640, logging_steps=8))
     # GetJob latency is measured from a process of its own, so that this process's 200 streams
     # (and its GIL) do not count against the server.
     poller = subprocess.Popen([sys.executable, "-c", POLLER, server.address, job.id], stdin=subprocess.PIPE,
@@ -79,7 +79,7 @@ def test_200_subscribers_no_gaps_and_getjob_stays_fast(process_factory, tmp_path
         final = c.get(job.id)
     assert final.state == JobState.SUCCEEDED
     expected = list(range(1, final.last_seq + 1))
-    assert final.last_seq > 100  # ~10 events a second, each to 200 streams
+    assert final.last_seq > 75  # a log every 8 steps (~5 a second), each to 200 streams
     assert all(r == expected for r in results), "a subscriber saw a gap, a duplicate or a reordering"
     q = statistics.quantiles(latencies, n=100)
     print(f"GetJob p50 {q[49] * 1000:.1f} ms, p99 {q[98] * 1000:.1f} ms over {len(latencies)} calls")
