@@ -19,7 +19,6 @@ import traceback
 
 from tunewire_server.worker.protocol import MessageWriter, die_with_parent, parse_args
 
-
 TRAINING_NICENESS = 10
 
 
