@@ -1,7 +1,7 @@
 """Run every tunewire benchmark and print one summary table: figure, goal, met?
 
-    python bench/run_all.py            # the full counts (about 45 minutes on a 2-core machine)
-    python bench/run_all.py --quick    # fewer runs and shorter jobs: a smoke check (about 8 minutes)
+    python bench/run_all.py            # the full counts (about 35 minutes on a 2-core machine)
+    python bench/run_all.py --quick    # fewer runs and shorter jobs: a smoke check (about 12 minutes)
     python bench/run_all.py --only streaming,predict
 
 Each benchmark is its own script (bench/<name>.py, --help for its options); each prints its table and
