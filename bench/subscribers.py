@@ -16,8 +16,10 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import sys
 import time
+from array import array
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -32,11 +34,37 @@ WORKER_TIMED = ("TrainLog", "EvalResult", "CheckpointSaved")
 LIVE: dict[str, float] = {}  # wall and CPU time when the first event timed by the worker arrived
 
 
-async def subscriber(address: str, job_id: str, first: asyncio.Event, record: list) -> None:
+class Record:
+    """One subscriber's received events, in flat arrays: tens of thousands of tuples would be objects the
+    garbage collector scans again and again, pauses that belong to this harness, not to what it measures."""
+
+    def __init__(self) -> None:
+        self.seq, self.recv, self.at, self.kind = array("q"), array("d"), array("d"), array("b")
+
+    def append(self, seq: int, recv: float, at: float, kind: str) -> None:
+        self.seq.append(seq)
+        self.recv.append(recv)
+        self.at.append(at)
+        self.kind.append(KINDS.index(kind))
+
+    def __iter__(self):
+        return ((q, r, a, KINDS[k]) for q, r, a, k in zip(self.seq, self.recv, self.at, self.kind, strict=True))
+
+    def __len__(self) -> int:
+        return len(self.seq)
+
+    def __getitem__(self, i: int):
+        return self.seq[i], self.recv[i], self.at[i], KINDS[self.kind[i]]
+
+
+KINDS = ("StateChange", "TrainLog", "EvalResult", "CheckpointSaved")
+
+
+async def subscriber(address: str, job_id: str, first: asyncio.Event, record: Record) -> None:
     async with tunewire.AsyncClient(address) as client:
         async for event in client.stream_metrics(job_id):
             now = time.time()
-            record.append((event.seq, now, event_epoch(event), event.kind))
+            record.append(event.seq, now, event_epoch(event), event.kind)
             if not LIVE and event.kind in WORKER_TIMED:
                 LIVE.update(wall=now, cpu=time.process_time())
             if not first.is_set():
@@ -44,7 +72,7 @@ async def subscriber(address: str, job_id: str, first: asyncio.Event, record: li
 
 
 async def main_async(args) -> dict:
-    records: list[list] = [[] for _ in range(args.n)]
+    records = [Record() for _ in range(args.n)]
     firsts = [asyncio.Event() for _ in range(args.n)]
     tasks = [asyncio.create_task(subscriber(args.address, args.job, firsts[i], records[i])) for i in range(args.n)]
     opened = time.time()
@@ -77,6 +105,8 @@ async def main_async(args) -> dict:
     worker_times = sorted({at for r in records for _, _, at, kind in r if kind in WORKER_TIMED})
     produced_per_s = (len(worker_times) - 1) / (worker_times[-1] - worker_times[0]) if len(worker_times) > 1 else 0
     received = sum(len(r) for r in records)
+    if os.environ.get("TUNEWIRE_BENCH_DUMP"):  # every record, for a closer look
+        Path(os.environ["TUNEWIRE_BENCH_DUMP"]).write_text(json.dumps([list(r) for r in records]))
     return {
         "subscribers": args.n,
         "client_cpu_share": round(cpu_busy, 3),  # of one core, while the job ran

@@ -44,6 +44,20 @@ def metadata(token: str | None) -> tuple[tuple[str, str], ...] | None:
     return (("authorization", f"Bearer {token}"),) if token else None
 
 
+STREAM_BATCH = 256  # events the server may send in one StreamMetrics response
+
+
+def stream_request(job_id: str, after_seq: int) -> pb.StreamMetricsRequest:
+    return pb.StreamMetricsRequest(job_id=job_id, after_seq=after_seq, max_batch=STREAM_BATCH)
+
+
+def response_events(response: pb.StreamMetricsResponse):
+    """The events one StreamMetrics response carries: several when batched, else its one event."""
+    if response.events:
+        return response.events
+    return (response.event,) if response.HasField("event") else ()
+
+
 def list_request(states: Iterable[JobState | str] | None, page_size: int, page_token: str) -> pb.ListJobsRequest:
     return pb.ListJobsRequest(states=[JobState(s).to_proto() for s in states or ()], page_size=page_size,
                               page_token=page_token)

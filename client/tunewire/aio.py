@@ -79,14 +79,14 @@ class AsyncClient:
         last = after_seq
         failures = 0
         while True:
-            call = self._stub.StreamMetrics(pb.StreamMetricsRequest(job_id=job_id, after_seq=last),
-                                            metadata=self._metadata)
+            call = self._stub.StreamMetrics(req.stream_request(job_id, last), metadata=self._metadata)
             try:
                 async for response in call:
-                    event = JobEvent.from_proto(response.event)
-                    last = event.seq
-                    failures = 0
-                    yield event
+                    for message in req.response_events(response):
+                        event = JobEvent.from_proto(message)
+                        last = event.seq
+                        failures = 0
+                        yield event
                 return
             except grpc.RpcError as exc:
                 if not reconnect or exc.code() not in req.RETRYABLE or failures >= len(req.RECONNECT_DELAYS):

@@ -29,6 +29,8 @@ class Settings:
     dataset_root: Path | None = _opt(None, "Folder that dataset files are read from. Default: DATA_DIR/datasets.")
     allow_hub_models: bool = _opt(True, "Accept Hugging Face hub ids as base models (needs network or a cache).")
     torch_threads: int = _opt(0, "torch threads in workers; 0 = torch's default.")
+    event_loop: str = _opt("auto", "Control-plane event loop: auto (uvloop when installed), uvloop or asyncio.",
+                           choices=("auto", "uvloop", "asyncio"))
     log_format: str = _opt("console", "console (readable) or json (production).", choices=("console", "json"))
     log_level: str = _opt("info", "debug, info, warning or error.", choices=("debug", "info", "warning", "error"))
     auth_tokens_file: Path | None = _opt(None, "File of accepted bearer tokens, one per line; enables auth.")

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from tunewire_server.store import Event, Store
 
 CHANNEL_MEMORY = 4096  # events kept in memory per live job
+STORE_PAGE = 1000  # events read from the store at a time
 
 
 class Channel:
@@ -21,7 +22,7 @@ class Channel:
         self.job_id = job_id
         self._events: list[Event] = []
         self._seqs: list[int] = []
-        self._cond = asyncio.Condition()
+        self._changed = asyncio.Event()  # set and cleared at once on each change: wakes every waiter
         self.closed = False
         self.subscribers = 0
 
@@ -30,25 +31,27 @@ class Channel:
         return self._seqs[-1] if self._seqs else 0
 
     async def publish(self, event: Event) -> None:
-        async with self._cond:
-            if self._seqs and event.seq <= self._seqs[-1]:  # out of order: keep the list sorted
-                i = bisect.bisect_left(self._seqs, event.seq)
-                if i < len(self._seqs) and self._seqs[i] == event.seq:
-                    return
-                self._events.insert(i, event)
-                self._seqs.insert(i, event.seq)
-            else:
-                self._events.append(event)
-                self._seqs.append(event.seq)
-            if len(self._events) > CHANNEL_MEMORY:
-                drop = len(self._events) - CHANNEL_MEMORY
-                del self._events[:drop], self._seqs[:drop]
-            self._cond.notify_all()
+        if self._seqs and event.seq <= self._seqs[-1]:  # out of order: keep the list sorted
+            i = bisect.bisect_left(self._seqs, event.seq)
+            if i < len(self._seqs) and self._seqs[i] == event.seq:
+                return
+            self._events.insert(i, event)
+            self._seqs.insert(i, event.seq)
+        else:
+            self._events.append(event)
+            self._seqs.append(event.seq)
+        if len(self._events) > CHANNEL_MEMORY:
+            drop = len(self._events) - CHANNEL_MEMORY
+            del self._events[:drop], self._seqs[:drop]
+        self._wake()
 
     async def close(self) -> None:
-        async with self._cond:
-            self.closed = True
-            self._cond.notify_all()
+        self.closed = True
+        self._wake()
+
+    def _wake(self) -> None:
+        self._changed.set()
+        self._changed.clear()  # the waiters already woken stay woken; later ones wait for the next change
 
     def after(self, seq: int) -> list[Event] | None:
         """Events with seq > `seq`; None if the channel no longer holds all of them."""
@@ -57,8 +60,8 @@ class Channel:
         return self._events[bisect.bisect_right(self._seqs, seq):]
 
     async def wait_beyond(self, seq: int) -> None:
-        async with self._cond:
-            await self._cond.wait_for(lambda: self.closed or self.last_seq > seq)
+        while not (self.closed or self.last_seq > seq):
+            await self._changed.wait()
 
 
 class EventHub:
@@ -91,30 +94,37 @@ class EventHub:
 
     async def follow(self, job_id: str, after_seq: int) -> AsyncIterator[Event]:
         """Every event with seq > after_seq, in order, until the job is terminal."""
+        async for batch in self.follow_batches(job_id, after_seq):
+            for event in batch:
+                yield event
+
+    async def follow_batches(self, job_id: str, after_seq: int) -> AsyncIterator[list[Event]]:
+        """The same events as `follow`, as lists of everything pending when the subscriber asks next: a
+        subscriber that keeps up gets one event at a time, one that is behind catches up in a few steps."""
         ch = self._channels.get(job_id)  # taken before reading the store: nothing falls between
         last = after_seq
         while True:  # stored events first
-            batch = await asyncio.to_thread(self._store.events_after, job_id, last, 1000) \
-                if ch is None else self._store.events_after(job_id, last, 1000)
-            for event in batch:
-                yield event
-                last = event.seq
-            if len(batch) < 1000:
+            batch = await asyncio.to_thread(self._store.events_after, job_id, last, STORE_PAGE) \
+                if ch is None else self._store.events_after(job_id, last, STORE_PAGE)
+            if batch:
+                yield batch
+                last = batch[-1].seq
+            if len(batch) < STORE_PAGE:
                 break
         if ch is None:
             return  # not live: the store held everything
         ch.subscribers += 1
         try:
             while True:
-                events = ch.after(last)
-                if events is None:  # fell behind the channel's memory
-                    events = self._store.events_after(job_id, last, 1000)
-                for event in events:
-                    yield event
-                    last = event.seq
+                batch = ch.after(last)
+                if batch is None:  # fell behind the channel's memory
+                    batch = self._store.events_after(job_id, last, STORE_PAGE)
+                if batch:
+                    yield batch
+                    last = batch[-1].seq
                 if ch.closed and last >= ch.last_seq:
                     return
-                if not events:
+                if not batch:
                     await ch.wait_beyond(last)
         finally:
             ch.subscribers -= 1

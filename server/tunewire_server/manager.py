@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import json
 import math
 import os
@@ -16,7 +17,7 @@ import shutil
 import signal
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,6 +54,39 @@ class _Running:
     job_id: str
     worker: WorkerProcess | None = None  # None while the worker is being taken or started
     cancel_requested: bool = False
+
+
+class _Recorder:
+    """Stores and publishes a running job's progress events in the order they came, as many to a
+    transaction as arrived during the previous one: a fast job's events never queue up behind an fsync
+    each, and subscribers see them as soon as the store holds them."""
+
+    def __init__(self, write: Callable[[list[tuple[str, dict]]], Awaitable[None]]) -> None:
+        self._write = write
+        self._pending: list[tuple[str, dict]] = []
+        self._arrived = asyncio.Event()
+        self._closed = False
+        self._task = asyncio.create_task(self._run())
+
+    def add(self, kind: str, payload: dict) -> None:
+        self._pending.append((kind, payload))
+        self._arrived.set()
+
+    async def _run(self) -> None:
+        while True:
+            await self._arrived.wait()
+            self._arrived.clear()
+            batch, self._pending = self._pending, []
+            if batch:
+                await self._write(batch)
+            if self._closed and not self._pending:
+                return
+
+    async def close(self) -> None:
+        """Wait until everything added is stored and published (and raise if storing failed)."""
+        self._closed = True
+        self._arrived.set()
+        await self._task
 
 
 def _kill_orphan(job_dir: Path) -> None:
@@ -102,8 +136,7 @@ class JobManager:
         await self._recover()
         for job in self.store.jobs_in_states([JobState.QUEUED]):
             self.hub.open(job.id)
-        if self.settings.warm_worker:
-            self._warm_task = asyncio.create_task(self._spawn_warm())
+        self._ensure_warm()
         self._scheduler = asyncio.create_task(self._schedule(), name="tunewire-scheduler")
 
     async def stop(self) -> None:
@@ -182,6 +215,8 @@ class JobManager:
             self.hub.open(job_id)
         self.metrics.jobs_submitted.labels("accepted").inc()
         log.info("job queued", job_id=job_id, task=plan["task"], base_model=spec.base_model)
+        if self._running is not None:
+            self._ensure_warm()  # this job waits behind another: have its worker ready when that one ends
         self._wakeup.set()
         return job
 
@@ -249,10 +284,11 @@ class JobManager:
             log.warning("worker ignored cancel; killing it", job_id=running.job_id)
             running.worker.kill()
 
-    async def events(self, job_id: str, after_seq: int) -> AsyncIterator[Event]:
+    async def event_batches(self, job_id: str, after_seq: int) -> AsyncIterator[list[Event]]:
+        """A job's events after `after_seq`, as lists of what is pending (see EventHub.follow_batches)."""
         self.get(job_id)  # NOT_FOUND before the stream starts
-        async for event in self.hub.follow(job_id, after_seq):
-            yield event
+        async for batch in self.hub.follow_batches(job_id, after_seq):
+            yield batch
 
     def _model_dir(self, job_id: str) -> str:
         job = self.get(job_id)
@@ -305,6 +341,15 @@ class JobManager:
                         "code": "INTERNAL", "kind": "SYSTEM", "field": "",
                         "message": "the server could not run this job"})
 
+    def _ensure_warm(self) -> None:
+        """Start the next job's training worker unless one is started or starting. Called at start-up,
+        when a job ends, and when a job is queued behind a running one: a worker importing torch beside
+        a running job would slow it, so none is started while a job runs with nothing queued."""
+        if not self.settings.warm_worker or self._stopping or self._warm is not None:
+            return
+        if self._warm_task is None or self._warm_task.done():
+            self._warm_task = asyncio.create_task(self._spawn_warm())
+
     async def _spawn_warm(self) -> None:
         """Start the next training worker now, so that its imports are done when a job arrives."""
         try:
@@ -334,8 +379,8 @@ class JobManager:
             worker = None
         else:
             raise RuntimeError("training workers fail to start; see the worker logs")
-        if self.settings.warm_worker and not self._stopping:
-            self._warm_task = asyncio.create_task(self._spawn_warm())  # the one for the next job
+        if self.store.count_in_states([JobState.QUEUED]):
+            self._ensure_warm()  # the next job is already waiting
         return worker
 
     async def _run(self, job: JobRecord) -> None:
@@ -370,19 +415,24 @@ class JobManager:
             worker.signal(CHECKPOINT_SIGNAL)
         result: dict | None = None
         error: dict | None = None
+        recorder = _Recorder(functools.partial(self._record, job.id))
         try:
-            async for message in worker.messages():
-                kind = message.pop("kind", None)
-                if kind == "result":
-                    result = message
-                elif kind == "error":
-                    error = message["error"]
-                elif kind in ("train_log", "eval_result", "checkpoint_saved"):
-                    await self._record(job.id, kind, message)
+            try:
+                async for message in worker.messages():
+                    kind = message.pop("kind", None)
+                    if kind == "result":
+                        result = message
+                    elif kind == "error":
+                        error = message["error"]
+                    elif kind in ("train_log", "eval_result", "checkpoint_saved"):
+                        recorder.add(kind, message)
+            finally:
+                await recorder.close()
             code = await worker.wait()
         finally:
             self._running = None
             (job_dir / "worker.pid").unlink(missing_ok=True)
+            self._ensure_warm()
         bound.info("worker exited", code=code)
         if running.cancel_requested:
             shutil.rmtree(job_dir / (MODEL_DIR + ".partial"), ignore_errors=True)
@@ -401,18 +451,22 @@ class JobManager:
             else:
                 await self._finish(job.id, JobState.FAILED, error=error)
 
-    async def _record(self, job_id: str, kind: str, payload: dict) -> None:
-        fields: dict = {}
-        if kind == "train_log":
-            self.metrics.train_log(payload)
-            if "progress" in payload:
-                fields["progress"] = payload["progress"]
-        if kind == "eval_result":
-            fields["metrics"] = {k: v for k, v in payload.get("metrics", {}).items()
-                                 if isinstance(v, (int, float)) and math.isfinite(v)}
-        at = payload.pop("time", None)
-        event = await self.store.write(self.store.append_event, job_id, kind, payload, fields, at=at)
-        await self.hub.publish(event)
+    async def _record(self, job_id: str, messages: list[tuple[str, dict]]) -> None:
+        """Store a worker's progress messages as events (one transaction), then publish them."""
+        items = []
+        for kind, payload in messages:
+            fields: dict = {}
+            if kind == "train_log":
+                self.metrics.train_log(payload)
+                if "progress" in payload:
+                    fields["progress"] = payload["progress"]
+            if kind == "eval_result":
+                fields["metrics"] = {k: v for k, v in payload.get("metrics", {}).items()
+                                     if isinstance(v, (int, float)) and math.isfinite(v)}
+            at = payload.pop("time", None)
+            items.append((kind, payload, fields, at))
+        for event in await self.store.write(self.store.append_events, job_id, items):
+            await self.hub.publish(event)
 
     # --- state changes -------------------------------------------------------------------------
 

@@ -208,24 +208,33 @@ class Store:
     def append_event(self, job_id: str, kind: str, payload: dict, job_fields: dict | None = None,
                      at: float | None = None) -> Event:
         """Store an event with the job's next seq, and optionally update the job, atomically."""
-        now = at or time.time()
-        job_fields = dict(job_fields or {})
-        if "state" in job_fields:
-            job_fields["state"] = job_fields["state"].value
-        for key in ("error", "metrics"):
-            if key in job_fields and job_fields[key] is not None:
-                job_fields[key] = json.dumps(job_fields[key])
+        return self.append_events(job_id, [(kind, payload, job_fields, at)])[0]
+
+    def append_events(self, job_id: str,
+                      items: Sequence[tuple[str, dict, dict | None, float | None]]) -> list[Event]:
+        """Store several events (kind, payload, job fields, time) with the job's next seqs and apply
+        their job fields in order, all in one transaction: one fsync however many there are."""
+        fields: dict = {}
+        rows = []
+        for kind, payload, job_fields, at in items:
+            rows.append((kind, payload, at or time.time()))
+            for key, value in (job_fields or {}).items():
+                if key == "state":
+                    value = value.value
+                elif key in ("error", "metrics") and value is not None:
+                    value = json.dumps(value)
+                fields[key] = value
         with self._lock, self._db:
             self._db.execute("BEGIN IMMEDIATE")
-            seq = self._db.execute("SELECT last_seq + 1 FROM jobs WHERE id = ?", (job_id,)).fetchone()[0]
-            self._db.execute(
+            first = self._db.execute("SELECT last_seq + 1 FROM jobs WHERE id = ?", (job_id,)).fetchone()[0]
+            self._db.executemany(
                 "INSERT INTO events (job_id, seq, time, kind, payload) VALUES (?, ?, ?, ?, ?)",
-                (job_id, seq, now, kind, json.dumps(payload)),
+                [(job_id, first + i, now, kind, json.dumps(payload)) for i, (kind, payload, now) in enumerate(rows)],
             )
-            job_fields["last_seq"] = seq
-            cols = ", ".join(f"{k} = ?" for k in job_fields)
-            self._db.execute(f"UPDATE jobs SET {cols} WHERE id = ?", (*job_fields.values(), job_id))
-        return Event(job_id, seq, now, kind, payload)
+            fields["last_seq"] = first + len(rows) - 1
+            cols = ", ".join(f"{k} = ?" for k in fields)
+            self._db.execute(f"UPDATE jobs SET {cols} WHERE id = ?", (*fields.values(), job_id))
+        return [Event(job_id, first + i, now, kind, payload) for i, (kind, payload, now) in enumerate(rows)]
 
     def events_after(self, job_id: str, after_seq: int, limit: int = 1000) -> list[Event]:
         rows = self._read("SELECT seq, time, kind, payload FROM events WHERE job_id = ? AND seq > ? ORDER BY seq LIMIT ?",

@@ -121,6 +121,23 @@ def test_a_client_that_cancels_stops_the_generation(sft_server, sft_client, text
     assert after.num_tokens <= 5
 
 
+def test_concurrent_predict_calls_are_generated_together_each_with_its_own_answer(sft_server, text_job):
+    job, _ = text_job
+    log = Path(sft_server.settings.data_dir) / "inference.log"
+    before = len(_log_lines(log, "batched"))
+    prompts = ["the red", "one two three", "what color", "the fox", "one two", "the cat"] * 2
+
+    async def main():
+        async with tunewire.AsyncClient(sft_server.address) as client:
+            alone = [(await client.predict(job.id, p, max_new_tokens=12))[0] for p in prompts[:6]]
+            together = await asyncio.gather(*(client.predict(job.id, p, max_new_tokens=12) for p in prompts))
+            return alone, [answer[0] for answer in together]
+
+    alone, together = asyncio.run(main())
+    assert together == alone * 2  # greedy: the same text whether generated alone or beside others
+    assert len(_log_lines(log, "batched")) > before, "no two of 12 concurrent calls shared a generate()"
+
+
 def test_async_client_predicts_and_streams(sft_server, text_job):
     job, _ = text_job
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import time
+from pathlib import Path
 
 import grpc
 import pytest
@@ -10,6 +12,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoRe
 
 import tunewire
 from tests import tiny
+from tests.conftest import wait_for
 from tunewire import JobState
 from tunewire.v1 import tuning_service_pb2, tuning_service_pb2_grpc
 
@@ -101,3 +104,53 @@ def test_list_jobs_pages_and_filters(server, client, data):
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     for job_id in ids:
         client.cancel(job_id)
+
+
+def _training_workers() -> list[int]:
+    """Training worker processes started by this test process (the in-process server's children)."""
+    me, found = os.getpid(), []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            cmd = (entry / "cmdline").read_bytes()
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == me and b"tunewire_server.worker.training" in cmd:
+            found.append(int(entry.name))
+    return found
+
+
+def test_a_warm_worker_is_kept_for_the_next_job_but_never_beside_a_lone_running_job(client, data):
+    warm = wait_for(lambda: _training_workers() or None, timeout=30)  # started with the server
+    assert len(warm) == 1
+    first = client.submit(classification_spec(max_steps=100_000, logging_steps=1))
+    wait_for(lambda: client.get(first.id).last_seq >= 3 or None, timeout=60)  # training on the warm worker
+    time.sleep(1.0)  # a replacement would have been started when the job took the worker
+    assert _training_workers() == warm, "a second worker was started while a job ran with nothing queued"
+
+    second = client.submit(classification_spec())  # queued behind the running job: its worker starts now
+    pair = wait_for(lambda: (w if len(w := _training_workers()) == 2 else None), timeout=30)
+    assert warm[0] in pair
+    client.cancel(first.id)
+    assert client.wait(second.id).state == JobState.SUCCEEDED
+    # each job ended with a worker started for the next one; exactly one is left
+    assert wait_for(lambda: len(_training_workers()) == 1 or None, timeout=30)
+    assert warm[0] not in _training_workers()
+
+
+def test_stream_metrics_sends_batches_only_to_clients_that_ask(server, client, data):
+    job = client.submit(classification_spec(max_steps=6, logging_steps=1))
+    assert client.wait(job.id).state == JobState.SUCCEEDED
+    with grpc.insecure_channel(server.address) as channel:
+        stub = tuning_service_pb2_grpc.TuningServiceStub(channel)
+        single = list(stub.StreamMetrics(tuning_service_pb2.StreamMetricsRequest(job_id=job.id)))
+        batched = list(stub.StreamMetrics(tuning_service_pb2.StreamMetricsRequest(job_id=job.id, max_batch=4)))
+    assert all(r.HasField("event") and not r.events for r in single)  # an old client's view: unchanged
+    assert all(not r.HasField("event") and 1 <= len(r.events) <= 4 for r in batched)
+    assert [e for r in batched for e in r.events] == [r.event for r in single]
+    assert len(batched) == -(-len(single) // 4)  # a finished job replays from the store: full batches
+    # the SDK asks for batches and yields every event once, in order
+    assert [e.seq for e in client.stream_metrics(job.id)] == list(range(1, len(single) + 1))
+    assert [e.seq for e in client.stream_metrics(job.id, after_seq=3)] == list(range(4, len(single) + 1))

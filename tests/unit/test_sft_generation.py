@@ -84,6 +84,31 @@ def test_batched_inputs_match_one_at_a_time(gen):
     assert [p["generation"] for p in batch] == [one(gen, t, max_new_tokens=10) for t in texts]
 
 
+def test_calls_of_several_callers_share_one_generate_and_each_gets_its_own_answer(gen):
+    params = {"max_new_tokens": 10}
+    chat = {"messages": [{"role": "user", "content": "what color is the cat?"}]}
+    calls = [({"inputs": ["the red", "one two three four"], "generation": params}, threading.Event()),
+             ({"conversations": [chat], "generation": params}, threading.Event()),
+             ({"conversations": [{"messages": [{"role": "wizard", "content": "x"}]}], "generation": params},
+              threading.Event()),
+             ({"inputs": ["what color"], "generation": params}, threading.Event())]
+    answers = gen.predict_many(calls)
+    assert answers[0] == gen.predict(calls[0][0]) and answers[1] == gen.predict(calls[1][0])
+    assert answers[3] == gen.predict(calls[3][0])
+    assert isinstance(answers[2], GenerationRequestError)  # only that caller's input was at fault
+    assert answers[2].field == "conversations[0].messages[0].role"
+
+
+def test_a_cancelled_caller_stops_only_its_own_rows(gen):
+    cancelled = threading.Event()
+    cancelled.set()
+    params = {"max_new_tokens": 20}
+    mine, theirs = gen.predict_many([({"inputs": ["one two three"], "generation": params}, cancelled),
+                                     ({"inputs": ["one two three"], "generation": params}, threading.Event())])
+    assert mine[0]["generation"]["finish_reason"] == "cancelled"
+    assert theirs[0]["generation"] == one(gen, "one two three", max_new_tokens=20)
+
+
 def test_chat_input_goes_through_the_chat_template(gen):
     answer = gen.predict({"conversations": [{"messages": [{"role": "user", "content": "what color is the cat?"}]}]})
     assert answer[0]["generation"]["text"] == "gray"  # the pretrained answer; <|im_end|> ends the turn

@@ -73,21 +73,44 @@ def _passthrough(serialize: Callable) -> Callable:
 
 
 class _WireCache:
-    """Each event's serialized StreamMetricsResponse, built once however many clients stream it."""
+    """Each event serialized once however many clients stream it: as a StreamMetricsResponse of its own
+    (field 1) and as one element of a batched response (field 2). Protobuf messages are concatenations
+    of their fields, so a batch is the join of its elements' bytes."""
 
     def __init__(self, size: int = 8192) -> None:
         self._size = size
-        self._items: OrderedDict[tuple[str, int], bytes] = OrderedDict()
+        self._items: OrderedDict[tuple[str, int], tuple[bytes, bytes]] = OrderedDict()
 
-    def get(self, event) -> bytes:
+    def _get(self, event) -> tuple[bytes, bytes]:
         key = (event.job_id, event.seq)
-        data = self._items.get(key)
-        if data is None:
-            data = pb.StreamMetricsResponse(event=convert.event_to_proto(event)).SerializeToString()
-            self._items[key] = data
+        item = self._items.get(key)
+        if item is None:
+            data = convert.event_to_proto(event).SerializeToString()
+            length = _varint(len(data))
+            item = self._items[key] = (_EVENT_TAG + length + data, _EVENTS_TAG + length + data)
             if len(self._items) > self._size:
                 self._items.popitem(last=False)
-        return data
+        return item
+
+    def single(self, event) -> bytes:
+        return self._get(event)[0]
+
+    def batch(self, events) -> bytes:
+        return b"".join([self._get(e)[1] for e in events])
+
+
+_EVENT_TAG = bytes([1 << 3 | 2])  # StreamMetricsResponse.event: field 1, length-delimited
+_EVENTS_TAG = bytes([2 << 3 | 2])  # StreamMetricsResponse.events: field 2, length-delimited
+MAX_STREAM_BATCH = 1000  # events in one batched response at most, whatever the client asks
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
 
 
 def unary(fn: Callable) -> Callable:
@@ -166,9 +189,15 @@ class TuningServicer(pb_grpc.TuningServiceServicer):
 
     @streaming
     async def StreamMetrics(self, request: pb.StreamMetricsRequest, context):
-        async for event in self.manager.events(_require_job_id(request.job_id), request.after_seq):
-            yield self._wire.get(event)
-            self.metrics.events_streamed.inc()
+        size = min(request.max_batch, MAX_STREAM_BATCH)
+        async for batch in self.manager.event_batches(_require_job_id(request.job_id), request.after_seq):
+            if size:
+                for i in range(0, len(batch), size):
+                    yield self._wire.batch(batch[i:i + size])
+            else:
+                for event in batch:
+                    yield self._wire.single(event)
+            self.metrics.events_streamed.inc(len(batch))
 
     @unary
     async def Predict(self, request: pb.PredictRequest, context) -> pb.PredictResponse:

@@ -76,9 +76,10 @@ def run(spec: job_pb2.JobSpec, plan: dict, job_dir: Path, out: MessageWriter, co
         ignore_mismatched_sizes=True,  # a checkpoint with another head gets a fresh one
     )
 
-    accuracy = evaluate.load(metric_path("accuracy"))
-    f1 = evaluate.load(metric_path("f1"))
     all_labels = list(range(len(names)))
+    if evals is not None:  # loading the metric modules costs a noticeable part of a short job's start
+        accuracy = evaluate.load(metric_path("accuracy"))
+        f1 = evaluate.load(metric_path("f1"))
 
     def compute_metrics(eval_pred):
         logits, references = eval_pred

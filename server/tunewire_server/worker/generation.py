@@ -62,11 +62,13 @@ class _StopOnText(StoppingCriteria):
 
 
 class _StopOnCancel(StoppingCriteria):
-    def __init__(self, cancel: threading.Event) -> None:
-        self.cancel = cancel
+    """Row i stops once cancels[i] is set: the rows of a batch may belong to different callers."""
+
+    def __init__(self, cancels: list[threading.Event]) -> None:
+        self.cancels = cancels
 
     def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.Tensor:
-        return torch.full((input_ids.shape[0],), self.cancel.is_set(), dtype=torch.bool, device=input_ids.device)
+        return torch.tensor([c.is_set() for c in self.cancels], dtype=torch.bool, device=input_ids.device)
 
 
 class _DeltaStreamer(BaseStreamer):
@@ -168,7 +170,7 @@ class LoadedGenerator:
         return GenerationConfig(max_new_tokens=p.max_new_tokens, do_sample=p.do_sample, eos_token_id=sorted(self.eos_ids),
                                 pad_token_id=self.pad_id, **kwargs)
 
-    def _generate(self, prompts: list[list[int]], p: GenerationParams, cancel: threading.Event,
+    def _generate(self, prompts: list[list[int]], p: GenerationParams, cancels: list[threading.Event],
                   streamer: BaseStreamer | None = None) -> list[dict]:
         width = max(len(x) for x in prompts)
         ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
@@ -176,7 +178,7 @@ class LoadedGenerator:
         for i, x in enumerate(prompts):  # left padding: every row's continuation starts at `width`
             ids[i, width - len(x):] = torch.tensor(x)
             mask[i, width - len(x):] = 1
-        criteria = [_StopOnCancel(cancel)]
+        criteria = [_StopOnCancel(cancels)]
         if p.stop:
             criteria.append(_StopOnText(self.decode, width, p.stop))
         if p.seed is not None:
@@ -185,10 +187,7 @@ class LoadedGenerator:
             out = self.model.generate(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
                                       generation_config=self._config(p),
                                       stopping_criteria=StoppingCriteriaList(criteria), streamer=streamer)
-        results = []
-        for row in out[:, width:].tolist():
-            results.append(self._finish(row, p.stop, cancel))
-        return results
+        return [self._finish(row, p.stop, cancel) for row, cancel in zip(out[:, width:].tolist(), cancels, strict=True)]
 
     def _finish(self, row: list[int], stops: list[str], cancel: threading.Event) -> dict:
         kept = self.until_eos(row)
@@ -202,11 +201,37 @@ class LoadedGenerator:
         return {"text": text, "num_tokens": len(row), "finish_reason": "cancelled" if cancel.is_set() else "length"}
 
     def predict(self, request: dict, cancel: threading.Event | None = None) -> list[dict]:
-        p = GenerationParams.from_request(request.get("generation"))
-        prompts = self.prompts(request)
-        if not prompts:
-            return []
-        return [{"generation": g} for g in self._generate(prompts, p, cancel or threading.Event())]
+        answer = self.predict_many([(request, cancel or threading.Event())])[0]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    def predict_many(self, calls: list[tuple[dict, threading.Event]]) -> list[list[dict] | Exception]:
+        """Several Predict calls with the same generation parameters in one generate() (micro-batching
+        across callers): each call's answer, or the exception that failed that call alone."""
+        p = GenerationParams.from_request(calls[0][0].get("generation"))
+        answers: list[list[dict] | Exception] = []
+        counts: list[int] = []
+        prompts: list[list[int]] = []
+        cancels: list[threading.Event] = []
+        for request, cancel in calls:
+            try:
+                mine = self.prompts(request)
+            except GenerationRequestError as exc:
+                answers.append(exc)
+                counts.append(0)
+                continue
+            answers.append([])
+            counts.append(len(mine))
+            prompts += mine
+            cancels += [cancel] * len(mine)
+        generated = self._generate(prompts, p, cancels) if prompts else []
+        start = 0
+        for answer, n in zip(answers, counts, strict=True):
+            if isinstance(answer, list):
+                answer.extend({"generation": g} for g in generated[start:start + n])
+                start += n
+        return answers
 
     def stream(self, request: dict, cancel: threading.Event, emit: Callable[[str], None]) -> dict:
         """Generate for one text or conversation, calling emit(delta) as text becomes final."""
@@ -216,7 +241,7 @@ class LoadedGenerator:
         else:
             prompt = self.encode_text(request.get("text") or "")
         streamer = _DeltaStreamer(self, p.stop, emit)
-        final = self._generate([prompt], p, cancel, streamer)[0]
+        final = self._generate([prompt], p, [cancel], streamer)[0]
         if len(final["text"]) > streamer.sent:
             emit(final["text"][streamer.sent:])
         return final

@@ -11,6 +11,7 @@ its own copy of the base model, unmerged.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -173,9 +174,9 @@ def main() -> int:
         try:
             if cancel.is_set():
                 out.send(id=request["id"], ok=False, error={"kind": "cancelled", "message": "cancelled"})
-            elif _batchable(request, cache):
-                batch = batcher.fill(item, _inputs_of, _same_model)
-                handle_batch([r for r, _ in batch], cache, out)
+            elif kind := _batch_kind(request, cache):
+                batch = batcher.fill(item, _inputs_of, functools.partial(_compatible, kind))
+                handle_batch(batch, cache, out)
                 for r, _ in batch[1:]:
                     active.pop(r["id"], None)
             else:
@@ -186,39 +187,65 @@ def main() -> int:
 
 
 def _inputs_of(item) -> int:
-    return len(item[0].get("inputs") or []) or 1
+    return len(item[0].get("inputs") or []) + len(item[0].get("conversations") or []) or 1
 
 
-def _same_model(first, other) -> bool:
-    return (other[0].get("op", "predict") == "predict" and other[0].get("model_dir") == first[0].get("model_dir")
-            and not other[0].get("conversations"))
+def _compatible(kind: str, first, other) -> bool:
+    """Predict calls that can share a forward pass: the same model and generation parameters (a classifier
+    takes no conversations; _batch_kind has checked `first` already)."""
+    a, b = first[0], other[0]
+    return (b.get("op", "predict") == "predict" and b.get("model_dir") == a.get("model_dir")
+            and b.get("generation") == a.get("generation") and _shareable(b)
+            and (kind == "generator" or not b.get("conversations")))
 
 
-def _batchable(request: dict, cache: ModelCache) -> bool:
-    """Classifier Predict calls are merged across callers; generation runs per call."""
-    if request.get("op", "predict") != "predict" or request.get("conversations"):
-        return False
+def _shareable(request: dict) -> bool:
+    """A seeded sampling request needs the random generator to itself; everything else can share a batch."""
+    generation = request.get("generation") or {}
+    return not (generation.get("do_sample") and "seed" in generation)
+
+
+def _batch_kind(request: dict, cache: ModelCache) -> str | None:
+    """"classifier" or "generator" where a Predict call may be merged with others: a classifier's plain
+    texts, a generator's texts or conversations (with the same generation parameters); None where it runs
+    alone (streaming generation, seeded sampling, and calls that will fail)."""
+    if request.get("op", "predict") != "predict" or not _shareable(request):
+        return None
     try:
-        return isinstance(cache.get(request["model_dir"]), LoadedClassifier)
+        model = cache.get(request["model_dir"])
     except Exception:
-        return False  # handle() reports the error for this one request
+        return None  # handle() reports the error for this one request
+    if isinstance(model, LoadedClassifier):
+        return None if request.get("conversations") else "classifier"
+    return "generator" if hasattr(model, "predict_many") else None
 
 
-def handle_batch(batch: list[dict], cache: ModelCache, out: MessageWriter) -> None:
-    """One forward pass over the inputs of several Predict calls; each caller gets its own answer."""
+def handle_batch(batch: list, cache: ModelCache, out: MessageWriter) -> None:
+    """One forward pass (or one generate) over the inputs of several Predict calls; each caller gets its
+    own answer, or its own error where only its input was at fault."""
     try:
-        model = cache.get(batch[0]["model_dir"])
-        inputs = [text for request in batch for text in request.get("inputs") or []]
-        predictions = model.predict({"inputs": inputs}) if inputs else []
+        model = cache.get(batch[0][0]["model_dir"])
+        if isinstance(model, LoadedClassifier):
+            inputs = [text for request, _ in batch for text in request.get("inputs") or []]
+            predictions = model.predict({"inputs": inputs}) if inputs else []
+            answers, start = [], 0
+            for request, _ in batch:
+                n = len(request.get("inputs") or [])
+                answers.append(predictions[start:start + n])
+                start += n
+        else:
+            answers = model.predict_many(batch)
+        if len(batch) > 1:
+            log.info("batched %d calls in one pass", len(batch))
     except Exception as exc:
-        for request in batch:
+        for request, _ in batch:
             out.send(id=request["id"], ok=False, error=_error(exc))
         return
-    start = 0
-    for request in batch:
-        n = len(request.get("inputs") or [])
-        out.send(id=request["id"], ok=True, predictions=predictions[start:start + n])
-        start += n
+    for (request, _), answer in zip(batch, answers, strict=True):
+        if isinstance(answer, Exception):
+            out.send(id=request["id"], ok=False, error=_error(answer))
+        else:
+            out.send(id=request["id"], ok=True, predictions=answer)
 
 
 if __name__ == "__main__":

@@ -29,8 +29,7 @@ class Cancelled(BaseException):
 def main() -> int:
     args = parse_args(ranks=True)
     die_with_parent()
-    # Training may take every core; the control plane must still answer at once (health, GetJob, streams).
-    os.nice(TRAINING_NICENESS)
+    _lower_priority()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     from tunewire_server.workers import CHECKPOINT_SIGNAL, STOP_SIGNAL
@@ -72,14 +71,28 @@ def main() -> int:
         code = _run(out, control, rank)
     except Cancelled:
         code = 0
-    if rank is not None:
-        _exit_now(code)
+    # Everything the job wrote is on disk and its result is in the pipe: the manager waits for this exit.
+    _exit_now(code)
     return code
 
 
+def _lower_priority() -> None:
+    """Training may take every core; the control plane must still answer at once (health, GetJob,
+    streams). Under autogroup scheduling (kernel.sched_autogroup_enabled, on in most kernels) niceness
+    ranks processes only within one session, and each session's group gets an equal share: the worker
+    leads its own session, so that group is lowered as well."""
+    os.nice(TRAINING_NICENESS)
+    try:
+        with open("/proc/self/autogroup", "w") as f:
+            f.write(str(TRAINING_NICENESS))
+    except OSError:  # no autogroup support (or not Linux): niceness alone applies
+        pass
+
+
 def _exit_now(code: int) -> None:
-    """End a rank without the interpreter's teardown of torch, transformers and datasets, which takes
-    seconds that every job's end and every cancel would wait for. What it wrote is flushed first."""
+    """End the worker (or a rank) without the interpreter's teardown of torch, transformers and datasets,
+    which takes seconds that every job's end and every cancel would wait for. What it wrote is flushed
+    first; the final model was fsynced and renamed into place before the result was sent."""
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
@@ -100,6 +113,7 @@ def _run(out: MessageWriter, control, rank=None) -> int:
         log = logging.getLogger("tunewire.worker")
         log.info("rank %d of %d started (pid %d)", rank.rank, rank.world_size, os.getpid())
     else:
+        _prepare_for_first_step()
         out.send("ready")  # signal handlers are installed and the heavy imports are done
         line = sys.stdin.readline()
         if not line:
@@ -145,6 +159,25 @@ def _run(out: MessageWriter, control, rank=None) -> int:
         return 0
     out.send("result", metrics=metrics)
     return 0
+
+
+def _prepare_for_first_step() -> None:
+    """Work every job would otherwise pay between its arrival and its first step, done while the worker
+    waits: lazily built tables and lazily imported modules, then a full collection whose survivors (the
+    imported libraries) are frozen out of later collections."""
+    import contextlib
+    import gc
+
+    import sklearn.metrics  # noqa: F401  (evaluate's accuracy and F1 modules import it)
+
+    # Built on the first from_pretrained of any model. A private helper: a transformers without it, or
+    # where it changed, simply builds the table later.
+    with contextlib.suppress(Exception):
+        from transformers.conversion_mapping import get_checkpoint_conversion_mapping
+
+        get_checkpoint_conversion_mapping("bert")
+    gc.collect()
+    gc.freeze()
 
 
 def _log_rank(rank) -> None:
