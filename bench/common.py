@@ -288,6 +288,7 @@ class ServerProcess:
         deadline = t0 + timeout
         stable_since: float | None = None
         last: tuple[int, int] | None = None
+        busy: set[int] = set()
         while time.monotonic() < deadline:
             busy = set()  # workers running a job: the job's folder holds their pid
             for pid_file in (self.data_dir / "jobs").glob("*/worker.pid"):
@@ -307,7 +308,9 @@ class ServerProcess:
             else:
                 stable_since, last = None, None
             time.sleep(0.1)
-        raise TimeoutError("no idle warm training worker appeared")
+        workers = {pid: (cpu_ticks(pid), cmdline(pid)[:80]) for pid in self.training_workers()}
+        raise TimeoutError(f"no idle warm training worker appeared: training workers {workers}, "
+                           f"running jobs' workers {sorted(busy)}; server log: {self.log_tail()}")
 
 
 def children(pid: int) -> list[int]:

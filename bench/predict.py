@@ -117,6 +117,7 @@ def main() -> int:
                 jobs[kind] = run_job(client, spec)["job_id"]
             except RuntimeError as exc:
                 results[kind] = f"n/a: the {kind} job failed: {exc}"[:500]
+        server.wait_warm_worker()  # the next job's worker imports after the last job: not while measuring
         if args.ceiling and jobs:
             kinds.append("getjob")
             jobs["getjob"] = next(iter(jobs.values()))

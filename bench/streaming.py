@@ -1,8 +1,8 @@
 """Streaming: events per second and latency from the training callback to 1, 10 and 200 subscribers.
 
-The server runs as its own process (`python -m tunewire_server`); the subscribers run in another
-(bench/subscribers.py), each its own tunewire.AsyncClient. For each level: a long "gate" job holds the
-server busy while the measured job (tiny BERT, logging_steps=1, --steps steps: a few hundred events)
+The server runs as its own process (`python -m tunewire_server`); the subscribers run in up to --procs
+others (bench/subscribers.py), each its own tunewire.AsyncClient. For each level: a long "gate" job holds
+the server busy while the measured job (tiny BERT, --steps training logs: a few hundred events)
 waits QUEUED and every subscriber opens its stream on it; then the gate is cancelled and the measured
 job runs. Latency of an event = the subscriber's receive time minus the event's time (set by the
 worker's TrainerCallback when it emitted the event). Every subscriber must get every seq, 1..last,
@@ -124,8 +124,8 @@ def main() -> int:
     p.add_argument("--steps", type=int, default=300, help="training logs of the measured job (events)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--timeout", type=float, default=600, help="seconds one level may take")
-    p.add_argument("--procs", type=int, default=1, help="client processes the subscribers are spread over "
-                   "(default 1; more shows how much of the latency is the subscribers' own event loop)")
+    p.add_argument("--procs", type=int, default=4, help="client processes the subscribers are spread over "
+                   "(default 4: real subscribers are separate clients, not one event loop)")
     args = p.parse_args()
     levels = [tuple(int(v) for v in (x.split("/") + ["1"])[:2]) for x in args.levels.split(",") if x.strip()]
     if args.quick:

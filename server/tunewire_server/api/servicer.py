@@ -205,11 +205,11 @@ class TuningServicer(pb_grpc.TuningServiceServicer):
         body.pop("job_id", None)
         with self.metrics.predict_latency.labels("Predict").time():
             predictions = await self.manager.predict(_require_job_id(request.job_id), body)
-        return pb.PredictResponse(predictions=[json_format.ParseDict(p, pb.Prediction()) for p in predictions])
+        return pb.PredictResponse(predictions=[convert.prediction_to_proto(p) for p in predictions])
 
     @streaming
     async def PredictStream(self, request: pb.PredictStreamRequest, context):
         body = json_format.MessageToDict(request, preserving_proto_field_name=True)
         body.pop("job_id", None)
         async for message in self.manager.predict_stream(_require_job_id(request.job_id), body):
-            yield json_format.ParseDict(message, pb.PredictStreamResponse())
+            yield convert.stream_message_to_proto(message)
