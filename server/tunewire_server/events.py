@@ -92,15 +92,10 @@ class EventHub:
     def open_streams(self) -> int:
         return sum(ch.subscribers for ch in self._channels.values())
 
-    async def follow(self, job_id: str, after_seq: int) -> AsyncIterator[Event]:
-        """Every event with seq > after_seq, in order, until the job is terminal."""
-        async for batch in self.follow_batches(job_id, after_seq):
-            for event in batch:
-                yield event
-
     async def follow_batches(self, job_id: str, after_seq: int) -> AsyncIterator[list[Event]]:
-        """The same events as `follow`, as lists of everything pending when the subscriber asks next: a
-        subscriber that keeps up gets one event at a time, one that is behind catches up in a few steps."""
+        """Every event with seq > after_seq, in order, until the job is terminal, as lists of everything
+        pending when the subscriber asks next: a subscriber that keeps up gets one event at a time, one that
+        is behind catches up in a few steps."""
         ch = self._channels.get(job_id)  # taken before reading the store: nothing falls between
         last = after_seq
         while True:  # stored events first

@@ -7,8 +7,14 @@ from tunewire_server.events import EventHub
 from tunewire_server.store import Store
 
 
+async def _follow(hub, job_id, after=0):
+    async for batch in hub.follow_batches(job_id, after):
+        for event in batch:
+            yield event
+
+
 async def _collect(hub, job_id, after=0):
-    return [e.seq async for e in hub.follow(job_id, after)]
+    return [e.seq async for e in _follow(hub, job_id, after)]
 
 
 def _setup(tmp_path):
@@ -52,7 +58,7 @@ async def test_a_slow_subscriber_falls_back_to_the_store(tmp_path, monkeypatch):
     ready = asyncio.Event()
 
     async def slow():
-        async for event in hub.follow("j", 0):
+        async for event in _follow(hub, "j", 0):
             seen.append(event.seq)
             if event.seq == 1:
                 ready.set()
