@@ -40,6 +40,7 @@ class ServerThread:
         self.server = TunewireServer(settings)
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._server_stopped = False
 
     def start(self) -> ServerThread:
         self._thread.start()
@@ -50,10 +51,17 @@ class ServerThread:
     def run(self, coro, timeout: float = 30):
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
+    def stop_server(self) -> None:
+        """Stop the server but keep its loop thread: worker children die with the thread that started
+        them (PR_SET_PDEATHSIG), so this shows what the server itself ended."""
+        if not self._server_stopped:
+            self._server_stopped = True
+            self.run(self.server.stop(grace=1), timeout=60)
+
     def stop(self) -> None:
         if not self._thread.is_alive():
             return
-        self.run(self.server.stop(grace=1), timeout=60)
+        self.stop_server()
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(10)
 
@@ -105,6 +113,26 @@ def wait_for(predicate, timeout: float = 60.0, interval: float = 0.05):
             return value
         time.sleep(interval)
     raise AssertionError("condition not met in time")
+
+
+def training_workers(data_dir: Path) -> list[int]:
+    """Live training workers started by this test process's in-process server at `data_dir`: children of
+    this process whose log (stdout) lies under that data directory."""
+    me, found = os.getpid(), []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            cmd = (entry / "cmdline").read_bytes()
+            log = os.readlink(entry / "fd" / "1")
+        except (OSError, ValueError, IndexError):
+            continue
+        state, ppid = fields[0], int(fields[1])
+        if (ppid == me and state != "Z" and b"tunewire_server.worker.training" in cmd
+                and Path(log).is_relative_to(data_dir)):
+            found.append(int(entry.name))
+    return sorted(found)
 
 
 def free_port() -> int:

@@ -116,6 +116,12 @@ class Settings:
     def jobs_dir(self) -> Path:
         return self.data_dir / "jobs"
 
+    @property
+    def worker_cwd(self) -> Path:
+        """The empty folder workers run in: a library that resolves a bare name against the current
+        directory (datasets' local builders and folders, a model id that is also a folder) finds nothing."""
+        return self.data_dir / "workers" / "cwd"
+
 
 def _parse_bool(value: str) -> bool:
     v = value.strip().lower()

@@ -44,7 +44,8 @@ class InferenceClient:
                 if self._settings.torch_threads:
                     env["TUNEWIRE_TORCH_THREADS"] = str(self._settings.torch_threads)
                 self._worker = await WorkerProcess.start(
-                    "tunewire_server.worker.inference", self._settings.data_dir / "inference.log", env)
+                    "tunewire_server.worker.inference", self._settings.data_dir / "inference.log",
+                    self._settings.worker_cwd, env)
                 self._reader_task = asyncio.create_task(self._read(self._worker))
                 log.info("inference worker started", pid=self._worker.pid)
             return self._worker

@@ -361,7 +361,7 @@ class JobManager:
         env = {}
         if self.settings.torch_threads:
             env["TUNEWIRE_TORCH_THREADS"] = str(self.settings.torch_threads)
-        return await WorkerProcess.start("tunewire_server.worker.training", log_path, env)
+        return await WorkerProcess.start("tunewire_server.worker.training", log_path, self.settings.worker_cwd, env)
 
     async def _take_worker(self, job_dir: Path) -> WorkerProcess:
         """The warm worker if it is healthy, else a fresh one; either has sent `ready`."""
@@ -369,16 +369,21 @@ class JobManager:
             await self._warm_task
             self._warm_task = None
         worker, self._warm = self._warm, None
-        for _ in range(2):
-            if worker is None:
-                worker = await self._start_worker(job_dir / "worker.log")
-            ready = await worker.receive()  # a warm worker sent it long ago
-            if ready is not None and ready.get("kind") == "ready":
-                break
-            log.warning("a training worker failed to start", code=await worker.wait())
-            worker = None
-        else:
-            raise RuntimeError("training workers fail to start; see the worker logs")
+        try:
+            for _ in range(2):
+                if worker is None:
+                    worker = await self._start_worker(job_dir / "worker.log")
+                ready = await worker.receive()  # a warm worker sent it long ago
+                if ready is not None and ready.get("kind") == "ready":
+                    break
+                log.warning("a training worker failed to start", code=await worker.wait())
+                worker = None
+            else:
+                raise RuntimeError("training workers fail to start; see the worker logs")
+        except BaseException:  # stopped while the worker was starting: it belongs to no job, end it
+            if worker is not None:
+                worker.kill()
+            raise
         if self.store.count_in_states([JobState.QUEUED]):
             self._ensure_warm()  # the next job is already waiting
         return worker

@@ -237,8 +237,10 @@ def _check_dataset_source(ds: job_pb2.Dataset, field: str, default_split: str, s
         return None
     if source == "hub":
         name = ds.hub.name
-        if not looks_like_hub_id(name):
-            v.add(f"{field}.hub.name", f"not a hub dataset id: {name!r}")
+        if not looks_like_hub_id(name) or "/" not in name:
+            # A bare name ("text", "json", "imdb") would also name one of the datasets library's local
+            # builders or a folder beside the worker, which read files the server never meant to give out.
+            v.add(f"{field}.hub.name", f"not a hub dataset id 'owner/name' (e.g. 'stanfordnlp/imdb'): {name!r}")
             return None
         return DatasetPlan("hub", name=name, config=ds.hub.config or None, split=ds.hub.split or default_split,
                            max_samples=ds.max_samples)

@@ -29,16 +29,17 @@ class WorkerProcess:
         self._transport = transport
 
     @classmethod
-    async def start(cls, module: str, log_path: Path, env: dict[str, str] | None = None) -> WorkerProcess:
+    async def start(cls, module: str, log_path: Path, cwd: Path, env: dict[str, str] | None = None) -> WorkerProcess:
         loop = asyncio.get_running_loop()
         read_fd, write_fd = os.pipe()
         log_path.parent.mkdir(parents=True, exist_ok=True)
+        cwd.mkdir(parents=True, exist_ok=True)
         with open(log_path, "ab") as log:
             try:
                 proc = await asyncio.create_subprocess_exec(
                     sys.executable, "-m", module, "--message-fd", str(write_fd),
                     stdin=asyncio.subprocess.PIPE, stdout=log, stderr=log,
-                    pass_fds=(write_fd,), env={**os.environ, **(env or {})}, start_new_session=True,
+                    pass_fds=(write_fd,), env={**os.environ, **(env or {})}, cwd=cwd, start_new_session=True,
                 )
             finally:
                 os.close(write_fd)

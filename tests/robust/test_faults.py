@@ -11,7 +11,7 @@ import pytest
 
 import tunewire
 from tests import tiny
-from tests.conftest import wait_for
+from tests.conftest import training_workers, wait_for
 from tunewire import CheckpointSaved, JobState, StateChange, TrainLog
 
 pytestmark = pytest.mark.slow
@@ -176,6 +176,18 @@ def test_cancel_while_the_worker_is_still_starting(server_factory):
         wait_for(lambda: c.get(job.id).state == JobState.RUNNING)
         c.cancel(job.id)  # the worker is importing torch right now
         assert c.wait(job.id, raise_on_failure=False).state == JobState.CANCELLED
+
+
+def test_stopping_the_server_while_a_worker_is_still_starting_ends_that_worker(server_factory):
+    st = server_factory(warm_worker=False)
+    write_data(st.settings.data_dir)
+    with tunewire.Client(st.address) as c:
+        job = c.submit(long_spec(max_steps=100000))
+        wait_for(lambda: c.get(job.id).state == JobState.RUNNING)
+    starting = wait_for(lambda: training_workers(st.settings.data_dir))  # importing torch right now
+    assert not (st.settings.jobs_dir / job.id / "worker.pid").exists()
+    st.stop_server()
+    wait_for(lambda: not any(alive(pid) for pid in starting), timeout=5)
 
 
 # 5. Restarts ------------------------------------------------------------------------------------

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
 
 import grpc
 import pytest
@@ -12,7 +11,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoRe
 
 import tunewire
 from tests import tiny
-from tests.conftest import wait_for
+from tests.conftest import training_workers, wait_for
 from tunewire import JobState
 from tunewire.v1 import tuning_service_pb2, tuning_service_pb2_grpc
 
@@ -106,38 +105,27 @@ def test_list_jobs_pages_and_filters(server, client, data):
         client.cancel(job_id)
 
 
-def _training_workers() -> list[int]:
-    """Training worker processes started by this test process (the in-process server's children)."""
-    me, found = os.getpid(), []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            cmd = (entry / "cmdline").read_bytes()
-        except (OSError, ValueError, IndexError):
-            continue
-        if ppid == me and b"tunewire_server.worker.training" in cmd:
-            found.append(int(entry.name))
-    return found
+def test_a_warm_worker_is_kept_for_the_next_job_but_never_beside_a_lone_running_job(server, client, data):
+    def workers() -> list[int]:
+        return training_workers(server.settings.data_dir)
 
-
-def test_a_warm_worker_is_kept_for_the_next_job_but_never_beside_a_lone_running_job(client, data):
-    # started with the server; a worker of an earlier test's server may still be on its way out
-    warm = wait_for(lambda: (w if len(w := _training_workers()) == 1 else None), timeout=30)
+    warm = wait_for(workers, timeout=30)  # started with the server
+    assert len(warm) == 1
+    # in an empty folder: a library resolving a bare name against the current directory finds nothing
+    assert os.readlink(f"/proc/{warm[0]}/cwd") == str(server.settings.worker_cwd)
     first = client.submit(classification_spec(max_steps=100_000, logging_steps=1))
     wait_for(lambda: client.get(first.id).last_seq >= 3 or None, timeout=60)  # training on the warm worker
     time.sleep(1.0)  # a replacement would have been started when the job took the worker
-    assert _training_workers() == warm, "a second worker was started while a job ran with nothing queued"
+    assert workers() == warm, "a second worker was started while a job ran with nothing queued"
 
     second = client.submit(classification_spec())  # queued behind the running job: its worker starts now
-    pair = wait_for(lambda: (w if len(w := _training_workers()) == 2 else None), timeout=30)
+    pair = wait_for(lambda: (w if len(w := workers()) == 2 else None), timeout=30)
     assert warm[0] in pair
     client.cancel(first.id)
     assert client.wait(second.id).state == JobState.SUCCEEDED
     # each job ended with a worker started for the next one; exactly one is left
-    assert wait_for(lambda: len(_training_workers()) == 1 or None, timeout=30)
-    assert warm[0] not in _training_workers()
+    assert wait_for(lambda: len(workers()) == 1 or None, timeout=30)
+    assert warm[0] not in workers()
 
 
 def test_stream_metrics_sends_batches_only_to_clients_that_ask(server, client, data):

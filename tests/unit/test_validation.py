@@ -76,9 +76,21 @@ def test_valid_spec_gives_a_plan_with_inferred_labels(settings):
     ({"classification": {"label_names": ["only"]}}, "classification.label_names"),
     ({"classification": {"label_names": ["a", "a"]}}, "classification.label_names"),
     ({"lora": {"r": 8}}, "lora"),
+    # bare names are the datasets library's local builders or a folder beside the worker, never the hub
+    ({"train_dataset": {"hub": {"name": "text"}}}, "train_dataset.hub.name"),
+    ({"train_dataset": {"hub": {"name": "json"}}}, "train_dataset.hub.name"),
+    ({"eval_dataset": {"hub": {"name": "imdb"}}}, "eval_dataset.hub.name"),
+    ({"train_dataset": {"hub": {"name": "../x/y"}}}, "train_dataset.hub.name"),
 ])
 def test_bad_specs_name_the_field(settings, overrides, field):
     assert field in refused(settings, spec(**overrides))
+
+
+def test_a_hub_dataset_is_named_owner_slash_name(settings):
+    plan = validate(spec(train_dataset={"hub": {"name": "stanfordnlp/imdb"}},
+                         classification={"label_names": ["neg", "pos"]}), settings)
+    assert plan["train_dataset"] == {"kind": "hub", "name": "stanfordnlp/imdb", "split": "train",
+                                     "max_samples": 0}
 
 
 def test_all_problems_are_reported_at_once(settings):

@@ -26,7 +26,20 @@ class Cancelled(BaseException):
     """Raised by the stop signal before training has started: nothing is written yet."""
 
 
+_ending = False  # set once Cancelled was raised or the job is over: later signals change nothing
+
+
+def _cancel() -> None:
+    """Called from a signal handler before training starts. Raises once: a second signal (a cancel, then
+    the server's shutdown) must not interrupt the unwinding or the exit with another Cancelled."""
+    global _ending
+    if not _ending:
+        _ending = True
+        raise Cancelled()
+
+
 def main() -> int:
+    global _ending
     args = parse_args(ranks=True)
     die_with_parent()
     _lower_priority()
@@ -42,7 +55,7 @@ def main() -> int:
             rank = Rank(args.rank_of)
 
             def not_started(signum, frame):
-                raise Cancelled()
+                _cancel()
 
             # A rank spends seconds importing before it has a Control: a stop meanwhile ends it at once.
             signal.signal(STOP_SIGNAL, not_started)
@@ -59,16 +72,17 @@ def main() -> int:
         def on_stop(signum, frame):
             control.stop = True
             if not control.training:
-                raise Cancelled()
+                _cancel()
 
         def on_checkpoint(signum, frame):
             control.checkpoint_and_stop = True
             if not control.training:
-                raise Cancelled()
+                _cancel()
 
         signal.signal(STOP_SIGNAL, on_stop)
         signal.signal(CHECKPOINT_SIGNAL, on_checkpoint)
         code = _run(out, control, rank)
+        _ending = True
     except Cancelled:
         code = 0
     # Everything the job wrote is on disk and its result is in the pipe: the manager waits for this exit.
@@ -99,6 +113,16 @@ def _exit_now(code: int) -> None:
     os._exit(code)
 
 
+def _read_job_line() -> str:
+    """The job request from stdin. Waits in slices: the kernel may hand a stop signal to one of the threads
+    torch started, which does not interrupt a blocking read, but its handler runs at the next slice."""
+    import select
+
+    while not select.select([sys.stdin], [], [], 0.25)[0]:
+        pass
+    return sys.stdin.readline()
+
+
 def _run(out: MessageWriter, control, rank=None) -> int:
     import torch  # noqa: F401  (the import cost is paid here, before a job arrives)
     from google.protobuf import json_format
@@ -115,7 +139,7 @@ def _run(out: MessageWriter, control, rank=None) -> int:
     else:
         _prepare_for_first_step()
         out.send("ready")  # signal handlers are installed and the heavy imports are done
-        line = sys.stdin.readline()
+        line = _read_job_line()
         if not line:
             return 0  # the control plane closed us without a job
         request = json.loads(line)
