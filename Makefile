@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo demo-sft serve test proto lint bench clean
+.PHONY: install demo demo-sft serve test proto lint bench bench-gpu clean
 
 install: $(VENV)/.installed
 
@@ -45,6 +45,11 @@ test: install
 # Benchmarks (not part of `make test`): prints a table and writes bench/results/*.json.
 bench: install
 	$(BIN)/python bench/run_all.py $(BENCH_ARGS)
+
+# SFT on SmolLM2-135M in bf16 on a CUDA GPU, tunewire vs a plain script (install a CUDA torch first:
+# TORCH_SPEC='torch>=2.10'); refuses to run without a GPU.
+bench-gpu: $(VENV)/.demo-sft-assets
+	$(BIN)/python bench/gpu_sft.py $(BENCH_ARGS)
 
 proto: install
 	$(BIN)/python scripts/gen_proto.py

@@ -401,14 +401,16 @@ def run_job(client, spec: dict, *, timeout: float = 1800) -> dict:
                     out["first_step"] = event_epoch(event)
                     out["first_step_received"] = time.time()
                 if data.loss is not None:  # not the end-of-training summary
-                    out["first_log"] = out.get("first_log") or (event_epoch(event), data.step)
-                    out["last_log"] = (event_epoch(event), data.step)
+                    now = (event_epoch(event), data.step, data.num_tokens or 0.0)
+                    out["first_log"] = out.get("first_log") or now
+                    out["last_log"] = now
     finally:
         watchdog.cancel()
     if out["state"] != "SUCCEEDED":
         final = client.get(job.id)
         raise RuntimeError(f"job {job.id} ended {out['state']}: {final.error}")
     out["steps_per_s"] = steps_per_s(out.get("first_log"), out.get("last_log"))
+    out["tokens_per_s"] = tokens_per_s(out.get("first_log"), out.get("last_log"))
     return out
 
 
@@ -417,6 +419,14 @@ def steps_per_s(first, last) -> float:
     if not first or not last or last[1] <= first[1] or last[0] <= first[0]:
         return math.nan
     return (last[1] - first[1]) / (last[0] - first[0])
+
+
+def tokens_per_s(first, last) -> float:
+    """Tokens trained a second between two train logs given as (time, step, tokens so far): TRL's
+    `num_tokens`, the tokens the batches held (padding included, none with padding-free packing)."""
+    if not first or not last or len(first) < 3 or last[2] <= first[2] or last[0] <= first[0]:
+        return math.nan
+    return (last[2] - first[2]) / (last[0] - first[0])
 
 
 def run_plain(cmd: list[str], env: dict, *, timeout: float = 1800) -> dict:
@@ -432,7 +442,8 @@ def run_plain(cmd: list[str], env: dict, *, timeout: float = 1800) -> dict:
     return {"started": started, "elapsed": report["saved"] - started, "exit_elapsed": exit_elapsed,
             "imports": report["imported"] - started, "after_imports": report["saved"] - report["imported"],
             "train_and_save": report["saved"] - report["train_began"], "steps": report["steps"],
-            "steps_per_s": steps_per_s(report.get("first_log"), report.get("last_log"))}
+            "steps_per_s": steps_per_s(report.get("first_log"), report.get("last_log")),
+            "tokens_per_s": tokens_per_s(report.get("first_log"), report.get("last_log"))}
 
 
 # --- statistics and output -----------------------------------------------------------------------

@@ -68,6 +68,9 @@ def main() -> int:
     p.add_argument("--long-sft-steps", type=int, help="fixed steps for the long SFT job instead")
     p.add_argument("--logging-steps", type=int, default=10)
     p.add_argument("--no-long", action="store_true", help="short jobs only")
+    p.add_argument("--server-arg", action="append", default=[], help="extra tunewire-server flag (repeatable), "
+                   "e.g. --server-arg=--training-niceness=0")
+    p.add_argument("--results-name", default="overhead", help="bench/results/<name>.json (default overhead)")
     args = p.parse_args()
     args.tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     if args.quick:
@@ -80,7 +83,7 @@ def main() -> int:
     datasets = write_datasets(work / "server" / "datasets")
     env = bench_env(args.threads)
     results = []
-    with ServerProcess(work / "server", models, threads=args.threads) as server, \
+    with ServerProcess(work / "server", models, *args.server_arg, threads=args.threads) as server, \
             tunewire.Client(server.address, timeout=120) as client:
         log("server up at", server.address)
         todo = [(task, length) for task in args.tasks for length in ("short", "long")
@@ -149,8 +152,8 @@ def main() -> int:
           "model saved)\n")
     print(markdown_table(headers, rows))
     print()
-    path = save_results("overhead", {"quick": args.quick, "threads": args.threads, "cases": results,
-                                     "summary": summary})
+    path = save_results(args.results_name, {"quick": args.quick, "threads": args.threads,
+                                            "server_args": args.server_arg, "cases": results, "summary": summary})
     log("results in", path)
     return 0
 

@@ -23,18 +23,19 @@ IMPORTED = time.time()
 
 
 class LogTimes(TrainerCallback):
-    """When the first and the last train log happened (the steps/s figure); with --first-step-file, the
-    first one's time also goes to that file (start-latency benchmark)."""
+    """When the first and the last train log happened, as (time, step, tokens trained so far): the steps/s
+    and tokens/s figures; with --first-step-file, the first one's time also goes to that file (start-latency
+    benchmark)."""
 
     def __init__(self, path: str | None) -> None:
         self.path = path
-        self.first: tuple[float, int] | None = None
-        self.last: tuple[float, int] | None = None
+        self.first: tuple[float, int, float] | None = None
+        self.last: tuple[float, int, float] | None = None
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if state.global_step < 1 or "loss" not in (logs or {}):
             return
-        now = (time.time(), state.global_step)
+        now = (time.time(), state.global_step, float(logs.get("num_tokens", 0.0)))
         if self.first is None:
             self.first = now
             if self.path:
@@ -54,6 +55,10 @@ def main() -> None:
     p.add_argument("--max-length", type=int, default=64)
     p.add_argument("--learning-rate", type=float, default=0.001)
     p.add_argument("--first-step-file")
+    # the GPU benchmark's throughput options (bench/gpu_sft.py); the defaults are the CPU overhead job's
+    p.add_argument("--model-dtype", choices=["float32", "bfloat16"], default="float32")
+    p.add_argument("--bf16", action="store_true", help="bf16 mixed precision")
+    p.add_argument("--packing", action="store_true", help="padding-free packing, the bfd strategy")
     args = p.parse_args()
 
     threads = int(os.environ.get("TUNEWIRE_TORCH_THREADS", "0") or 0)  # the server's --torch-threads
@@ -63,7 +68,7 @@ def main() -> None:
     train = load_dataset("json", data_files=args.train_file, split="train",
                          cache_dir=os.path.join(args.output_dir, "cache"))
     tokenizer = AutoTokenizer.from_pretrained(args.model)
-    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=getattr(torch, args.model_dtype))
     config = SFTConfig(
         output_dir=os.path.join(args.output_dir, "checkpoints"),
         max_steps=args.max_steps,
@@ -86,11 +91,12 @@ def main() -> None:
         report_to="none",
         disable_tqdm=True,
         dataloader_num_workers=0,
-        bf16=False,  # SFTConfig defaults to bf16; tunewire picks fp32 on a CPU
+        bf16=args.bf16,  # SFTConfig defaults to bf16; tunewire picks fp32 on a CPU
         fp16=False,
         dataset_text_field="text",
         max_length=args.max_length,
-        packing=False,
+        packing=args.packing,
+        packing_strategy="bfd",
     )
     log_times = LogTimes(args.first_step_file)
     trainer = SFTTrainer(

@@ -41,6 +41,7 @@ class Settings:
     allowed_models: str = _opt("", "Comma-separated base models (fnmatch patterns) jobs may use; empty = any.")
     train_processes: int = _opt(0, "Training processes per job (DDP through accelerate launch); 0 = one per visible GPU, 1 on a CPU.")
     warm_worker: bool = _opt(True, "Keep a training worker started with its imports done, ready for the next job.")
+    training_niceness: int = _opt(10, "Niceness of training workers (0-19), their session's autogroup included: how far they yield the CPU to the control plane; 0 = the server's priority.")
     nan_loss_steps: int = _opt(3, "A job whose loss is NaN or infinite this many steps in a row fails with NAN_LOSS.")
     max_queued_jobs: int = _opt(100, "Queued jobs beyond this are refused with RESOURCE_EXHAUSTED.")
     max_streams: int = _opt(1000, "Open StreamMetrics calls beyond this are refused with RESOURCE_EXHAUSTED.")
@@ -70,6 +71,8 @@ class Settings:
             problems.append("predict_batch_window_ms must not be negative")
         if self.train_processes < 0:
             problems.append("train_processes must be 0 (auto) or more")
+        if not 0 <= self.training_niceness <= 19:
+            problems.append(f"training_niceness must be 0..19, got {self.training_niceness}")
         if not -1 <= self.metrics_port <= 65535:
             problems.append(f"metrics_port must be -1..65535, got {self.metrics_port}")
         for name in ("max_queued_jobs", "max_inline_rows", "max_dataset_bytes", "max_dataset_rows",

@@ -358,7 +358,7 @@ class JobManager:
             log.exception("could not start a warm worker")
 
     async def _start_worker(self, log_path: Path) -> WorkerProcess:
-        env = {}
+        env = {"TUNEWIRE_TRAINING_NICENESS": str(self.settings.training_niceness)}
         if self.settings.torch_threads:
             env["TUNEWIRE_TORCH_THREADS"] = str(self.settings.torch_threads)
         return await WorkerProcess.start("tunewire_server.worker.training", log_path, self.settings.worker_cwd, env)

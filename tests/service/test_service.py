@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 import grpc
 import pytest
@@ -113,6 +114,9 @@ def test_a_warm_worker_is_kept_for_the_next_job_but_never_beside_a_lone_running_
     assert len(warm) == 1
     # in an empty folder: a library resolving a bare name against the current directory finds nothing
     assert os.readlink(f"/proc/{warm[0]}/cwd") == str(server.settings.worker_cwd)
+    # lowered below the control plane (training_niceness, default 10)
+    assert server.settings.training_niceness == 10
+    wait_for(lambda: int(Path(f"/proc/{warm[0]}/stat").read_text().rsplit(")", 1)[1].split()[16]) == 10, timeout=10)
     first = client.submit(classification_spec(max_steps=100_000, logging_steps=1))
     wait_for(lambda: client.get(first.id).last_seq >= 3 or None, timeout=60)  # training on the warm worker
     time.sleep(1.0)  # a replacement would have been started when the job took the worker

@@ -26,6 +26,8 @@ def test_bool_and_path_parsing(tmp_path):
     (["--log-format", "xml"], {}, "log_format"),
     ([], {"TUNEWIRE_MAX_QUEUED_JOBS": "0"}, "max_queued_jobs"),
     ([], {"TUNEWIRE_PORT": "abc"}, "TUNEWIRE_PORT"),
+    (["--training-niceness", "20"], {}, "training_niceness"),
+    ([], {"TUNEWIRE_TRAINING_NICENESS": "-1"}, "training_niceness"),
 ])
 def test_bad_settings_are_refused_with_their_name(argv, env, message):
     with pytest.raises(ValueError, match=message):

@@ -95,10 +95,14 @@ def _lower_priority() -> None:
     streams). Under autogroup scheduling (kernel.sched_autogroup_enabled, on in most kernels) niceness
     ranks processes only within one session, and each session's group gets an equal share: the worker
     leads its own session, so that group is lowered as well."""
-    os.nice(TRAINING_NICENESS)
+    niceness = int(os.environ.get("TUNEWIRE_TRAINING_NICENESS", TRAINING_NICENESS))
+    current = os.nice(0)  # a DDP rank inherits its worker's: the setting is absolute, not added again
+    if niceness <= current:
+        return
+    os.nice(niceness - current)
     try:
         with open("/proc/self/autogroup", "w") as f:
-            f.write(str(TRAINING_NICENESS))
+            f.write(str(niceness))
     except OSError:  # no autogroup support (or not Linux): niceness alone applies
         pass
 
