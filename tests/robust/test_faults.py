@@ -168,23 +168,26 @@ def test_cancel_running_job_stops_it_and_its_worker(server, client):
         client.predict(job.id, ["x"])
 
 
-def test_cancel_while_the_worker_is_still_starting(server_factory):
+def start_a_job_on_a_cold_server(server_factory):
+    """A server without a warm worker and a job just RUNNING: its worker is importing torch right now."""
     st = server_factory(warm_worker=False)
     write_data(st.settings.data_dir)
     with tunewire.Client(st.address) as c:
         job = c.submit(long_spec(max_steps=100000))
         wait_for(lambda: c.get(job.id).state == JobState.RUNNING)
-        c.cancel(job.id)  # the worker is importing torch right now
+    return st, job
+
+
+def test_cancel_while_the_worker_is_still_starting(server_factory):
+    st, job = start_a_job_on_a_cold_server(server_factory)
+    with tunewire.Client(st.address) as c:
+        c.cancel(job.id)
         assert c.wait(job.id, raise_on_failure=False).state == JobState.CANCELLED
 
 
 def test_stopping_the_server_while_a_worker_is_still_starting_ends_that_worker(server_factory):
-    st = server_factory(warm_worker=False)
-    write_data(st.settings.data_dir)
-    with tunewire.Client(st.address) as c:
-        job = c.submit(long_spec(max_steps=100000))
-        wait_for(lambda: c.get(job.id).state == JobState.RUNNING)
-    starting = wait_for(lambda: training_workers(st.settings.data_dir))  # importing torch right now
+    st, job = start_a_job_on_a_cold_server(server_factory)
+    starting = wait_for(lambda: training_workers(st.settings.data_dir))
     assert not (st.settings.jobs_dir / job.id / "worker.pid").exists()
     st.stop_server()
     wait_for(lambda: not any(alive(pid) for pid in starting), timeout=5)
