@@ -96,11 +96,12 @@ def _lower_priority() -> None:
     ranks processes only within one session, and each session's group gets an equal share: the worker
     leads its own session, so that group is lowered as well."""
     niceness = int(os.environ.get("TUNEWIRE_TRAINING_NICENESS", TRAINING_NICENESS))
-    current = os.nice(0)  # a DDP rank inherits its worker's: the setting is absolute, not added again
-    if niceness <= current:
+    if niceness <= 0:
         return
-    os.nice(niceness - current)
-    try:
+    current = os.nice(0)  # a DDP rank inherits its worker's: the setting is absolute, not added again
+    if niceness > current:
+        os.nice(niceness - current)
+    try:  # a rank leads a session of its own too
         with open("/proc/self/autogroup", "w") as f:
             f.write(str(niceness))
     except OSError:  # no autogroup support (or not Linux): niceness alone applies
