@@ -259,18 +259,36 @@ def _kwargs(tmp_path, **hp):
 
 def test_a_cpu_gets_fp32_and_no_gradient_checkpointing_by_default(tmp_path):
     kwargs = _kwargs(tmp_path)
-    assert (kwargs["bf16"], kwargs["fp16"], kwargs["gradient_checkpointing"]) == (False, False, False)
+    assert (kwargs["bf16"], kwargs["fp16"], kwargs[trainer_args.checkpointing_arg()]) == (False, False, False)
     assert kwargs["max_length"] == 32 and kwargs["packing"] is False
+
+
+@pytest.mark.parametrize("asked", [None, True, False])
+def test_gradient_checkpointing_reaches_sft_config_under_its_current_name(tmp_path, asked):
+    """transformers renamed the argument (activation_checkpointing); the old one warns on every job. TRL's
+    default (on) must not win over the job's setting or tunewire's CPU default (off)."""
+    import warnings
+
+    from trl import SFTConfig
+
+    hp = {} if asked is None else {"gradient_checkpointing": asked}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        config = SFTConfig(**_kwargs(tmp_path, **hp))
+    assert not [w for w in caught if "checkpointing" in str(w.message)]
+    assert config.gradient_checkpointing is bool(asked)  # on a CPU: off unless asked for
+    assert getattr(config, trainer_args.checkpointing_arg()) is bool(asked)
 
 
 def test_a_bf16_gpu_gets_bf16_and_gradient_checkpointing_by_default(tmp_path, monkeypatch):
     monkeypatch.setattr(trainer_args, "bf16_supported", lambda: True)
     monkeypatch.setattr(trainer_args, "device_kind", lambda: "cuda")
     monkeypatch.setattr(sft, "device_kind", lambda: "cuda")
+    checkpointing = trainer_args.checkpointing_arg()
     kwargs = _kwargs(tmp_path)
-    assert (kwargs["bf16"], kwargs["gradient_checkpointing"]) == (True, True)
+    assert (kwargs["bf16"], kwargs[checkpointing]) == (True, True)
     kwargs = _kwargs(tmp_path, precision="fp32", gradient_checkpointing=False)
-    assert (kwargs["bf16"], kwargs["gradient_checkpointing"]) == (False, False)
+    assert (kwargs["bf16"], kwargs[checkpointing]) == (False, False)
     monkeypatch.setattr(trainer_args, "bf16_supported", lambda: False)  # a GPU without bf16 (e.g. a T4)
     assert _kwargs(tmp_path)["bf16"] is False
 

@@ -27,7 +27,7 @@ from tunewire_server.worker.artifacts import save_final_model
 from tunewire_server.worker.callback import Control, EventCallback, guarded
 from tunewire_server.worker.protocol import MessageWriter
 from tunewire_server.worker.runtime import UserError, checked_config, device_kind
-from tunewire_server.worker.trainer_args import seed_of, training_kwargs
+from tunewire_server.worker.trainer_args import checkpointing_arg, seed_of, training_kwargs
 
 log = logging.getLogger("tunewire.worker.sft")
 
@@ -262,7 +262,7 @@ def build_trainer(spec: job_pb2.JobSpec, plan: dict, job_dir: Path, callbacks=()
             "device": device_kind(),
             "bf16": bool(config.bf16),
             "fp16": bool(config.fp16),
-            "gradient_checkpointing": bool(config.gradient_checkpointing),
+            "gradient_checkpointing": bool(getattr(config, checkpointing_arg())),
             "packing": config.packing_strategy if config.packing else None,
             "neftune_noise_alpha": config.neftune_noise_alpha,
             "completion_only_loss": bool(getattr(trainer, "completion_only_loss", False)),

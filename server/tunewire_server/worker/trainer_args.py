@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from pathlib import Path
 
 from tunewire.v1 import job_pb2
@@ -35,6 +37,16 @@ def precision_kwargs(spec: job_pb2.JobSpec) -> dict:
     return {"bf16": bf16_supported(), "fp16": False}
 
 
+@functools.cache
+def checkpointing_arg() -> str:
+    """transformers 5.x renamed TrainingArguments.gradient_checkpointing to activation_checkpointing; the old
+    name warns on every job and goes in v6. The name the installed version has (the worker imported it)."""
+    from transformers import TrainingArguments
+
+    names = {f.name for f in dataclasses.fields(TrainingArguments)}
+    return "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
+
+
 def training_kwargs(spec: job_pb2.JobSpec, job_dir: Path, has_eval: bool, *, gradient_checkpointing_default: bool,
                     lora: bool = False) -> dict:
     hp = spec.hyperparameters
@@ -60,7 +72,7 @@ def training_kwargs(spec: job_pb2.JobSpec, job_dir: Path, has_eval: bool, *, gra
         "logging_first_step": True,
         "logging_nan_inf_filter": False,  # a NaN loss is shown as NaN, not hidden from the average
         "eval_on_start": hp.eval_on_start and has_eval,
-        "gradient_checkpointing": hp.gradient_checkpointing if hp.HasField("gradient_checkpointing")
+        checkpointing_arg(): hp.gradient_checkpointing if hp.HasField("gradient_checkpointing")
         else gradient_checkpointing_default,
         "report_to": "none",
         "disable_tqdm": True,
