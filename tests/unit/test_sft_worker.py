@@ -261,6 +261,7 @@ def test_a_cpu_gets_fp32_and_no_gradient_checkpointing_by_default(tmp_path):
     kwargs = _kwargs(tmp_path)
     assert (kwargs["bf16"], kwargs["fp16"], kwargs[trainer_args.checkpointing_arg()]) == (False, False, False)
     assert kwargs["max_length"] == 32 and kwargs["packing"] is False
+    assert kwargs["dataloader_pin_memory"] is False  # no accelerator to copy to (torch warns otherwise)
 
 
 @pytest.mark.parametrize("asked", [None, True, False])
@@ -287,6 +288,7 @@ def test_a_bf16_gpu_gets_bf16_and_gradient_checkpointing_by_default(tmp_path, mo
     checkpointing = trainer_args.checkpointing_arg()
     kwargs = _kwargs(tmp_path)
     assert (kwargs["bf16"], kwargs[checkpointing]) == (True, True)
+    assert kwargs["dataloader_pin_memory"] is True
     kwargs = _kwargs(tmp_path, precision="fp32", gradient_checkpointing=False)
     assert (kwargs["bf16"], kwargs[checkpointing]) == (False, False)
     monkeypatch.setattr(trainer_args, "bf16_supported", lambda: False)  # a GPU without bf16 (e.g. a T4)

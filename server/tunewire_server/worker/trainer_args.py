@@ -77,6 +77,7 @@ def training_kwargs(spec: job_pb2.JobSpec, job_dir: Path, has_eval: bool, *, gra
         "report_to": "none",
         "disable_tqdm": True,
         "dataloader_num_workers": 0,
+        "dataloader_pin_memory": device_kind() == "cuda",  # pinned host memory serves only a CUDA copy
         **precision_kwargs(spec),
     }
     if hp.HasField("eval_steps"):
