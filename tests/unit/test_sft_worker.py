@@ -5,6 +5,7 @@ training arguments (precision and checkpointing from the device)."""
 from __future__ import annotations
 
 import json
+import warnings
 
 import pytest
 import torch
@@ -268,8 +269,6 @@ def test_a_cpu_gets_fp32_and_no_gradient_checkpointing_by_default(tmp_path):
 def test_gradient_checkpointing_reaches_sft_config_under_its_current_name(tmp_path, asked):
     """transformers renamed the argument (activation_checkpointing); the old one warns on every job. TRL's
     default (on) must not win over the job's setting or tunewire's CPU default (off)."""
-    import warnings
-
     from trl import SFTConfig
 
     hp = {} if asked is None else {"gradient_checkpointing": asked}

@@ -1,9 +1,12 @@
-"""The training worker's answer to the control plane's signals before its job starts training."""
+"""The training worker's answer to the control plane's signals before its job starts training, and the
+priority it trains at."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
+import sys
 import time
 
 import pytest
@@ -56,9 +59,6 @@ print(os.nice(0), group)
 def test_training_niceness_is_absolute(start, setting, expected):
     """The worker and each DDP rank (which leads a session of its own, so an autogroup of its own) end at
     the setting: niceness ranks processes within a session, autogroup niceness ranks the sessions."""
-    import subprocess
-    import sys
-
     env = {**os.environ, "TUNEWIRE_TRAINING_NICENESS": setting}
     # its own session, so the autogroup it lowers is its own and not the test run's
     out = subprocess.run([sys.executable, "-c", PRIORITY_PROBE.format(start=start)], env=env,
