@@ -59,6 +59,20 @@ class Settings:
     predict_batch_window_ms: float = _opt(5.0, "Predict micro-batching: how long a batch that saw concurrent requests waits for more.")
     predict_max_batch: int = _opt(32, "Predict micro-batching: most inputs in one forward pass.")
     inference_cache_size: int = _opt(2, "Fine-tuned models the inference worker keeps loaded.")
+    max_job_retries: int = _opt(3, "Most retries a job may ask for (max_retries); a retried job waits behind the jobs queued before its retry.")
+    min_free_disk_mb: int = _opt(256, "Free space the data dir's disk must keep: below it new jobs are refused with RESOURCE_EXHAUSTED.")
+    validation_threads: int = _opt(4, "Threads that check submitted jobs (dataset and model files included), apart from every other pool.")
+    validation_timeout_s: float = _opt(60.0, "Seconds a submit's checks may take before it is refused with RESOURCE_EXHAUSTED.")
+    max_predict_input_chars: int = _opt(65_536, "Longest Predict input (a text, or a conversation's messages together), in characters.")
+    max_predict_input_tokens: int = _opt(4096, "Longest Predict input after tokenization, in tokens.")
+    max_pending_predicts: int = _opt(64, "Predict calls waiting for the inference worker beyond this are refused with RESOURCE_EXHAUSTED.")
+    keepalive_s: float = _opt(30.0, "Seconds between the SDK's and the server's keepalive pings on idle connections; the server accepts client pings this often.")
+    # --- settings added while issue 12 is under way (one block per area, kept in this order) ---
+    # [validation]
+    # [inference]
+    # [core]
+    # [edge]
+    # [worker]
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir).resolve()
@@ -77,13 +91,23 @@ class Settings:
             problems.append(f"metrics_port must be -1..65535, got {self.metrics_port}")
         for name in ("max_queued_jobs", "max_inline_rows", "max_dataset_bytes", "max_dataset_rows",
                      "max_message_bytes", "max_predict_inputs", "inference_cache_size", "nan_loss_steps", "predict_max_batch",
-                     "max_streams", "max_seq_length", "max_batch_size", "max_epochs", "max_steps"):
+                     "max_streams", "max_seq_length", "max_batch_size", "max_epochs", "max_steps",
+                     "validation_threads", "max_predict_input_chars", "max_predict_input_tokens",
+                     "max_pending_predicts"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be at least 1")
         for f in dataclasses.fields(self):
             choices = f.metadata.get("choices")
             if choices and getattr(self, f.name) not in choices:
                 problems.append(f"{f.name} must be one of {', '.join(choices)}")
+        if self.max_job_retries < 0:
+            problems.append("max_job_retries must not be negative")
+        if self.min_free_disk_mb < 0:
+            problems.append("min_free_disk_mb must not be negative")
+        if self.validation_timeout_s <= 0:
+            problems.append("validation_timeout_s must be above 0")
+        if self.keepalive_s < 1:
+            problems.append("keepalive_s must be at least 1")
         if bool(self.tls_cert_file) != bool(self.tls_key_file):
             problems.append("tls_cert_file and tls_key_file go together")
         if self.tls_client_ca_file and not self.tls_cert_file:
