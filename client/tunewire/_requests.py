@@ -32,11 +32,23 @@ def as_spec(spec: SpecLike) -> job_pb2.JobSpec:
     return spec if isinstance(spec, job_pb2.JobSpec) else load_spec(spec)
 
 
-def channel_options(max_message_bytes: int) -> list[tuple[str, int]]:
+DEFAULT_KEEPALIVE_S = 30.0  # the server's keepalive_s default: its ping policy accepts pings this often
+
+
+def channel_options(max_message_bytes: int, keepalive_s: float = DEFAULT_KEEPALIVE_S) -> list[tuple[str, int]]:
+    """Channel arguments. While a call is open (a quiet StreamMetrics included) the channel pings every
+    `keepalive_s`, so a dead connection is noticed; the server accepts pings at its own keepalive_s, and
+    the two must agree (a client pinging faster than the server's keepalive_s / 2 is cut off with GOAWAY
+    too_many_pings). grpc core would stop after two pings without data; max_pings_without_data 0 keeps
+    the pings going on a quiet stream."""
+    if not keepalive_s > 0:
+        raise ValueError(f"keepalive_s must be above 0, got {keepalive_s}")
     return [
         ("grpc.max_receive_message_length", max_message_bytes),
         ("grpc.max_send_message_length", max_message_bytes),
-        ("grpc.keepalive_time_ms", 30_000),
+        ("grpc.keepalive_time_ms", int(keepalive_s * 1000)),
+        ("grpc.keepalive_timeout_ms", 20_000),
+        ("grpc.http2.max_pings_without_data", 0),
     ]
 
 

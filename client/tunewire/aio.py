@@ -19,12 +19,15 @@ class AsyncClient:
     ...     job = await client.submit(spec)
     ...     async for event in client.stream_metrics(job.id):
     ...         ...
+
+    `keepalive_s`: seconds between keepalive pings while a call is open; keep it at the server's.
     """
 
     def __init__(self, address: str = "localhost:50051", *, timeout: float = req.DEFAULT_TIMEOUT,
                  token: str | None = None, credentials: grpc.ChannelCredentials | None = None,
-                 max_message_bytes: int = 64 * 1024 * 1024) -> None:
-        options = req.channel_options(max_message_bytes)
+                 max_message_bytes: int = 64 * 1024 * 1024,
+                 keepalive_s: float = req.DEFAULT_KEEPALIVE_S) -> None:
+        options = req.channel_options(max_message_bytes, keepalive_s)
         self._channel = (grpc.aio.secure_channel(address, credentials, options) if credentials
                          else grpc.aio.insecure_channel(address, options))
         self._stub = pb_grpc.TuningServiceStub(self._channel)

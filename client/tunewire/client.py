@@ -24,13 +24,16 @@ class Client:
     ...     client.predict(job.id, ["a review"])
 
     Every unary call has a deadline (`timeout` seconds, per client or per call). Failures raise
-    `tunewire.TunewireError` subclasses, never raw gRPC errors.
+    `tunewire.TunewireError` subclasses, never raw gRPC errors. While a call is open the channel sends
+    a keepalive ping every `keepalive_s` seconds; keep it at the server's keepalive_s (default 30 s, both
+    sides), since a server cuts off a client that pings much faster than it accepts.
     """
 
     def __init__(self, address: str = "localhost:50051", *, timeout: float = req.DEFAULT_TIMEOUT,
                  token: str | None = None, credentials: grpc.ChannelCredentials | None = None,
-                 max_message_bytes: int = 64 * 1024 * 1024) -> None:
-        options = req.channel_options(max_message_bytes)
+                 max_message_bytes: int = 64 * 1024 * 1024,
+                 keepalive_s: float = req.DEFAULT_KEEPALIVE_S) -> None:
+        options = req.channel_options(max_message_bytes, keepalive_s)
         self._channel = (grpc.secure_channel(address, credentials, options) if credentials
                          else grpc.insecure_channel(address, options))
         self._stub = pb_grpc.TuningServiceStub(self._channel)

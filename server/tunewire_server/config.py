@@ -66,13 +66,9 @@ class Settings:
     max_predict_input_chars: int = _opt(65_536, "Longest Predict input (a text, or a conversation's messages together), in characters.")
     max_predict_input_tokens: int = _opt(4096, "Longest Predict input after tokenization, in tokens.")
     max_pending_predicts: int = _opt(64, "Predict calls waiting for the inference worker beyond this are refused with RESOURCE_EXHAUSTED.")
-    keepalive_s: float = _opt(30.0, "Seconds between the SDK's and the server's keepalive pings on idle connections; the server accepts client pings this often.")
-    # --- settings added while issue 12 is under way (one block per area, kept in this order) ---
-    # [validation]
-    # [inference]
-    # [core]
-    # [edge]
-    # [worker]
+    keepalive_s: float = _opt(30.0, "Seconds between keepalive pings: the SDK's while a call is open, the server's on every connection; the server accepts client pings up to twice this often.")
+    max_inline_bytes: int = _opt(8 * 1024**2, "Largest inline dataset (its rows, serialized), in bytes: the spec is stored and listed with every job; larger data goes in a file under the dataset root.")
+    predict_stream_idle_s: float = _opt(60.0, "A PredictStream whose client reads nothing for this long (seconds) is stopped, freeing the inference worker.")
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir).resolve()
@@ -106,6 +102,8 @@ class Settings:
             problems.append("min_free_disk_mb must not be negative")
         if self.validation_timeout_s <= 0:
             problems.append("validation_timeout_s must be above 0")
+        if self.predict_stream_idle_s <= 0:
+            problems.append("predict_stream_idle_s must be above 0")
         if self.keepalive_s < 1:
             problems.append("keepalive_s must be at least 1")
         if bool(self.tls_cert_file) != bool(self.tls_key_file):

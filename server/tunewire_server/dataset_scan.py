@@ -1,6 +1,7 @@
 """Read dataset rows in the control plane, without torch or `datasets`, to check them before queueing.
 
-Row numbers in messages are 1-based data rows (a CSV header is not counted).
+Row numbers in messages are 1-based data rows (a CSV header is not counted). Messages name the row and
+the column and quote at most a short prefix of a value (errors.preview), never a row.
 """
 
 from __future__ import annotations
@@ -8,11 +9,17 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tunewire_server.errors import preview
+from tunewire_server.paths import FileTooLarge, open_regular
+
 FORMATS = {".jsonl": "jsonl", ".json": "jsonl", ".csv": "csv", ".tsv": "tsv", ".parquet": "parquet"}
+MAX_LINE_CHARS = 64 * 1024 * 1024  # one JSONL row; longer ones are refused instead of read whole
 
 
 class DatasetProblem(ValueError):
@@ -25,16 +32,24 @@ def format_for(path: Path, declared: str | None) -> str:
     fmt = FORMATS.get(path.suffix.lower())
     if fmt is None:
         raise DatasetProblem(
-            f"cannot tell the format of {path.name!r}; use a .jsonl, .csv, .tsv or .parquet file or set format"
+            f"cannot tell the format of {preview(path.name)}; use a .jsonl, .csv, .tsv or .parquet file or set format"
         )
     return fmt
 
 
-def iter_file_rows(path: Path, fmt: str) -> Iterator[tuple[int, dict]]:
+def iter_file_rows(path: Path, fmt: str, max_bytes: int | None = None) -> Iterator[tuple[int, dict]]:
+    """The rows of a regular file (paths.NotRegularFile for a FIFO, device or directory: opening never
+    blocks), reading at most `max_bytes` (paths.FileTooLarge beyond)."""
+    fd = open_regular(path)
+    size = os.fstat(fd).st_size
+    if max_bytes is not None and size > max_bytes:
+        os.close(fd)
+        raise FileTooLarge(f"is {size} bytes; the limit is {max_bytes}")
     if fmt == "parquet":
-        yield from _parquet_rows(path)
+        with open(fd, "rb") as raw:
+            yield from _parquet_rows(raw)
         return
-    with open(path, "rb") as raw:
+    with open(fd, "rb") as raw:
         text = io.TextIOWrapper(raw, encoding="utf-8", errors="strict", newline="")
         try:
             if fmt == "jsonl":
@@ -50,22 +65,37 @@ def _jsonl_rows(text: io.TextIOBase) -> Iterator[tuple[int, dict]]:
     line_no = 0
     while True:
         try:
-            line = text.readline()
+            line = text.readline(MAX_LINE_CHARS + 1)
         except UnicodeDecodeError:
             raise DatasetProblem(f"line {line_no + 1}: is not UTF-8 text") from None
         if not line:
             return
         line_no += 1
+        if len(line) > MAX_LINE_CHARS:
+            raise DatasetProblem(f"line {line_no}: is longer than {MAX_LINE_CHARS} characters")
         if not line.strip():
             continue
         row_no += 1
         try:
-            row = json.loads(line)
+            row = json.loads(line, parse_constant=_no_constant)
         except json.JSONDecodeError as exc:
             raise DatasetProblem(f"row {row_no} (line {line_no}): not valid JSON: {exc.msg}") from None
+        except _NonFinite as exc:
+            raise DatasetProblem(f"row {row_no} (line {line_no}): {exc} is not valid JSON (and not a number a "
+                                 "dataset can hold)") from None
+        except RecursionError:
+            raise DatasetProblem(f"row {row_no} (line {line_no}): nests too deeply") from None
         if not isinstance(row, dict):
             raise DatasetProblem(f"row {row_no} (line {line_no}): must be a JSON object, got {type(row).__name__}")
         yield row_no, row
+
+
+class _NonFinite(ValueError):
+    pass
+
+
+def _no_constant(name: str):
+    raise _NonFinite(name)  # NaN, Infinity, -Infinity: Python's json takes them, JSON (and pyarrow) do not
 
 
 def _csv_rows(text: io.TextIOBase, delimiter: str) -> Iterator[tuple[int, dict]]:
@@ -96,13 +126,13 @@ def _csv_rows(text: io.TextIOBase, delimiter: str) -> Iterator[tuple[int, dict]]
         yield row_no, dict(zip(header, values, strict=True))
 
 
-def _parquet_rows(path: Path) -> Iterator[tuple[int, dict]]:
+def _parquet_rows(source) -> Iterator[tuple[int, dict]]:
     import pyarrow.parquet as pq  # no torch; only loaded for parquet files
 
     try:
-        pf = pq.ParquetFile(path)
+        pf = pq.ParquetFile(source)
     except Exception as exc:  # pyarrow raises several types for a broken file
-        raise DatasetProblem(f"is not a readable Parquet file: {exc}") from None
+        raise DatasetProblem(f"is not a readable Parquet file ({type(exc).__name__})") from None
     row_no = 0
     for batch in pf.iter_batches(batch_size=4096):
         for row in batch.to_pylist():
@@ -121,8 +151,9 @@ RowCheck = Callable[[int, dict], None]
 
 
 def scan_rows(rows: Iterator[tuple[int, dict]], *, max_rows: int, check: RowCheck,
-              label_field: str | None = None) -> ScanResult:
-    """Run `check` on every row (it raises DatasetProblem), counting rows and label values."""
+              label_field: str | None = None, max_labels: int | None = None) -> ScanResult:
+    """Run `check` on every row (it raises DatasetProblem), counting rows and label values (at most
+    `max_labels` distinct ones)."""
     result = ScanResult()
     for row_no, row in rows:
         if row_no > max_rows:
@@ -132,6 +163,9 @@ def scan_rows(rows: Iterator[tuple[int, dict]], *, max_rows: int, check: RowChec
         check(row_no, row)
         if label_field is not None:
             value = row.get(label_field)
+            if value not in result.label_values and max_labels is not None \
+                    and len(result.label_values) >= max_labels:
+                raise DatasetProblem(f"row {row_no}: has more than {max_labels} distinct labels")
             result.label_values[value] = result.label_values.get(value, 0) + 1
         result.num_rows = row_no
     if result.num_rows == 0:
@@ -141,21 +175,51 @@ def scan_rows(rows: Iterator[tuple[int, dict]], *, max_rows: int, check: RowChec
 
 def require_text(row_no: int, row: dict, column: str) -> str:
     if column not in row:
-        raise DatasetProblem(f"row {row_no}: column {column!r} is missing (columns: {', '.join(sorted(map(str, row)))})")
+        raise DatasetProblem(f"row {row_no}: column {preview(column)} is missing (columns: {columns_of(row)})")
     value = row[column]
     if not isinstance(value, str):
-        raise DatasetProblem(f"row {row_no}: column {column!r} must be text, got {type(value).__name__}")
+        raise DatasetProblem(f"row {row_no}: column {preview(column)} must be text, got {type(value).__name__}")
     if not value.strip():
-        raise DatasetProblem(f"row {row_no}: column {column!r} is empty")
+        raise DatasetProblem(f"row {row_no}: column {preview(column)} is empty")
     return value
 
 
+def columns_of(row: dict, most: int = 8) -> str:
+    """A row's column names for a message: the first `most`, each cut short."""
+    names = sorted(map(str, row))
+    shown = ", ".join(n if len(n) <= 30 and n.isprintable() else preview(n, 30) for n in names[:most])
+    return shown + (f", ... ({len(names)} columns)" if len(names) > most else "")
+
+
+def class_index(value, n: int, row_no: int | None = None, column: str = "label") -> int:
+    """A numeric label as a class index in [0, n); DatasetProblem naming the row and column otherwise."""
+    what = (f"row {row_no}: " if row_no is not None else "") + f"column {preview(column)}: label"
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise DatasetProblem(f"{what} must be a name or a class index, got {type(value).__name__}")
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise DatasetProblem(f"{what} must be a class index, got {value}")
+        if not value.is_integer():
+            raise DatasetProblem(f"{what} {preview(value)} is not a class index (a whole number from 0)")
+    if isinstance(value, str):
+        if not (value.isascii() and value.isdigit()):
+            raise DatasetProblem(f"{what} {preview(value)} is not a class index")
+        if len(value.lstrip("0")) > len(str(n)):  # int() of a long digit string is slow
+            raise DatasetProblem(f"{what} {preview(value)} is out of range for {n} labels")
+    index = int(value)
+    if index < 0:
+        raise DatasetProblem(f"{what} {preview(value)} is negative; class indices start at 0")
+    if index >= n:
+        raise DatasetProblem(f"{what} {preview(value)} is out of range for {n} labels")
+    return index
+
+
 def label_index(value, names: list[str]) -> int:
-    """The class index of a label value: a name in `names`, or an index (int or digit string)."""
+    """The class index of a label value: a name in `names`, or an index (int or digit string) below
+    len(names). DatasetProblem (quoting at most a prefix of the value) for anything else."""
     if isinstance(value, str):
         if value in names:
             return names.index(value)
-        if value.isdigit():
-            return int(value)
-        raise DatasetProblem(f"label {value!r} is not one of {names}")
-    return int(value)
+        if not (value.isascii() and value.isdigit()):
+            raise DatasetProblem(f"label {preview(value)} is not one of the {len(names)} label names")
+    return class_index(value, len(names))

@@ -1,7 +1,8 @@
-"""The job manager: accepts jobs, runs them one at a time in FIFO order, records and fans out events.
+"""The job manager: accepts jobs, runs them one at a time in queue order, records and fans out events.
 
 It never imports grpc or torch. The servicer translates protobuf requests into calls on this class,
-and domain errors (errors.py) out of it.
+and domain errors (errors.py) out of it. The scheduler outlives any failure of one job: a job whose end
+cannot be stored (a full disk) keeps its outcome in memory until the store can write again.
 """
 
 from __future__ import annotations
@@ -12,19 +13,18 @@ import contextlib
 import functools
 import json
 import math
-import os
 import shutil
-import signal
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
 
 from tunewire.v1 import job_pb2
-from tunewire_server import validation
+from tunewire_server import listing, validation
+from tunewire_server.bounded_pool import BoundedPool, PoolBusy
 from tunewire_server.checkpoints import load_or_create_key
 from tunewire_server.config import Settings
 from tunewire_server.errors import (
@@ -38,15 +38,24 @@ from tunewire_server.errors import (
 from tunewire_server.events import EventHub
 from tunewire_server.inference_client import InferenceClient
 from tunewire_server.observability import Metrics
+from tunewire_server.outcome import RESUME, Outcome, decide, retry_limit, system_error
+from tunewire_server.recorder import EventRecorder
+from tunewire_server.recovery import kill_orphan
+from tunewire_server.resources import check_free_disk
 from tunewire_server.states import TERMINAL, IllegalTransition, JobState, check_transition
-from tunewire_server.store import Event, JobRecord, Store
+from tunewire_server.store import BACK_OF_QUEUE, DiskFull, Event, JobRecord, Store, is_disk_full
 from tunewire_server.worker.artifacts import MODEL_DIR
 from tunewire_server.workers import CHECKPOINT_SIGNAL, STOP_SIGNAL, WorkerProcess, describe_exit
 
 log = structlog.get_logger("tunewire.manager")
 
-MAX_REQUEST_ID = 128
 RESTART_ALLOWANCE = 2  # server restarts a job may live through, on top of its retries
+SHORT = 64  # at most this much of a client's value is quoted back
+DISK_RETRY_S = (0.25, 5.0)  # first and longest pause between tries to write to a full disk
+
+
+def _short(value: str) -> str:
+    return repr(value[:SHORT] + ("..." if len(value) > SHORT else ""))
 
 
 @dataclass
@@ -56,52 +65,9 @@ class _Running:
     cancel_requested: bool = False
 
 
-class _Recorder:
-    """Stores and publishes a running job's progress events in the order they came, as many to a
-    transaction as arrived during the previous one: a fast job's events never queue up behind an fsync
-    each, and subscribers see them as soon as the store holds them."""
-
-    def __init__(self, write: Callable[[list[tuple[str, dict]]], Awaitable[None]]) -> None:
-        self._write = write
-        self._pending: list[tuple[str, dict]] = []
-        self._arrived = asyncio.Event()
-        self._closed = False
-        self._task = asyncio.create_task(self._run())
-
-    def add(self, kind: str, payload: dict) -> None:
-        self._pending.append((kind, payload))
-        self._arrived.set()
-
-    async def _run(self) -> None:
-        while True:
-            await self._arrived.wait()
-            self._arrived.clear()
-            batch, self._pending = self._pending, []
-            if batch:
-                await self._write(batch)
-            if self._closed and not self._pending:
-                return
-
-    async def close(self) -> None:
-        """Wait until everything added is stored and published (and raise if storing failed)."""
-        self._closed = True
-        self._arrived.set()
-        await self._task
-
-
-def _kill_orphan(job_dir: Path) -> None:
-    """A worker of a server that died (kill -9) may still run: stop it before the job is resumed."""
-    pid_file = job_dir / "worker.pid"
-    try:
-        pid = int(pid_file.read_text())
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except (OSError, ValueError):
-        return
-    if b"tunewire_server.worker" in cmdline:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, signal.SIGKILL)
-        log.warning("killed an orphaned worker", pid=pid)
-    pid_file.unlink(missing_ok=True)
+def _disk_full_error() -> dict:
+    return system_error("DISK_FULL", "the server's data disk filled up while the job ran: its progress could "
+                                     "not be stored, so it was stopped")
 
 
 def new_job_id() -> str:
@@ -125,6 +91,9 @@ class JobManager:
         self._checkpoint_key = b""
         self._tasks: set[asyncio.Task] = set()
         self._state_lock = asyncio.Lock()
+        self._validation = BoundedPool(settings.validation_threads, "tunewire-validate")
+        self._probe: asyncio.Task | None = None
+        self._stopped = asyncio.Event()  # set by stop(): ends the pauses of a wait for disk space
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -143,6 +112,7 @@ class JobManager:
         """Stop taking jobs. The running worker saves a checkpoint and stops; its job stays RUNNING,
         and the next start resumes it from that checkpoint."""
         self._stopping = True
+        self._stopped.set()
         self._wakeup.set()
         running = self._running
         if running is not None and running.worker is not None:
@@ -152,10 +122,15 @@ class JobManager:
             except TimeoutError:
                 log.warning("worker did not checkpoint in time; killing it", job_id=running.job_id)
                 running.worker.kill()
-        if self._scheduler is not None:
-            self._scheduler.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._scheduler
+        for task in (self._scheduler, self._probe):
+            if task is not None:
+                task.cancel()
+                try:
+                    await task
+                except asyncio.CancelledError:
+                    pass
+                except Exception:  # it ended with an error before: say so, and go on stopping
+                    log.exception("a background task had failed", task=task.get_name())
         if self._running is not None and self._running.worker is not None:
             self._running.worker.kill()  # it was still starting when the scheduler stopped
         if self._warm_task is not None:
@@ -163,13 +138,41 @@ class JobManager:
                 await self._warm_task
         if self._warm is not None:
             await self._warm.close(grace_s=2)
+        self._validation.shutdown()
         await self.inference.close()
+
+    def serving(self) -> bool:
+        """Whether the server can take and run jobs: False while the store cannot write (a full disk)
+        or the scheduler has stopped. Health checks poll this, on the event loop."""
+        if self._stopping or self._scheduler is None or self._scheduler.done():
+            return False
+        if not self.store.writable:
+            if self._probe is None or self._probe.done():  # nothing else may write soon: find out
+                self._probe = asyncio.create_task(self._wait_writable(), name="tunewire-store-probe")
+            return False
+        return True
+
+    async def _wait_writable(self) -> None:
+        """Return once a small write to the store succeeds (at once if it does), or the server stops."""
+        delay = DISK_RETRY_S[0]
+        while not self._stopping:
+            try:
+                await self.store.write(self.store.probe)
+                return
+            except DiskFull:
+                await self._pause(delay)
+                delay = min(delay * 2, DISK_RETRY_S[1])
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep, but no longer than until stop()."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopped.wait(), seconds)
 
     async def _recover(self) -> None:
         """Resolve the jobs a previous server process left behind."""
         for job in self.store.jobs_in_states([JobState.RUNNING, JobState.CANCELLING]):
             self.hub.open(job.id)
-            _kill_orphan(self.settings.jobs_dir / job.id)
+            kill_orphan(self.settings.jobs_dir / job.id)
             if job.state == JobState.CANCELLING:
                 await self._finish(job.id, JobState.CANCELLED, message="cancelled while the server was down")
             elif job.attempts > self._max_attempts(job):
@@ -180,24 +183,30 @@ class JobManager:
                 await self._set_state(job.id, JobState.QUEUED,
                                       message="the server restarted; resuming from the last complete checkpoint")
 
+    def _max_retries(self, job: JobRecord) -> int:
+        return retry_limit(validation.spec_from_json(job.spec_json).max_retries, self.settings.max_job_retries)
+
     def _max_attempts(self, job: JobRecord) -> int:
-        spec = validation.spec_from_json(job.spec_json)
-        return 1 + spec.max_retries + RESTART_ALLOWANCE
+        return 1 + self._max_retries(job) + RESTART_ALLOWANCE
 
     # --- commands ------------------------------------------------------------------------------
 
     async def submit(self, spec: job_pb2.JobSpec, request_id: str = "") -> JobRecord:
-        if len(request_id) > MAX_REQUEST_ID:
-            raise InvalidSpec(FieldViolation("request_id", f"must be at most {MAX_REQUEST_ID} characters"))
+        validation.check_request_id(request_id)
         if request_id:
             existing = self.store.get_job_by_request_id(request_id)
             if existing is not None:
                 return self._same_request(existing, spec)
+        check_free_disk(self.settings.data_dir, self.settings.min_free_disk_mb)
         try:
-            plan = await asyncio.to_thread(validation.validate, spec, self.settings)
+            plan = await self._validation.run(validation.validate, spec, self.settings,
+                                              timeout=self.settings.validation_timeout_s)
         except InvalidSpec:
             self.metrics.jobs_submitted.labels("refused").inc()
             raise
+        except PoolBusy as exc:
+            self.metrics.jobs_submitted.labels("refused").inc()
+            raise ResourceExhausted(f"the server is busy checking other jobs ({exc}); try again later") from None
         spec_json = validation.spec_to_json(spec)
         async with self._submit_lock:
             if request_id and (existing := self.store.get_job_by_request_id(request_id)) is not None:
@@ -207,11 +216,18 @@ class JobManager:
                 raise ResourceExhausted(f"the queue is full ({queued} jobs waiting); try again later")
             job_id = new_job_id()
             job_dir = self.settings.jobs_dir / job_id
-            job_dir.mkdir(parents=True)
-            (job_dir / "plan.json").write_text(json.dumps(plan))
-            job = await self.store.write(
-                self.store.create_job, job_id, spec_json, request_id or None,
-                ("state_change", {"state": JobState.QUEUED.value, "message": "queued"}))
+            try:
+                job_dir.mkdir(parents=True)
+                (job_dir / "plan.json").write_text(json.dumps(plan))
+                job = await self.store.write(
+                    self.store.create_job, job_id, spec_json, request_id or None,
+                    ("state_change", {"state": JobState.QUEUED.value, "message": "queued"}))
+            except (DiskFull, OSError) as exc:
+                if not isinstance(exc, DiskFull) and not is_disk_full(exc):
+                    raise
+                shutil.rmtree(job_dir, ignore_errors=True)
+                raise ResourceExhausted("the server's data disk is full; new jobs are refused until space "
+                                        "is freed") from None
             self.hub.open(job_id)
         self.metrics.jobs_submitted.labels("accepted").inc()
         log.info("job queued", job_id=job_id, task=plan["task"], base_model=spec.base_model)
@@ -228,7 +244,7 @@ class JobManager:
     def get(self, job_id: str) -> JobRecord:
         job = self.store.get_job(job_id)
         if job is None:
-            raise NotFound(f"no job {job_id!r}")
+            raise NotFound(f"no job {_short(job_id)}")
         return job
 
     def list(self, states: Sequence[JobState], page_size: int, page_token: str) -> tuple[list[JobRecord], str]:
@@ -239,11 +255,14 @@ class JobManager:
                 before = int(base64.urlsafe_b64decode(page_token.encode()).decode())
             except ValueError:
                 raise InvalidSpec(FieldViolation("page_token", "is not a token this server issued")) from None
-        jobs = self.store.list_jobs(states, before, size + 1)
-        next_token = ""
-        if len(jobs) > size:
-            jobs = jobs[:size]
-            next_token = base64.urlsafe_b64encode(str(jobs[-1].ordinal).encode()).decode()
+        # Sized before read: a page never holds (nor reads) more than the message limit allows.
+        sizes = self.store.list_sizes(states, before, size + 1)
+        taken, more = listing.cut_page([bytes_ for _, bytes_ in sizes], size,
+                                       listing.page_budget(self.settings.max_message_bytes))
+        if not taken:
+            return [], ""
+        jobs = self.store.jobs_by_ordinals([ordinal for ordinal, _ in sizes[:taken]])
+        next_token = base64.urlsafe_b64encode(str(sizes[taken - 1][0]).encode()).decode() if more else ""
         return jobs, next_token
 
     async def cancel(self, job_id: str) -> JobRecord:
@@ -259,13 +278,17 @@ class JobManager:
                     await self._finish(job_id, JobState.CANCELLED, message="cancelled before it started")
                 elif running is not None:
                     running.cancel_requested = True
-                    await self._set_state(job_id, JobState.CANCELLING, message="cancel requested")
-                    if running.worker is not None:
-                        self._stop_worker(running)
+                    try:
+                        await self._set_state(job_id, JobState.CANCELLING, message="cancel requested")
+                    finally:  # stopped even if the disk is full: the job ends CANCELLED when it can be stored
+                        if running.worker is not None:
+                            self._stop_worker(running)
                 log.info("job cancel requested", job_id=job_id)
                 break
             except IllegalTransition:
                 continue
+            except DiskFull:
+                raise ResourceExhausted("the server's data disk is full: the cancel cannot be recorded now") from None
         return self.get(job_id)
 
     def _stop_worker(self, running: _Running) -> None:
@@ -324,22 +347,71 @@ class JobManager:
     # --- scheduler -----------------------------------------------------------------------------
 
     async def _schedule(self) -> None:
+        """Run queued jobs one at a time, in queue order, until stopped. Nothing one job does ends it."""
+        delay = DISK_RETRY_S[0]
         while not self._stopping:
-            queued = self.store.jobs_in_states([JobState.QUEUED])
-            if not queued:
-                self._wakeup.clear()
-                await self._wakeup.wait()
-                continue
-            job = queued[0]
             try:
-                await self._run(job)
-            except Exception:  # the scheduler must outlive any one job
-                log.exception("job supervision failed", job_id=job.id)
-                current = self.store.get_job(job.id)
-                if current is not None and not current.terminal:
-                    await self._finish(job.id, JobState.FAILED, error={
-                        "code": "INTERNAL", "kind": "SYSTEM", "field": "",
-                        "message": "the server could not run this job"})
+                queued = self.store.jobs_in_states([JobState.QUEUED])
+                if not queued:
+                    self._wakeup.clear()
+                    await self._wakeup.wait()
+                    continue
+                await self._supervise(queued[0])
+                delay = DISK_RETRY_S[0]
+            except Exception:  # e.g. the store could not be read: pause, then look again
+                log.exception("the scheduler's pass failed; trying again")
+                await self._pause(delay)
+                delay = min(delay * 2, DISK_RETRY_S[1])
+
+    async def _supervise(self, job: JobRecord) -> None:
+        """Run one job and store how it ended; if the store cannot write that yet, keep it and retry."""
+        try:
+            outcome = await self._run(job)
+        except Exception as exc:
+            log.exception("job supervision failed", job_id=job.id)
+            current = self.store.get_job(job.id)
+            if current is None or current.terminal:
+                return
+            outcome = Outcome(JobState.FAILED, "", error=_disk_full_error() if isinstance(exc, DiskFull)
+                              else system_error("INTERNAL", "the server could not run this job"))
+        if outcome is not None:
+            await self._conclude(job.id, outcome)
+
+    async def _conclude(self, job_id: str, outcome: Outcome) -> None:
+        """Store the outcome, trying again (with pauses) while the disk is full; on stop(), the job stays
+        RUNNING and the next start resolves it."""
+        delay = DISK_RETRY_S[0]
+        while True:
+            try:
+                await self._apply(job_id, outcome)
+                return
+            except DiskFull:
+                if self._stopping:
+                    log.warning("the job's end could not be stored before the server stopped", job_id=job_id)
+                    return
+                if delay == DISK_RETRY_S[0]:
+                    log.warning("the disk is full: the job's end is kept until it can be stored", job_id=job_id,
+                                state=outcome.state.value)
+                await self._pause(delay)
+                delay = min(delay * 2, DISK_RETRY_S[1])
+            except IllegalTransition:
+                current = self.store.get_job(job_id)
+                if current is None or current.terminal:
+                    return
+                if current.state != JobState.CANCELLING:
+                    raise
+                outcome = Outcome(JobState.CANCELLED, "cancelled")  # a cancel came as it ended
+
+    async def _apply(self, job_id: str, outcome: Outcome) -> None:
+        if outcome.state == RESUME:
+            log.info(outcome.message, job_id=job_id)
+        elif outcome.state == JobState.QUEUED:  # a retry waits behind every job queued before it
+            await self._set_state(job_id, JobState.QUEUED, message=outcome.message, error=outcome.error,
+                                  extra={"queue_seq": BACK_OF_QUEUE})
+            self._wakeup.set()
+        else:
+            await self._finish(job_id, outcome.state, message=outcome.message, error=outcome.error,
+                               metrics=outcome.metrics)
 
     def _ensure_warm(self) -> None:
         """Start the next job's training worker unless one is started or starting. Called at start-up,
@@ -388,26 +460,50 @@ class JobManager:
             self._ensure_warm()  # the next job is already waiting
         return worker
 
-    async def _run(self, job: JobRecord) -> None:
+    async def _run(self, job: JobRecord) -> Outcome | None:
+        """Run one attempt of `job` and return how it ended; None if it did not start (it was cancelled
+        first, or the disk was full: it is then picked again once the store can write)."""
         job_dir = self.settings.jobs_dir / job.id
         plan = json.loads((job_dir / "plan.json").read_text())
         attempt = job.attempts + 1
         running = self._running = _Running(job.id)
         try:
-            await self._set_state(job.id, JobState.RUNNING,
-                                  message=f"attempt {attempt}" if attempt > 1 else "started")
+            await self._set_state(job.id, JobState.RUNNING, message=f"attempt {attempt}" if attempt > 1 else "started",
+                                  extra={"attempts": attempt, "started_at": job.started_at or time.time()})
         except IllegalTransition:  # cancelled between being picked and being started
             self._running = None
-            return
-        await self.store.write(self.store.update_job, job.id, attempts=attempt,
-                               started_at=job.started_at or time.time())
+            return None
+        except DiskFull:
+            self._running = None
+            log.warning("the disk is full: the next job waits until the store can write", job_id=job.id)
+            await self._wait_writable()
+            return None
         bound = log.bind(job_id=job.id)
         try:
             worker = running.worker = await self._take_worker(job_dir)
         except BaseException:
             self._running = None
             raise
-        (job_dir / "worker.pid").write_text(str(worker.pid))
+        try:
+            return await self._watch(job, job_dir, plan, attempt, running, worker)
+        except BaseException:
+            worker.kill()  # supervision failed (or the server stops): the worker belongs to no job now
+            raise
+        finally:
+            self._running = None
+            with contextlib.suppress(OSError):
+                (job_dir / "worker.pid").unlink(missing_ok=True)
+            self._ensure_warm()
+            bound.debug("attempt ended", attempt=attempt)
+
+    async def _watch(self, job: JobRecord, job_dir: Path, plan: dict, attempt: int, running: _Running,
+                     worker: WorkerProcess) -> Outcome:
+        """Hand the job to its worker, store its progress, and decide how the attempt ended."""
+        bound = log.bind(job_id=job.id)
+        try:
+            (job_dir / "worker.pid").write_text(str(worker.pid))
+        except OSError as exc:  # only a killed server's next start needs it (to end an orphan)
+            bound.warning("could not write worker.pid", error=str(exc))
         bound.info("worker assigned", pid=worker.pid, attempt=attempt)
         await worker.send({
             "job_id": job.id, "spec": json.loads(job.spec_json), "plan": plan, "job_dir": str(job_dir),
@@ -418,43 +514,41 @@ class JobManager:
             self._stop_worker(running)
         elif self._stopping:
             worker.signal(CHECKPOINT_SIGNAL)
+
+        def storing_failed(exc: Exception) -> None:
+            if isinstance(exc, DiskFull):
+                bound.warning("the disk is full: the job's progress cannot be stored; stopping its worker")
+            else:
+                bound.error("the job's progress could not be stored; stopping its worker", exc_info=exc)
+            self._stop_worker(running)
+
         result: dict | None = None
         error: dict | None = None
-        recorder = _Recorder(functools.partial(self._record, job.id))
+        recorder = EventRecorder(functools.partial(self._record, job.id), storing_failed)
         try:
-            try:
-                async for message in worker.messages():
-                    kind = message.pop("kind", None)
-                    if kind == "result":
-                        result = message
-                    elif kind == "error":
-                        error = message["error"]
-                    elif kind in ("train_log", "eval_result", "checkpoint_saved"):
-                        recorder.add(kind, message)
-            finally:
-                await recorder.close()
-            code = await worker.wait()
+            async for message in worker.messages():
+                kind = message.pop("kind", None)
+                if kind == "result":
+                    result = message
+                elif kind == "error":
+                    error = message["error"]
+                elif kind in ("train_log", "eval_result", "checkpoint_saved"):
+                    recorder.add(kind, message)
         finally:
-            self._running = None
-            (job_dir / "worker.pid").unlink(missing_ok=True)
-            self._ensure_warm()
+            await recorder.close()
+        code = await worker.wait()
         bound.info("worker exited", code=code)
-        if running.cancel_requested:
+        recording_error = None
+        if recorder.failure is not None:
+            recording_error = (_disk_full_error() if isinstance(recorder.failure, DiskFull)
+                               else system_error("INTERNAL", "the server could not store the job's progress"))
+        outcome = decide(exit_code=code, exit_description=describe_exit(code), result=result,
+                         model_saved=(job_dir / MODEL_DIR).is_dir(), error=error,
+                         cancel_requested=running.cancel_requested, stopping=self._stopping,
+                         recording_error=recording_error, attempt=attempt, max_retries=self._max_retries(job))
+        if outcome.state == JobState.CANCELLED:
             shutil.rmtree(job_dir / (MODEL_DIR + ".partial"), ignore_errors=True)
-            await self._finish(job.id, JobState.CANCELLED, message="cancelled")
-        elif code == 0 and result is not None and (job_dir / MODEL_DIR).is_dir():
-            await self._finish(job.id, JobState.SUCCEEDED, message="finished", metrics=result.get("metrics"))
-        elif self._stopping and error is None:
-            bound.info("left RUNNING for the next start to resume")
-        else:
-            error = error or {"code": "WORKER_CRASHED", "kind": "SYSTEM", "field": "", "message": describe_exit(code)}
-            spec = validation.spec_from_json(job.spec_json)
-            if error.get("kind") == "SYSTEM" and attempt <= spec.max_retries:
-                await self._set_state(job.id, JobState.QUEUED, error=error,
-                                      message=f"{error['message']}; retrying from the last complete checkpoint "
-                                              f"({attempt} of {spec.max_retries} retries)")
-            else:
-                await self._finish(job.id, JobState.FAILED, error=error)
+        return outcome
 
     async def _record(self, job_id: str, messages: list[tuple[str, dict]]) -> None:
         """Store a worker's progress messages as events (one transaction), then publish them."""

@@ -1,12 +1,16 @@
 """The job store: SQLite in WAL mode with synchronous=FULL, behind one small interface.
 
 Every write is committed before the call returns, so a job the client has been told about survives
-a crash of the server. The spec is stored as its protobuf JSON; events as JSON payloads.
+a crash of the server. The spec is stored as its protobuf JSON; events as JSON payloads. A write that
+fails for want of disk space raises DiskFull (and the store reports itself not writable until a write
+succeeds again); the database stays as it was before that write.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import functools
 import json
 import sqlite3
@@ -22,6 +26,7 @@ from tunewire_server.states import TERMINAL, JobState
 
 T = TypeVar("T")
 
+# The first schema; MIGRATIONS bring any database, new or old, to SCHEMA_VERSION (PRAGMA user_version).
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     id          TEXT PRIMARY KEY,
@@ -49,6 +54,44 @@ CREATE TABLE IF NOT EXISTS events (
 ) WITHOUT ROWID;
 """
 
+MIGRATIONS: list[str] = [
+    # 1: the queue's order apart from the listing's: a job re-queued for a retry goes to the back.
+    """
+    ALTER TABLE jobs ADD COLUMN queue_seq INTEGER NOT NULL DEFAULT 0;
+    UPDATE jobs SET queue_seq = ordinal;
+    CREATE INDEX IF NOT EXISTS jobs_queue ON jobs(state, queue_seq, ordinal);
+    CREATE TABLE IF NOT EXISTS probe (id INTEGER PRIMARY KEY, at REAL NOT NULL);
+    """,
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+# A value for the job field `queue_seq`: behind every job in the store.
+BACK_OF_QUEUE = object()
+_BACK_SQL = "(SELECT COALESCE(MAX(queue_seq), 0) + 1 FROM jobs)"
+
+SQLITE_FULL = 13
+
+
+class DiskFull(Exception):
+    """A store write failed because the disk (or the file system's quota) is full."""
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    if isinstance(exc, sqlite3.Error) and (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF == SQLITE_FULL:
+        return True
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def _set_clause(fields: dict) -> tuple[str, list]:
+    cols, values = [], []
+    for key, value in fields.items():
+        if value is BACK_OF_QUEUE:
+            cols.append(f"{key} = {_BACK_SQL}")
+        else:
+            cols.append(f"{key} = ?")
+            values.append(value)
+    return ", ".join(cols), values
+
 
 @dataclass
 class JobRecord:
@@ -65,6 +108,7 @@ class JobRecord:
     last_seq: int = 0
     progress: float = 0.0
     metrics: dict[str, float] = field(default_factory=dict)
+    queue_seq: int = 0  # the queue's order (the scheduler's pick); `ordinal` is the listing's
 
     @property
     def terminal(self) -> bool:
@@ -95,6 +139,7 @@ def _row_to_job(row: sqlite3.Row) -> JobRecord:
         last_seq=row["last_seq"],
         progress=row["progress"],
         metrics=json.loads(row["metrics"]),
+        queue_seq=row["queue_seq"],
     )
 
 
@@ -114,15 +159,47 @@ class Store:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(SCHEMA)
+        self._migrate()
         self._read_db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._read_db.row_factory = sqlite3.Row
         self._read_lock = threading.Lock()
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tunewire-store")
+        self.writable = True  # False from a write that failed for want of space to the next that succeeds
+
+    def _migrate(self) -> None:
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        for number in range(version + 1, SCHEMA_VERSION + 1):
+            with self._db:
+                self._db.execute("BEGIN IMMEDIATE")
+                for statement in MIGRATIONS[number - 1].split(";"):
+                    if statement.strip():
+                        self._db.execute(statement)
+                self._db.execute(f"PRAGMA user_version = {number}")
 
     async def write(self, method: Callable[..., T], *args, **kwargs) -> T:
-        """Run a write method on the single writer thread: in order, off the event loop."""
+        """Run a write method on the single writer thread: in order, off the event loop. Raises DiskFull
+        when the disk has no room for it."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._writer, functools.partial(method, *args, **kwargs))
+        return await loop.run_in_executor(self._writer, functools.partial(self._guarded, method, *args, **kwargs))
+
+    def _guarded(self, method: Callable[..., T], *args, **kwargs) -> T:
+        try:
+            result = method(*args, **kwargs)
+        except Exception as exc:
+            if not is_disk_full(exc):
+                raise
+            self.writable = False
+            if self._db.in_transaction:  # a failed COMMIT can leave it open: the next write must start clean
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.rollback()
+            raise DiskFull(f"the data disk is full: {exc}") from None
+        self.writable = True
+        return result
+
+    def probe(self) -> None:
+        """A small real write: whether the store can write again (run it through `write`)."""
+        with self._lock, self._db:
+            self._db.execute("INSERT OR REPLACE INTO probe (id, at) VALUES (1, ?)", (time.time(),))
 
     def close(self) -> None:
         self._writer.shutdown(wait=True)
@@ -147,8 +224,8 @@ class Store:
             self._db.execute("BEGIN IMMEDIATE")
             ordinal = self._db.execute("SELECT COALESCE(MAX(ordinal), 0) + 1 FROM jobs").fetchone()[0]
             self._db.execute(
-                "INSERT INTO jobs (id, ordinal, request_id, spec, state, created_at, last_seq)"
-                " VALUES (?, ?, ?, ?, ?, ?, 1)",
+                "INSERT INTO jobs (id, ordinal, request_id, spec, state, created_at, last_seq, queue_seq)"
+                f" VALUES (?, ?, ?, ?, ?, ?, 1, {_BACK_SQL})",
                 (job_id, ordinal, request_id, spec_json, JobState.QUEUED.value, now),
             )
             self._db.execute(
@@ -170,22 +247,46 @@ class Store:
     def list_jobs(self, states: Sequence[JobState] = (), before_ordinal: int | None = None,
                   limit: int = 50) -> list[JobRecord]:
         """Newest first."""
-        sql, args = "SELECT * FROM jobs WHERE 1=1", []
+        where, args = self._list_filter(states, before_ordinal)
+        return [_row_to_job(r) for r in self._read(f"SELECT * FROM jobs WHERE {where} ORDER BY ordinal DESC LIMIT ?",
+                                                   [*args, limit])]
+
+    def list_sizes(self, states: Sequence[JobState] = (), before_ordinal: int | None = None,
+                   limit: int = 50) -> list[tuple[int, int]]:
+        """(ordinal, stored bytes of its spec, error, metrics and request id) of what `list_jobs` would
+        return, newest first, without reading the records: a page can be sized before it is read."""
+        size = ("length(CAST(spec AS BLOB)) + COALESCE(length(CAST(error AS BLOB)), 0)"
+                " + length(CAST(metrics AS BLOB)) + COALESCE(length(CAST(request_id AS BLOB)), 0)")
+        where, args = self._list_filter(states, before_ordinal)
+        rows = self._read(f"SELECT ordinal, {size} AS size FROM jobs WHERE {where} ORDER BY ordinal DESC LIMIT ?",
+                          [*args, limit])
+        return [(r["ordinal"], r["size"]) for r in rows]
+
+    def jobs_by_ordinals(self, ordinals: Sequence[int]) -> list[JobRecord]:
+        """The jobs with these ordinals (those that exist), newest first."""
+        if not ordinals:
+            return []
+        rows = self._read(f"SELECT * FROM jobs WHERE ordinal IN ({','.join('?' * len(ordinals))})"
+                          " ORDER BY ordinal DESC", list(ordinals))
+        return [_row_to_job(r) for r in rows]
+
+    @staticmethod
+    def _list_filter(states: Sequence[JobState], before_ordinal: int | None) -> tuple[str, list]:
+        where, args = "1=1", []
         if states:
-            sql += f" AND state IN ({','.join('?' * len(states))})"
+            where += f" AND state IN ({','.join('?' * len(states))})"
             args += [s.value for s in states]
         if before_ordinal is not None:
-            sql += " AND ordinal < ?"
+            where += " AND ordinal < ?"
             args.append(before_ordinal)
-        sql += " ORDER BY ordinal DESC LIMIT ?"
-        args.append(limit)
-        return [_row_to_job(r) for r in self._read(sql, args)]
+        return where, args
 
     def jobs_in_states(self, states: Iterable[JobState]) -> list[JobRecord]:
-        """Oldest first: the FIFO order of the queue."""
+        """In the queue's order: by queue position (a retried job behind those queued before its retry),
+        then by age."""
         states = list(states)
-        rows = self._read(f"SELECT * FROM jobs WHERE state IN ({','.join('?' * len(states))}) ORDER BY ordinal",
-                          [s.value for s in states])
+        rows = self._read(f"SELECT * FROM jobs WHERE state IN ({','.join('?' * len(states))})"
+                          " ORDER BY queue_seq, ordinal", [s.value for s in states])
         return [_row_to_job(r) for r in rows]
 
     def count_in_states(self, states: Iterable[JobState]) -> int:
@@ -199,9 +300,9 @@ class Store:
         for key in ("error", "metrics"):
             if key in fields and fields[key] is not None:
                 fields[key] = json.dumps(fields[key])
-        cols = ", ".join(f"{k} = ?" for k in fields)
+        cols, values = _set_clause(fields)
         with self._lock, self._db:
-            self._db.execute(f"UPDATE jobs SET {cols} WHERE id = ?", (*fields.values(), job_id))
+            self._db.execute(f"UPDATE jobs SET {cols} WHERE id = ?", (*values, job_id))
 
     # --- events -----------------------------------------------------------------------------
 
@@ -232,8 +333,8 @@ class Store:
                 [(job_id, first + i, now, kind, json.dumps(payload)) for i, (kind, payload, now) in enumerate(rows)],
             )
             fields["last_seq"] = first + len(rows) - 1
-            cols = ", ".join(f"{k} = ?" for k in fields)
-            self._db.execute(f"UPDATE jobs SET {cols} WHERE id = ?", (*fields.values(), job_id))
+            cols, values = _set_clause(fields)
+            self._db.execute(f"UPDATE jobs SET {cols} WHERE id = ?", (*values, job_id))
         return [Event(job_id, first + i, now, kind, payload) for i, (kind, payload, now) in enumerate(rows)]
 
     def events_after(self, job_id: str, after_seq: int, limit: int = 1000) -> list[Event]:

@@ -17,11 +17,22 @@ from pathlib import Path
 from google.protobuf import json_format
 
 from tunewire.v1 import job_pb2
-from tunewire_server import dataset_scan
+from tunewire_server import dataset_scan, request_limits
 from tunewire_server.config import Settings
 from tunewire_server.dataset_scan import DatasetProblem
-from tunewire_server.errors import FieldViolation, InvalidSpec
-from tunewire_server.paths import UnsafePath, looks_like_hub_id, resolve_under
+from tunewire_server.errors import FieldViolation, InvalidSpec, preview
+from tunewire_server.paths import (
+    UnsafePath,
+    looks_like_hub_id,
+    open_regular,
+    read_text_limited,
+    resolve_under,
+    special_entry,
+)
+from tunewire_server.request_limits import check_job_id, check_page_token, check_request_id
+
+__all__ = ["validate", "spec_to_json", "spec_from_json", "check_request_id", "check_job_id", "check_page_token",
+           "DatasetPlan", "MAX_LABELS"]
 
 SCHEDULERS = frozenset({
     "linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
@@ -33,7 +44,7 @@ FILE_FORMATS = {
     job_pb2.FILE_FORMAT_TSV: "tsv",
     job_pb2.FILE_FORMAT_PARQUET: "parquet",
 }
-MAX_LABELS = 10_000
+MAX_LABELS = 10_000  # classes a classifier may have; checked before anything is sized by a label
 
 
 class Violations:
@@ -54,6 +65,11 @@ class DatasetPlan:
 
     kind: str  # "file" | "hub" | "inline"
     path: str | None = None
+    # For a file: the dataset root and the path under it, so the worker opens the file the same safe way
+    # at the moment it reads it (a path checked here may be a symlink leading elsewhere by then).
+    root: str | None = None
+    relative: str | None = None
+    max_bytes: int | None = None  # the server's max_dataset_bytes, which the worker's read stops at
     format: str | None = None
     name: str | None = None
     config: str | None = None
@@ -66,7 +82,15 @@ class DatasetPlan:
 
 
 def spec_to_json(spec: job_pb2.JobSpec) -> str:
-    return json_format.MessageToJson(spec, indent=None, preserving_proto_field_name=True)
+    """The spec as JSON. A spec that JSON cannot hold (NaN or infinity in an inline row) is InvalidSpec
+    naming the row, whether or not it went through validate() first."""
+    try:
+        return json_format.MessageToJson(spec, indent=None, preserving_proto_field_name=True)
+    except (json_format.Error, ValueError):
+        problems = request_limits.check_rows(spec)
+        if problems:
+            raise InvalidSpec(problems) from None
+        raise
 
 
 def spec_from_json(text: str) -> job_pb2.JobSpec:
@@ -76,9 +100,13 @@ def spec_from_json(text: str) -> job_pb2.JobSpec:
 def validate(spec: job_pb2.JobSpec, settings: Settings) -> dict:
     """Return the worker's plan for `spec`, or raise InvalidSpec with every problem found.
 
-    Cheap structural checks run first; the data scan runs only when the structure is sound.
+    Bounds on every value run first (request_limits: lengths, characters, enums, numbers, rows), and
+    stop here when broken, so no later check sizes anything by or quotes an unbounded value; then cheap
+    structural checks; the data scan runs only when the structure is sound.
     """
     v = Violations()
+    request_limits.check_spec(spec, settings, v.add)
+    v.raise_if_any()
     task = spec.WhichOneof("task")
     model_path = _check_model(spec.base_model, settings, v)
     if task is None:
@@ -125,7 +153,7 @@ def _check_model(name: str, settings: Settings, v: Violations) -> str | None:
         return None
     allowed = [p.strip() for p in settings.allowed_models.split(",") if p.strip()]
     if allowed and not any(fnmatch.fnmatchcase(name, pattern) for pattern in allowed):
-        v.add(field, f"{name!r} is not on this server's model allow-list")
+        v.add(field, f"{preview(name)} is not on this server's model allow-list")
         return None
     try:
         local = resolve_under(settings.model_root, name)
@@ -138,14 +166,26 @@ def _check_model(name: str, settings: Settings, v: Violations) -> str | None:
         v.add(field, f"cannot be read: {exc.strerror or exc}")
         return None
     if is_local:
+        special = special_entry(local)
+        if special:
+            v.add(field, f"folder {preview(name)} holds {preview(special)}, which is not a regular file; the "
+                  "server reads regular files only")
+            return None
         config = local / "config.json"
-        if not config.is_file():
-            v.add(field, f"folder {name!r} has no config.json")
+        if not config.exists():
+            v.add(field, f"folder {preview(name)} has no config.json")
             return None
         try:
-            cfg = json.loads(config.read_text(encoding="utf-8"))
+            cfg = json.loads(read_text_limited(config))
+        except UnsafePath as exc:  # a FIFO, device or directory; or too large
+            v.add(field, f"config.json of {preview(name)} {exc}")
+            return None
+        except RecursionError:
+            v.add(field, f"config.json of {preview(name)} nests too deeply")
+            return None
         except (OSError, ValueError) as exc:
-            v.add(field, f"config.json of {name!r} is unreadable: {exc}")
+            reason = exc.strerror if isinstance(exc, OSError) else type(exc).__name__
+            v.add(field, f"config.json of {preview(name)} is unreadable: {reason}")
             return None
         if not isinstance(cfg, dict) or "auto_map" in cfg:
             v.add(field, "models that need custom code (auto_map in config.json) are refused")
@@ -153,7 +193,7 @@ def _check_model(name: str, settings: Settings, v: Violations) -> str | None:
         return str(local)
     if settings.allow_hub_models and looks_like_hub_id(name) and "/" in name:
         return name
-    v.add(field, f"{name!r} is not a folder under the model root and not an accepted hub id")
+    v.add(field, f"{preview(name)} is not a folder under the model root and not an accepted hub id")
     return None
 
 
@@ -193,7 +233,8 @@ def _check_hyperparameters(spec: job_pb2.JobSpec, settings: Settings, v: Violati
     if hp.HasField("weight_decay") and not (math.isfinite(hp.weight_decay) and 0 <= hp.weight_decay < 1):
         v.add(f + "weight_decay", f"must be in [0, 1), got {hp.weight_decay}")
     if hp.lr_scheduler_type and hp.lr_scheduler_type not in SCHEDULERS:
-        v.add(f + "lr_scheduler_type", f"unknown scheduler {hp.lr_scheduler_type!r}; one of {', '.join(sorted(SCHEDULERS))}")
+        v.add(f + "lr_scheduler_type",
+              f"unknown scheduler {preview(hp.lr_scheduler_type)}; one of {', '.join(sorted(SCHEDULERS))}")
     if hp.eval_strategy == job_pb2.EVAL_STRATEGY_STEPS and not hp.eval_steps:
         v.add(f + "eval_steps", "is required when eval_strategy is STEPS")
     if hp.save_strategy == job_pb2.SAVE_STRATEGY_STEPS and not hp.save_steps:
@@ -223,7 +264,7 @@ def _check_lora(spec: job_pb2.JobSpec, task: str | None, v: Violations) -> None:
         v.add("lora.dropout", "must be in [0, 1)")
     for i, name in enumerate(lora.target_modules):
         if not name or not all(c.isalnum() or c in "._-" for c in name):
-            v.add(f"lora.target_modules[{i}]", f"not a module name: {name!r}")
+            v.add(f"lora.target_modules[{i}]", f"not a module name: {preview(name)}")
 
 
 # --- datasets -----------------------------------------------------------------------------------
@@ -240,17 +281,25 @@ def _check_dataset_source(ds: job_pb2.Dataset, field: str, default_split: str, s
         if not looks_like_hub_id(name) or "/" not in name:
             # A bare name ("text", "json", "imdb") would also name one of the datasets library's local
             # builders or a folder beside the worker, which read files the server never meant to give out.
-            v.add(f"{field}.hub.name", f"not a hub dataset id 'owner/name' (e.g. 'stanfordnlp/imdb'): {name!r}")
+            v.add(f"{field}.hub.name", f"not a hub dataset id 'owner/name' (e.g. 'stanfordnlp/imdb'): {preview(name)}")
             return None
         return DatasetPlan("hub", name=name, config=ds.hub.config or None, split=ds.hub.split or default_split,
                            max_samples=ds.max_samples)
     if source == "inline":
-        rows = [json_format.MessageToDict(r) for r in ds.inline.rows]
+        if len(ds.inline.rows) > settings.max_inline_rows:
+            v.add(f"{field}.inline.rows",
+                  f"has {len(ds.inline.rows)} rows; at most {settings.max_inline_rows} may be sent inline")
+            return None
+        size = ds.inline.ByteSize()
+        if size > settings.max_inline_bytes:
+            v.add(f"{field}.inline.rows", f"are {size} bytes; at most {settings.max_inline_bytes} may be sent inline "
+                  "(put larger data in a file under the dataset root)")
+            return None
+        rows = request_limits.rows_of(ds, field, v.add)
+        if rows is None:
+            return None
         if not rows:
             v.add(f"{field}.inline.rows", "has no rows")
-            return None
-        if len(rows) > settings.max_inline_rows:
-            v.add(f"{field}.inline.rows", f"has {len(rows)} rows; at most {settings.max_inline_rows} may be sent inline")
             return None
         return DatasetPlan("inline", rows=rows, max_samples=ds.max_samples)
     # file
@@ -260,32 +309,38 @@ def _check_dataset_source(ds: job_pb2.Dataset, field: str, default_split: str, s
     except UnsafePath as exc:
         v.add(pfield, str(exc))
         return None
+    shown = preview(ds.file.path)
     try:
-        if not path.is_file():
-            v.add(pfield, f"no file {ds.file.path!r} under the dataset root")
+        if not path.exists():
+            v.add(pfield, f"no file {shown} under the dataset root")
             return None
-        if not os.access(path, os.R_OK):
-            v.add(pfield, f"{ds.file.path!r} is not readable")
-            return None
-        size = path.stat().st_size
+        fd = open_regular(path)  # never blocks: a FIFO or device is refused without reading it
+        try:
+            size = os.fstat(fd).st_size
+        finally:
+            os.close(fd)
+    except UnsafePath as exc:
+        v.add(pfield, f"{shown} {exc}")
+        return None
     except OSError as exc:
-        v.add(pfield, f"cannot be read: {exc.strerror or exc}")
+        v.add(pfield, f"{shown} cannot be read: {exc.strerror or type(exc).__name__}")
         return None
     if size > settings.max_dataset_bytes:
-        v.add(pfield, f"{ds.file.path!r} is {size} bytes; the limit is {settings.max_dataset_bytes}")
+        v.add(pfield, f"{shown} is {size} bytes; the limit is {settings.max_dataset_bytes}")
         return None
     try:
         fmt = dataset_scan.format_for(path, FILE_FORMATS.get(ds.file.format))
     except DatasetProblem as exc:
         v.add(f"{field}.file.format", str(exc))
         return None
-    return DatasetPlan("file", path=str(path), format=fmt, max_samples=ds.max_samples)
+    return DatasetPlan("file", path=str(path), format=fmt, max_samples=ds.max_samples,
+                       root=str(settings.dataset_root), relative=ds.file.path, max_bytes=settings.max_dataset_bytes)
 
 
-def _rows_of(plan: DatasetPlan):
+def _rows_of(plan: DatasetPlan, settings: Settings):
     if plan.kind == "inline":
         return enumerate(plan.rows, start=1)
-    return dataset_scan.iter_file_rows(Path(plan.path), plan.format)
+    return dataset_scan.iter_file_rows(Path(plan.path), plan.format, max_bytes=settings.max_dataset_bytes)
 
 
 def scan_dataset(plan: DatasetPlan | None, field: str, settings: Settings, v: Violations,
@@ -293,12 +348,14 @@ def scan_dataset(plan: DatasetPlan | None, field: str, settings: Settings, v: Vi
     if plan is None or plan.kind == "hub":
         return None  # hub data is checked by the worker once downloaded
     try:
-        return dataset_scan.scan_rows(_rows_of(plan), max_rows=settings.max_dataset_rows, check=check,
-                                      label_field=label_field)
+        return dataset_scan.scan_rows(_rows_of(plan, settings), max_rows=settings.max_dataset_rows, check=check,
+                                      label_field=label_field, max_labels=MAX_LABELS if label_field else None)
     except DatasetProblem as exc:
         v.add(field, str(exc))
+    except UnsafePath as exc:  # swapped for a FIFO or a device since it was checked, or grown too large
+        v.add(field, str(exc))
     except OSError as exc:
-        v.add(field, f"cannot be read: {exc.strerror or exc}")
+        v.add(field, f"cannot be read: {exc.strerror or type(exc).__name__}")
     return None
 
 
@@ -327,24 +384,27 @@ def _scan_classification(spec: job_pb2.JobSpec, train: DatasetPlan, evals: Datas
     label_field = task.label_field or "label"
     declared = list(task.label_names)
 
+    limit = len(declared) if declared else MAX_LABELS
+    big_index_row: list[int] = []  # the first row whose label reads as a class index beyond MAX_LABELS
+
     def check(row_no: int, row: dict) -> None:
         dataset_scan.require_text(row_no, row, text_field)
         if task.text_pair_field:
             dataset_scan.require_text(row_no, row, task.text_pair_field)
         if label_field not in row:
-            raise DatasetProblem(f"row {row_no}: column {label_field!r} is missing")
+            raise DatasetProblem(f"row {row_no}: column {preview(label_field)} is missing")
         label = row[label_field]
-        if isinstance(label, bool) or not isinstance(label, (str, int, float)):
-            raise DatasetProblem(f"row {row_no}: label must be a name or a class index, got {label!r}")
-        if isinstance(label, float) and not label.is_integer():
-            raise DatasetProblem(f"row {row_no}: label {label!r} is not a class index")
-        if declared:
-            if isinstance(label, str) and label not in declared and not _is_index(label, len(declared)):
-                if label.isdigit():
-                    raise DatasetProblem(f"row {row_no}: label {label!r} is out of range for {len(declared)} labels")
-                raise DatasetProblem(f"row {row_no}: label {label!r} is not one of label_names")
-            if isinstance(label, (int, float)) and not 0 <= label < len(declared):
-                raise DatasetProblem(f"row {row_no}: label {label!r} is out of range for {len(declared)} labels")
+        if isinstance(label, str):
+            if declared and label not in declared and not _is_index(label, limit):
+                if _is_digits(label):
+                    raise DatasetProblem(f"row {row_no}: label {preview(label)} is out of range for {limit} labels")
+                raise DatasetProblem(f"row {row_no}: label {preview(label)} is not one of label_names")
+            if not declared and _is_digits(label) and not _is_index(label, limit) and not big_index_row:
+                big_index_row.append(row_no)
+            return
+        # A number must be a class index: checked here, one row at a time, against the label limit, so a
+        # label of 1e300 is refused instead of sizing a list of names by it.
+        dataset_scan.class_index(label, limit, row_no, label_field)
 
     train_scan = scan_dataset(train, "train_dataset", settings, v, check, label_field)
     scan_dataset(evals, "eval_dataset", settings, v, check, label_field)
@@ -354,33 +414,43 @@ def _scan_classification(spec: job_pb2.JobSpec, train: DatasetPlan, evals: Datas
         return declared
     values = list(train_scan.label_values)
     if all(isinstance(x, str) for x in values):
-        if all(_is_index(x, 1 << 30) for x in values):
+        if all(_is_digits(x) for x in values):
+            if big_index_row:
+                v.add("train_dataset", f"row {big_index_row[0]}: a label read as a class index is {MAX_LABELS} or "
+                      f"more; at most {MAX_LABELS} labels. To use such labels as names, set "
+                      "classification.label_names")
+                return None
             names = [str(i) for i in range(max(int(x) for x in values) + 1)]
         else:
             names = sorted(values)
     elif all(isinstance(x, (int, float)) for x in values):
-        names = [str(i) for i in range(int(max(values)) + 1)]
-        if min(values) < 0:
-            v.add("train_dataset", "class indices must not be negative; or set classification.label_names")
+        names = [str(i) for i in range(int(max(values)) + 1)]  # each checked by class_index: < MAX_LABELS
     else:
         v.add("train_dataset", "labels mix names and class indices; set classification.label_names")
         return None
     if len(names) < 2:
-        v.add("train_dataset", f"needs at least 2 distinct labels, found {len(names)} ({', '.join(map(str, values))})")
+        v.add("train_dataset", f"needs at least 2 distinct labels, found {len(names)} "
+              f"({', '.join(preview(x) for x in values[:2])})")
     if len(names) > MAX_LABELS:
         v.add("train_dataset", f"has {len(names)} labels; at most {MAX_LABELS}")
     if evals is not None and evals.kind != "hub" and not v.items:
         # eval labels must be known to the model trained on train's labels
         def check_eval(row_no: int, row: dict) -> None:
             label = row[label_field]
-            if isinstance(label, str) and label not in names and not _is_index(label, len(names)):
-                raise DatasetProblem(f"row {row_no}: label {label!r} does not occur in train_dataset")
-            if isinstance(label, (int, float)) and not 0 <= label < len(names):
-                raise DatasetProblem(f"row {row_no}: label {label!r} is out of range for {len(names)} labels")
+            if isinstance(label, str):
+                if label not in names and not _is_index(label, len(names)):
+                    raise DatasetProblem(f"row {row_no}: label {preview(label)} does not occur in train_dataset")
+                return
+            dataset_scan.class_index(label, len(names), row_no, label_field)
 
         scan_dataset(evals, "eval_dataset", settings, v, check_eval)
     return names
 
 
+def _is_digits(value: str) -> bool:
+    return value.isascii() and value.isdigit()
+
+
 def _is_index(value: str, n: int) -> bool:
-    return value.isdigit() and int(value) < n
+    # the length test first: int() of a million digits is slow (and refused by Python beyond 4300)
+    return _is_digits(value) and len(value.lstrip("0")) <= len(str(n)) and int(value) < n

@@ -23,8 +23,16 @@ from pathlib import Path
 from tunewire.v1 import job_pb2
 from tunewire_server import dataset_scan
 from tunewire_server.config import Settings
-from tunewire_server.dataset_scan import DatasetProblem
-from tunewire_server.paths import UnsafePath, resolve_under
+from tunewire_server.dataset_scan import DatasetProblem, columns_of
+from tunewire_server.errors import preview
+from tunewire_server.paths import (
+    UnsafePath,
+    is_regular_file,
+    open_regular,
+    read_text_limited,
+    resolve_under,
+    special_entry,
+)
 
 DEFAULT_MAX_LENGTH = 1024
 MAX_MAX_LENGTH = 131_072
@@ -48,6 +56,14 @@ DTYPES = {
 DEFAULT_MAX_NEW_TOKENS = 64
 MAX_NEW_TOKENS = 4096
 MAX_STOP_SEQUENCES = 16
+MAX_STOP_CHARS = 256
+# Sampling temperature. generate() divides the logits (upcast to float32) by it before the softmax: at
+# 1e-300 a logit of 1 becomes inf and the probabilities NaN ("probability tensor contains inf/nan"). At
+# 1e-2 logits up to ±650 stay finite even in float16 (max 65504), and a logit gap of 0.1 already
+# becomes 10 (e^-10 odds): sampling is as good as greedy, which is what do_sample=false gives.
+MIN_TEMPERATURE = 1e-2
+MAX_TEMPERATURE = 100.0
+MAX_TOP_K = 1_000_000  # beyond any vocabulary; generate() caps top_k at the vocabulary size anyway
 PACKING = {
     job_pb2.PACKING_STRATEGY_UNSPECIFIED: "bfd",
     job_pb2.PACKING_STRATEGY_BFD: "bfd",
@@ -86,7 +102,7 @@ def split_template(template: str, response_template: str) -> tuple[str, str]:
     """Cut a template into (prompt, completion) templates just after the first `response_template`."""
     at = template.find(response_template)
     if at < 0:
-        raise TemplateError(f"{response_template!r} does not occur in sft.formatting_template")
+        raise TemplateError(f"{preview(response_template)} does not occur in sft.formatting_template")
     cut = at + len(response_template)
     prompt, completion = template[:cut], template[cut:]
     try:
@@ -113,10 +129,10 @@ def render(template: str, row: dict, columns: list[str], row_no: int | None = No
     for name in columns:
         where = f"row {row_no}: " if row_no is not None else ""
         if name not in row:
-            raise DatasetProblem(f"{where}column {name!r} is missing (columns: {', '.join(sorted(map(str, row)))})")
+            raise DatasetProblem(f"{where}column {preview(name)} is missing (columns: {columns_of(row)})")
         value = row[name]
         if value is None or not isinstance(value, (str, int, float, bool)):
-            raise DatasetProblem(f"{where}column {name!r} must be text or a number, got {type(value).__name__}")
+            raise DatasetProblem(f"{where}column {preview(name)} must be text or a number, got {type(value).__name__}")
         values[name] = _scalar(value)
     return template.format_map(values)
 
@@ -166,14 +182,14 @@ def row_check(task: job_pb2.SftTask) -> Callable[[int, dict], None]:
 
 def check_messages(row_no: int, row: dict, field: str, assistant_only: bool) -> None:
     if field not in row:
-        raise DatasetProblem(f"row {row_no}: column {field!r} is missing (columns: {', '.join(sorted(map(str, row)))})")
+        raise DatasetProblem(f"row {row_no}: column {preview(field)} is missing (columns: {columns_of(row)})")
     messages = row[field]
     if not isinstance(messages, list):
         hint = " (CSV/TSV cells cannot hold message lists; use JSONL or Parquet)" if isinstance(messages, str) else ""
-        raise DatasetProblem(f"row {row_no}: column {field!r} must be a list of {{role, content}} messages, "
+        raise DatasetProblem(f"row {row_no}: column {preview(field)} must be a list of {{role, content}} messages, "
                              f"got {type(messages).__name__}{hint}")
     if not messages:
-        raise DatasetProblem(f"row {row_no}: column {field!r} has no messages")
+        raise DatasetProblem(f"row {row_no}: column {preview(field)} has no messages")
     has_answer = False
     for i, message in enumerate(messages):
         if not isinstance(message, dict):
@@ -181,7 +197,8 @@ def check_messages(row_no: int, row: dict, field: str, assistant_only: bool) -> 
                                  f"got {type(message).__name__}")
         role, content = message.get("role"), message.get("content")
         if not isinstance(role, str) or role not in CHAT_ROLES:
-            raise DatasetProblem(f"row {row_no}: message {i} has role {role!r}; one of {', '.join(sorted(CHAT_ROLES))}")
+            raise DatasetProblem(f"row {row_no}: message {i} has role {preview(role)}; "
+                                 f"one of {', '.join(sorted(CHAT_ROLES))}")
         if not isinstance(content, str):
             raise DatasetProblem(f"row {row_no}: message {i} content must be text, got {type(content).__name__}")
         if role == "assistant" and content.strip():
@@ -194,11 +211,17 @@ def check_messages(row_no: int, row: dict, field: str, assistant_only: bool) -> 
 # --- local model facts --------------------------------------------------------------------------
 
 
-def read_config(folder: Path) -> dict:
+def _json_file(path: Path):
+    """A small JSON file's content, or None when it is missing, unreadable or not a regular file (never
+    blocks on a FIFO; validation.check_model_folder reports such files)."""
     try:
-        cfg = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
+        return json.loads(read_text_limited(path))
+    except (OSError, ValueError, RecursionError):  # UnsafePath is a ValueError
+        return None
+
+
+def read_config(folder: Path) -> dict:
+    cfg = _json_file(folder / "config.json")
     return cfg if isinstance(cfg, dict) else {}
 
 
@@ -214,13 +237,13 @@ def max_positions(cfg: dict) -> int | None:
 def read_chat_template(folder: Path) -> str | None:
     """The chat template a tokenizer folder carries (chat_template.jinja or tokenizer_config.json)."""
     jinja = folder / "chat_template.jinja"
-    if jinja.is_file():
-        return jinja.read_text(encoding="utf-8")
-    for name in ("tokenizer_config.json", "chat_template.json"):
+    if is_regular_file(jinja):
         try:
-            data = json.loads((folder / name).read_text(encoding="utf-8"))
+            return read_text_limited(jinja)
         except (OSError, ValueError):
-            continue
+            return None
+    for name in ("tokenizer_config.json", "chat_template.json"):
+        data = _json_file(folder / name)
         template = data.get("chat_template") if isinstance(data, dict) else None
         if isinstance(template, list):  # named variants: the default one
             template = next((t.get("template") for t in template if isinstance(t, dict)
@@ -247,7 +270,7 @@ def _trl_patchable_templates() -> frozenset[str]:
     for training in folder.glob("*_training.jinja"):
         base = folder / (training.name.removesuffix("_training.jinja") + ".jinja")
         if base.is_file():
-            found.add(base.read_text(encoding="utf-8"))
+            found.add(read_text_limited(base))
     return frozenset(found)
 
 
@@ -259,17 +282,17 @@ def weight_names(folder: Path) -> list[str] | None:
     """Tensor names from safetensors headers (the 8-byte length, then JSON); None when unreadable."""
     index = folder / "model.safetensors.index.json"
     try:
-        if index.is_file():
-            return list(json.loads(index.read_text(encoding="utf-8"))["weight_map"])
+        if index.exists():
+            return list(json.loads(read_text_limited(index))["weight_map"])
         single = folder / "model.safetensors"
-        if single.is_file():
-            with open(single, "rb") as f:
+        if single.exists():
+            with open(open_regular(single), "rb") as f:
                 (size,) = struct.unpack("<Q", f.read(8))
                 if size > 100 * 1024 * 1024:
                     return None
                 header = json.loads(f.read(size))
             return [k for k in header if k != "__metadata__"]
-    except (OSError, ValueError, KeyError, struct.error):
+    except (OSError, ValueError, KeyError, TypeError, struct.error, RecursionError):
         return None
     return None
 
@@ -282,7 +305,7 @@ def _local_model(spec: job_pb2.JobSpec, settings: Settings) -> Path | None:
         path = resolve_under(settings.model_root, spec.base_model)
     except UnsafePath:
         return None
-    return path if (path / "config.json").is_file() else None
+    return path if is_regular_file(path / "config.json") else None
 
 
 def _template_source(task: job_pb2.SftTask, settings: Settings, v) -> Path | None:
@@ -292,14 +315,20 @@ def _template_source(task: job_pb2.SftTask, settings: Settings, v) -> Path | Non
     except UnsafePath as exc:
         v.add(field, str(exc))
         return None
+    shown = preview(task.chat_template_source)
     if not path.is_dir():
-        v.add(field, f"no folder {task.chat_template_source!r} under the model root")
+        v.add(field, f"no folder {shown} under the model root")
         return None
-    if not any((path / n).is_file() for n in ("tokenizer.json", "tokenizer_config.json")):
-        v.add(field, f"folder {task.chat_template_source!r} has no tokenizer to clone the template from")
+    special = special_entry(path)
+    if special:
+        v.add(field, f"folder {shown} holds {preview(special)}, which is not a regular file; the server reads "
+              "regular files only")
+        return None
+    if not any(is_regular_file(path / n) for n in ("tokenizer.json", "tokenizer_config.json")):
+        v.add(field, f"folder {shown} has no tokenizer to clone the template from")
         return None
     if read_chat_template(path) is None:
-        v.add(field, f"folder {task.chat_template_source!r} has no chat template")
+        v.add(field, f"folder {shown} has no chat template")
         return None
     return path
 
@@ -385,8 +414,8 @@ def _check_against_model(spec: job_pb2.JobSpec, model: Path, settings: Settings,
     model_type = str(cfg.get("model_type", ""))
     archs = cfg.get("architectures") or []
     if isinstance(archs, list) and archs and not any(str(a).endswith(CAUSAL_ARCH_SUFFIXES) for a in archs):
-        v.add("base_model", f"SFT needs a causal language model; {spec.base_model!r} is a {model_type or 'model'} "
-              f"({', '.join(map(str, archs))})")
+        v.add("base_model", f"SFT needs a causal language model; {preview(spec.base_model)} is a {model_type[:40] or 'model'} "
+              f"({', '.join(map(str, archs))[:80]})")
         return
     limit = max_positions(cfg)
     if limit is not None and task.max_length > limit:
@@ -399,12 +428,12 @@ def _check_against_model(spec: job_pb2.JobSpec, model: Path, settings: Settings,
         if task.chat_template_source:
             source = _template_source(task, settings, v)
             template = read_chat_template(source) if source else None
-            origin = f"the template of {task.chat_template_source!r}"
+            origin = f"the template of {preview(task.chat_template_source)}"
         else:
             template = read_chat_template(model)
-            origin = f"the chat template of {spec.base_model!r}"
+            origin = f"the chat template of {preview(spec.base_model)}"
             if template is None:
-                v.add("sft.messages_field", f"{spec.base_model!r} has no chat template to render messages with; "
+                v.add("sft.messages_field", f"{preview(spec.base_model)} has no chat template to render messages with; "
                       "set sft.chat_template_source to a model folder whose template to clone")
         if template is not None and task.assistant_only_loss and not assistant_masking_supported(template):
             v.add("sft.assistant_only_loss", f"{origin} has no {{% generation %}} markers and TRL has no training "
@@ -419,7 +448,7 @@ def _check_against_model(spec: job_pb2.JobSpec, model: Path, settings: Settings,
                     continue
                 if not any(m == target or m.endswith("." + target) for m in modules):
                     leaves = sorted({m.rsplit(".", 1)[-1] for m in modules if not m.rsplit(".", 1)[-1].isdigit()})
-                    v.add(f"lora.target_modules[{i}]", f"{spec.base_model!r} has no module {target!r}; its modules "
+                    v.add(f"lora.target_modules[{i}]", f"{preview(spec.base_model)} has no module {preview(target)}; its modules "
                           f"include {', '.join(leaves[:24])}")
 
 
@@ -478,35 +507,83 @@ class GenerationParams:
 
     @classmethod
     def from_request(cls, params: dict | None) -> GenerationParams:
-        """From GenerationParams as protobuf JSON (int64 seed arrives as a string); checks ranges."""
+        """From GenerationParams as protobuf JSON (int64 seed arrives as a string); checks every value.
+
+        Bounds: max_new_tokens 1..MAX_NEW_TOKENS; temperature MIN_TEMPERATURE..MAX_TEMPERATURE; top_p in
+        (0, 1]; top_k 0 (off)..MAX_TOP_K; seed what torch.manual_seed takes (-2**63..2**64-1); at most
+        MAX_STOP_SEQUENCES stop sequences of at most MAX_STOP_CHARS characters each."""
         params = params or {}
-        p = cls(do_sample=bool(params.get("do_sample", False)), stop=list(params.get("stop_sequences") or []))
+        if not isinstance(params, dict):
+            raise GenerationRequestError("must be an object", "generation")
         f = "generation."
+        stop = params.get("stop_sequences") or []
+        if not isinstance(stop, list):
+            raise GenerationRequestError("must be a list of strings", f + "stop_sequences")
+        p = cls(do_sample=params.get("do_sample", False) is True, stop=list(stop))
         if "max_new_tokens" in params:
-            p.max_new_tokens = int(params["max_new_tokens"])
+            p.max_new_tokens = _integer(params["max_new_tokens"], f + "max_new_tokens")
             if not 1 <= p.max_new_tokens <= MAX_NEW_TOKENS:
                 raise GenerationRequestError(f"must be between 1 and {MAX_NEW_TOKENS}", f + "max_new_tokens")
         for name in ("temperature", "top_p", "top_k"):
             if name in params and not p.do_sample:
                 raise GenerationRequestError("applies only when sampling: set do_sample", f + name)
         if "temperature" in params:
-            p.temperature = float(params["temperature"])
-            if not (math.isfinite(p.temperature) and 0 < p.temperature <= 100):
-                raise GenerationRequestError("must be above 0 and at most 100", f + "temperature")
+            p.temperature = _number(params["temperature"], f + "temperature")
+            if not MIN_TEMPERATURE <= p.temperature <= MAX_TEMPERATURE:
+                raise GenerationRequestError(
+                    f"must be between {MIN_TEMPERATURE:g} and {MAX_TEMPERATURE:g}; below {MIN_TEMPERATURE:g} "
+                    "the logits divided by it can overflow, and sampling is greedy anyway: for the most likely "
+                    "text, leave do_sample off", f + "temperature")
         if "top_p" in params:
-            p.top_p = float(params["top_p"])
-            if not (math.isfinite(p.top_p) and 0 < p.top_p <= 1):
+            p.top_p = _number(params["top_p"], f + "top_p")
+            if not 0 < p.top_p <= 1:
                 raise GenerationRequestError("must be in (0, 1]", f + "top_p")
         if "top_k" in params:
-            p.top_k = int(params["top_k"])  # 0 = no top-k filtering
+            p.top_k = _integer(params["top_k"], f + "top_k")  # 0 = no top-k filtering
+            if not 0 <= p.top_k <= MAX_TOP_K:
+                raise GenerationRequestError(f"must be between 0 (off) and {MAX_TOP_K}", f + "top_k")
         if "seed" in params:
-            try:
-                p.seed = int(params["seed"])
-            except (TypeError, ValueError):
-                raise GenerationRequestError("must be an integer", f + "seed") from None
+            p.seed = _integer(params["seed"], f + "seed")
+            if not -(2**63) <= p.seed < 2**64:
+                raise GenerationRequestError("must be between -2**63 and 2**64-1", f + "seed")
         if len(p.stop) > MAX_STOP_SEQUENCES:
             raise GenerationRequestError(f"at most {MAX_STOP_SEQUENCES} stop sequences", f + "stop_sequences")
         for i, s in enumerate(p.stop):
             if not isinstance(s, str) or not s:
                 raise GenerationRequestError("a stop sequence must not be empty", f"{f}stop_sequences[{i}]")
+            if len(s) > MAX_STOP_CHARS:
+                raise GenerationRequestError(f"a stop sequence has at most {MAX_STOP_CHARS} characters",
+                                             f"{f}stop_sequences[{i}]")
+            if "\x00" in s:
+                raise GenerationRequestError("a stop sequence must not contain NUL", f"{f}stop_sequences[{i}]")
         return p
+
+
+def _integer(value, field: str) -> int:
+    """An integer from protobuf JSON: a number without a fraction, or (int64) a decimal string."""
+    if isinstance(value, bool):
+        raise GenerationRequestError("must be an integer", field)
+    if isinstance(value, str):
+        if len(value) > 24 or not re.fullmatch(r"-?[0-9]+", value):
+            raise GenerationRequestError("must be an integer", field)
+        return int(value)
+    if isinstance(value, float):
+        if not (math.isfinite(value) and value.is_integer()):
+            raise GenerationRequestError("must be an integer", field)
+        return int(value)
+    if isinstance(value, int):
+        return value
+    raise GenerationRequestError("must be an integer", field)
+
+
+def _number(value, field: str) -> float:
+    """A finite float from protobuf JSON (which writes NaN and infinities as strings)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise GenerationRequestError("must be a number", field)
+    try:
+        number = float(value)
+    except (ValueError, OverflowError):
+        raise GenerationRequestError("must be a number", field) from None
+    if not math.isfinite(number):
+        raise GenerationRequestError(f"must be a finite number, got {number}", field)
+    return number

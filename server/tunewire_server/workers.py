@@ -15,9 +15,28 @@ import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+# The TUNEWIRE_* variables worker code reads (worker/runtime.py, training.py, inference.py, launcher.py).
+# Every other TUNEWIRE_* variable of the server's environment is a server setting (auth tokens, the TLS
+# key's path, ...) and stays out of workers: they run third-party model and data code.
+WORKER_SETTINGS = frozenset({
+    "TUNEWIRE_TORCH_THREADS", "TUNEWIRE_TRAINING_NICENESS", "TUNEWIRE_CACHE_SIZE", "TUNEWIRE_BATCH_WINDOW_MS",
+    "TUNEWIRE_MAX_BATCH", "TUNEWIRE_LAUNCHER_PARENT",
+})
+SETTINGS_PREFIX = "TUNEWIRE_"
+
 # Signals the control plane sends a training worker.
 STOP_SIGNAL = signal.SIGUSR1  # stop at the next step, save nothing (cancel)
 CHECKPOINT_SIGNAL = signal.SIGUSR2  # save a checkpoint at the next step, then stop (shutdown)
+
+
+def worker_environment(extra: dict[str, str] | None = None, base: dict[str, str] | None = None) -> dict[str, str]:
+    """A worker's environment: the server's, less its settings (only the ones in WORKER_SETTINGS pass),
+    plus `extra` (what the caller passes the worker on purpose). Other variables pass: the worker needs
+    PATH, CUDA_*, HF_* (HF_TOKEN for gated hub models) and the like, which the server does not know."""
+    base = os.environ if base is None else base
+    env = {k: v for k, v in base.items() if not k.startswith(SETTINGS_PREFIX) or k in WORKER_SETTINGS}
+    env.update(extra or {})
+    return env
 
 
 class WorkerProcess:
@@ -39,7 +58,7 @@ class WorkerProcess:
                 proc = await asyncio.create_subprocess_exec(
                     sys.executable, "-m", module, "--message-fd", str(write_fd),
                     stdin=asyncio.subprocess.PIPE, stdout=log, stderr=log,
-                    pass_fds=(write_fd,), env={**os.environ, **(env or {})}, cwd=cwd, start_new_session=True,
+                    pass_fds=(write_fd,), env=worker_environment(env), cwd=cwd, start_new_session=True,
                 )
             finally:
                 os.close(write_fd)

@@ -159,16 +159,37 @@ def _cli(server, *args):
 
 def test_cli_predict_takes_the_generation_flags(sft_server, sft_client, text_job):
     job, _ = text_job
-    result = _cli(sft_server, "predict", job.id, "one two three", "--max-new-tokens", "20", "--stop", "six",
-                  "--json")
-    assert result.returncode == 0, result.stderr
-    [p] = json.loads(result.stdout)
-    expected = sft_client.predict(job.id, "one two three", max_new_tokens=20, stop=["six"])[0]
-    assert p == {"text": expected.text, "num_tokens": expected.num_tokens, "finish_reason": "stop"}
-    sampled = ["--do-sample", "--temperature", "2", "--top-k", "5", "--top-p", "0.9", "--seed", "3",
-               "--max-new-tokens", "8", "--json"]
-    assert _cli(sft_server, "predict", job.id, "the", *sampled).stdout == \
-        _cli(sft_server, "predict", job.id, "the", *sampled).stdout
+
+    def cli_predict(*flags: str) -> dict:
+        result = _cli(sft_server, "predict", job.id, *flags, "--json")
+        assert result.returncode == 0, result.stderr
+        [p] = json.loads(result.stdout)
+        return p
+
+    def sdk_predict(text: str, **params) -> dict:
+        [p] = sft_client.predict(job.id, text, **params)
+        return {"text": p.text, "num_tokens": p.num_tokens, "finish_reason": p.finish_reason}
+
+    # --max-new-tokens bounds the length: 5 tokens, cut for length, what the SDK gets with the same limit
+    short = cli_predict("one two three", "--max-new-tokens", "5")
+    assert short["num_tokens"] == 5 and short["finish_reason"] == "length"
+    assert short == sdk_predict("one two three", max_new_tokens=5)
+    # --stop cuts the text where the stop sequence begins (greedy: a prefix of the unstopped text)
+    longer = cli_predict("one two three", "--max-new-tokens", "20")
+    assert longer["num_tokens"] == 20 and "six" in longer["text"]
+    stopped = cli_predict("one two three", "--max-new-tokens", "20", "--stop", "six")
+    assert stopped["finish_reason"] == "stop" and stopped["text"] == longer["text"][: longer["text"].index("six")]
+    assert stopped == sdk_predict("one two three", max_new_tokens=20, stop=["six"])
+    # the sampling flags reach the server: a seeded sample is the SDK's sample with the same settings...
+    sampled = ["--do-sample", "--temperature", "3", "--top-k", "50", "--top-p", "0.95", "--max-new-tokens", "10"]
+    params = dict(do_sample=True, temperature=3.0, top_k=50, top_p=0.95, max_new_tokens=10)
+    by_seed = {seed: cli_predict("the", *sampled, "--seed", str(seed)) for seed in range(4)}
+    assert by_seed[3] == sdk_predict("the", seed=3, **params)
+    assert by_seed[3] == cli_predict("the", *sampled, "--seed", "3")  # ...reproduced by the same seed...
+    assert len({p["text"] for p in by_seed.values()}) > 1  # ...and other seeds sample other texts
+    # --top-k 1 leaves one candidate: sampling then gives the greedy text
+    assert cli_predict("one two three", "--do-sample", "--temperature", "3", "--top-k", "1", "--seed", "7",
+                       "--max-new-tokens", "20")["text"] == longer["text"]
     chat = _cli(sft_server, "predict", job.id, "what color is the cat?", "--chat", "--stream", "--json")
     assert chat.returncode == 0, chat.stderr
     assert json.loads(chat.stdout)["text"] == sft_client.predict(

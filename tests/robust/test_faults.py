@@ -108,15 +108,21 @@ def test_crashed_job_with_retries_resumes_from_its_checkpoint(server, client):
     os.kill(pid, signal.SIGKILL)
     done = client.wait(job.id)
     assert done.attempts == 2 and done.error is None
-    assert states(client, job.id) == [JobState.QUEUED, JobState.RUNNING, JobState.QUEUED, JobState.RUNNING,
-                                      JobState.SUCCEEDED]
+    events = list(client.stream_metrics(job.id))
+    assert [e.data.state for e in events if isinstance(e.data, StateChange)] == [
+        JobState.QUEUED, JobState.RUNNING, JobState.QUEUED, JobState.RUNNING, JobState.SUCCEEDED]
     log = (server.settings.jobs_dir / job.id / "worker.log").read_text()
     assert "resuming from checkpoint-" in log
     resumed_at = int(log.split("resuming from checkpoint-")[1].split()[0])
+    running = [i for i, e in enumerate(events) if isinstance(e.data, StateChange) and e.data.state == JobState.RUNNING]
+    first_run, second_run = events[running[0]:running[1]], events[running[1]:]
+    # it resumed from a checkpoint the first run saved, no older than the first one the client saw
     assert resumed_at >= saved.data.step
-    steps = [e.data.step for e in client.stream_metrics(job.id) if isinstance(e.data, TrainLog)]
-    second_run = steps[steps.index(max(steps[: len(steps) // 2 + 1])) + 1:]
-    assert second_run and min(second_run) > resumed_at - 1  # it did not start over from step 1
+    assert resumed_at in [e.data.step for e in first_run if isinstance(e.data, CheckpointSaved)]
+    # every step the second run trained is past that checkpoint: it did not start over
+    steps = [e.data.step for e in second_run if isinstance(e.data, TrainLog)]
+    assert steps and min(steps) > resumed_at, (resumed_at, steps[:5])
+    assert max(steps) == 200
 
 
 def test_user_errors_are_told_apart_from_system_errors(server, client):
@@ -181,8 +187,19 @@ def start_a_job_on_a_cold_server(server_factory):
 def test_cancel_while_the_worker_is_still_starting(server_factory):
     st, job = start_a_job_on_a_cold_server(server_factory)
     with tunewire.Client(st.address) as c:
+        starting = wait_for(lambda: training_workers(st.settings.data_dir))
+        # still starting: its worker is alive but has not been handed the job (worker.pid is written then),
+        # and nothing was trained
+        assert not (st.settings.jobs_dir / job.id / "worker.pid").exists()
+        assert c.get(job.id).last_seq == 2  # QUEUED, RUNNING
         c.cancel(job.id)
         assert c.wait(job.id, raise_on_failure=False).state == JobState.CANCELLED
+        events = list(c.stream_metrics(job.id))
+    assert not any(isinstance(e.data, (TrainLog, CheckpointSaved)) for e in events)
+    assert [e.data.state for e in events] == [JobState.QUEUED, JobState.RUNNING, JobState.CANCELLING,
+                                              JobState.CANCELLED]
+    wait_for(lambda: not any(alive(pid) for pid in starting), timeout=10)  # the starting worker is gone
+    assert not (st.settings.jobs_dir / job.id / "model").exists()
 
 
 def test_stopping_the_server_while_a_worker_is_still_starting_ends_that_worker(server_factory):

@@ -1,146 +1,117 @@
-"""Fuzz SubmitJob on a real server: every answer is a deliberate status, never UNKNOWN or INTERNAL."""
+"""Fuzz every request on a real server process: one field of a valid request mutated per example.
+
+Each answer is a deliberate status (OK, INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION, RESOURCE_EXHAUSTED),
+never UNKNOWN or INTERNAL, with a message under 1 KB and small trailing metadata; where the mutation decides
+the answer (a non-finite number, an out-of-range enum, a too-long string, a NUL in a name: INVALID_ARGUMENT
+naming the field; an in-range value: OK), it is that answer; and the control plane's peak RSS stays under
+a bound across the run. TUNEWIRE_FUZZ_EXAMPLES sets the examples per request kind (default 30).
+"""
 
 from __future__ import annotations
 
+import os
+
 import grpc
 import pytest
-from google.protobuf import json_format
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from tests import tiny
-from tests.conftest import ServerThread, make_settings
+from tests.robust.fuzz_cases import RSS_BOUND, cases, run_example
+from tests.robust.fuzz_protos import LEAF_MESSAGES, Mutation, mutations, request_types, slots
+from tests.robust.fuzz_server import FuzzServer
 from tunewire.v1 import job_pb2
-from tunewire.v1 import tuning_service_pb2 as pb
-from tunewire.v1 import tuning_service_pb2_grpc as pb_grpc
 
 pytestmark = pytest.mark.slow
 
-ALLOWED = {grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED,
-           grpc.StatusCode.ALREADY_EXISTS, grpc.StatusCode.NOT_FOUND}
-
-texts = st.one_of(st.sampled_from(["", "text", "label", "review", "../x", "%2e%2e", "/etc/passwd", "a" * 300]),
-                  st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=40))
-numbers = st.one_of(st.sampled_from([0.0, -1.0, 1e-5, 0.5, 1.0, 1e30, float("nan"), float("inf")]),
-                    st.floats(allow_nan=True, allow_infinity=True))
-small = st.integers(min_value=0, max_value=2**32 - 1)
-paths = st.one_of(st.sampled_from(["train.jsonl", "missing.jsonl", "../train.jsonl", "bad.jsonl", "train.csv",
-                                   "dir/", "", "train.jsonl\x00", "link.jsonl", "%2e%2e%2ftrain.jsonl"]), texts)
-rows = st.lists(st.dictionaries(st.sampled_from(["text", "label", "other"]),
-                                st.one_of(texts, st.integers(-3, 5), st.booleans(), st.none()), max_size=3),
-                max_size=6)
-
-
-def _dataset():
-    return st.one_of(
-        st.builds(lambda p, n, f: {"file": {"path": p, "format": f}, "max_samples": n}, paths, small,
-                  st.sampled_from(list(job_pb2.FileFormat.keys()))),
-        st.builds(lambda name, split: {"hub": {"name": name, "split": split}}, texts, texts),
-        st.builds(lambda r: {"inline": {"rows": r}}, rows),
-        st.just({}),
-    )
-
-
-def _hyperparameters():
-    return st.fixed_dictionaries({}, optional={
-        "num_train_epochs": numbers, "max_steps": small, "learning_rate": numbers,
-        "per_device_train_batch_size": small, "gradient_accumulation_steps": small, "warmup_ratio": numbers,
-        "weight_decay": numbers, "lr_scheduler_type": texts, "seed": st.integers(-(2**63), 2**63 - 1),
-        "eval_strategy": st.sampled_from(list(job_pb2.EvalStrategy.keys())), "eval_steps": small,
-        "save_strategy": st.sampled_from(list(job_pb2.SaveStrategy.keys())), "logging_steps": small,
-        "eval_on_start": st.booleans(), "precision": st.sampled_from(list(job_pb2.Precision.keys())),
-    })
-
-
-def _task():
-    classification = st.fixed_dictionaries({}, optional={
-        "text_field": texts, "label_field": texts, "label_names": st.lists(texts, max_size=4),
-        "max_length": small, "pad_to_max_length": st.booleans(), "text_pair_field": texts})
-    sft = st.fixed_dictionaries({}, optional={
-        "text_field": texts, "max_length": small, "formatting_template": texts, "prompt_field": texts,
-        "completion_field": texts, "messages_field": texts, "packing": st.booleans(),
-        "neftune_noise_alpha": numbers, "chat_template_source": texts, "assistant_only_loss": st.booleans(),
-        "model_dtype": st.sampled_from(list(job_pb2.ModelDtype.keys())), "response_template": texts})
-    return st.one_of(st.builds(lambda c: {"classification": c}, classification),
-                     st.builds(lambda s: {"sft": s}, sft), st.just({}))
-
-
-specs = st.builds(
-    lambda base, task, train, evals, hp, lora, retries: {
-        "base_model": base, **task, "train_dataset": train, "eval_dataset": evals, "hyperparameters": hp,
-        **({"lora": lora} if lora is not None else {}), "max_retries": retries},
-    st.one_of(st.sampled_from(["tiny-bert", "tiny-bert/", "org/model", "../tiny-bert", ""]), texts),
-    _task(), _dataset(), _dataset(), _hyperparameters(),
-    st.one_of(st.none(), st.fixed_dictionaries({"r": small}, optional={
-        "alpha": numbers, "dropout": numbers, "target_modules": st.lists(texts, max_size=3)})),
-    st.integers(0, 3),
-)
+EXAMPLES = int(os.environ.get("TUNEWIRE_FUZZ_EXAMPLES", "30"))
+CASES = ["SubmitJob/classification", "SubmitJob/inline", "SubmitJob/sft", "GetJob", "ListJobs", "CancelJob",
+         "StreamMetrics", "Predict/classification", "Predict/sft", "PredictStream/sft"]
+FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True,
+                database=None, phases=[Phase.explicit, Phase.generate])  # no shrinking: one field per example
 
 
 @pytest.fixture(scope="module")
-def stub(tmp_path_factory, models_root):
-    data_dir = tmp_path_factory.mktemp("fuzz")
-    # Server limits keep whatever valid jobs the fuzzer finds tiny; a short queue keeps them few.
-    server = ServerThread(make_settings(data_dir, models_root, max_queued_jobs=3, max_steps=3, max_epochs=1,
-                                        max_inline_rows=50, warm_worker=False)).start()
-    root = server.settings.dataset_root
-    tiny.write_jsonl(root / "train.jsonl", tiny.sentiment_rows(8))
-    (root / "bad.jsonl").write_bytes(b'{"text": "\xff"}\n{')
-    (root / "train.csv").write_text("text,label\nhello,a\nbye,b\n")
-    channel = grpc.insecure_channel(server.address)
-    yield pb_grpc.TuningServiceStub(channel), channel
-    for job in pb_grpc.TuningServiceStub(channel).ListJobs(pb.ListJobsRequest(page_size=500)).jobs:
-        pb_grpc.TuningServiceStub(channel).CancelJob(pb.CancelJobRequest(job_id=job.id))
-    channel.close()
-    server.stop()
-
-
-def _json_floats(value):
-    """Protobuf JSON spells non-finite floats as strings."""
-    if isinstance(value, float) and value != value:
-        return "NaN"
-    if isinstance(value, float) and value in (float("inf"), float("-inf")):
-        return "Infinity" if value > 0 else "-Infinity"
-    if isinstance(value, dict):
-        return {k: _json_floats(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_json_floats(v) for v in value]
-    return value
-
-
-def _code(call) -> grpc.StatusCode:
+def fuzz_server(tmp_path_factory):
+    server = FuzzServer(tmp_path_factory.mktemp("fuzz"))
     try:
-        call()
-    except grpc.RpcError as exc:
-        return exc.code()
-    return grpc.StatusCode.OK
+        server.prepare()
+        yield server
+    finally:
+        server.close()
 
 
-@settings(max_examples=500, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
-@given(spec=specs, request_id=st.one_of(st.just(""), st.text(max_size=200)))
-def test_generated_specs_get_deliberate_answers(stub, spec, request_id):
-    client, _ = stub
-    message = json_format.ParseDict(_json_floats(spec), job_pb2.JobSpec())  # every generated spec is sent
-    code = _code(lambda: client.SubmitJob(pb.SubmitJobRequest(spec=message, request_id=request_id), timeout=30))
-    assert code in ALLOWED, (code, spec)
+@pytest.fixture(scope="module")
+def fuzz_cases(fuzz_server):
+    return cases(fuzz_server)
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
-@given(payload=st.binary(max_size=512), method=st.sampled_from(
-    ["SubmitJob", "GetJob", "ListJobs", "CancelJob", "Predict"]))
-def test_garbage_bytes_are_invalid_argument_not_internal(stub, payload, method):
-    _, channel = stub
-    call = channel.unary_unary(f"/tunewire.v1.TuningService/{method}")
-    code = _code(lambda: call(payload, timeout=30))
-    assert code not in (grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL), (method, payload)
-    if method == "SubmitJob":
-        assert code in ALLOWED
+def test_every_field_of_every_request_message_is_fuzzed():
+    """The walk reaches every field of every request message, sub-messages and oneof branches included."""
+    reachable, todo = set(), [t.DESCRIPTOR for t in request_types().values()]
+    while todo:
+        desc = todo.pop()
+        for fd in desc.fields:
+            if fd.full_name in reachable:
+                continue
+            reachable.add(fd.full_name)
+            if fd.message_type is not None and fd.message_type.full_name not in LEAF_MESSAGES:
+                todo.append(fd.message_type)
+    walked = {s.field.full_name for t in request_types().values() for s in slots(t())}
+    containers = {f for f in reachable if f not in walked}
+    assert all(_is_message(f) for f in containers), sorted(containers)
+    assert {"tunewire.v1.SftTask.completion_only_loss", "tunewire.v1.InlineDataset.rows",
+            "tunewire.v1.ChatMessage.content", "tunewire.v1.ListJobsRequest.states",
+            "tunewire.v1.PredictStreamRequest.text", "tunewire.v1.LoraConfig.bias"} <= walked
 
 
-def test_known_garbage_is_refused_as_invalid_argument(stub):
-    _, channel = stub
-    call = channel.unary_unary("/tunewire.v1.TuningService/SubmitJob")
-    with pytest.raises(grpc.RpcError) as info:
-        call(b"\xff\xff\xff\xff\x0f", timeout=10)
-    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "request" in info.value.details()
+def _is_message(full_name: str) -> bool:
+    from google.protobuf import descriptor_pool
+
+    fd = descriptor_pool.Default().FindFieldByName(full_name)
+    return fd.type == fd.TYPE_MESSAGE and fd.message_type.full_name not in LEAF_MESSAGES
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_one_field_mutated_gets_the_answer_it_deserves(fuzz_server, fuzz_cases, name):
+    case = fuzz_cases[name]
+
+    @FUZZ
+    @given(mutation=mutations(case.base, case.harmless, case.focus))
+    def fuzz(mutation: Mutation):
+        outcome = run_example(fuzz_server, case, mutation)
+        assert not outcome.problems, f"{case.method} {mutation.describe()}: {outcome.problems}"
+
+    fuzz()
+    assert fuzz_server.queue_is_held()  # no accepted job ran
+
+
+def test_the_control_plane_memory_stays_bounded(fuzz_server):
+    """Runs after the fuzz tests above: the peak over all of them."""
+    peak = fuzz_server.peak_rss()
+    print(f"control-plane peak RSS under the fuzzer: {peak / 2**20:.0f} MiB")
+    assert 0 < peak < RSS_BOUND
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True, database=None)
+@given(payload=st.binary(max_size=512), method=st.sampled_from(sorted(request_types())))
+def test_garbage_bytes_are_invalid_argument_not_internal(fuzz_server, payload, method):
+    answer = fuzz_server.call(method, payload)
+    assert answer.code not in (grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL), (method, payload)
+    assert len(answer.message.encode()) < 1024
+    fuzz_server.cancel_accepted(answer)
+
+
+def test_known_garbage_is_refused_as_invalid_argument(fuzz_server):
+    answer = fuzz_server.call("SubmitJob", b"\xff\xff\xff\xff\x0f")
+    assert answer.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "request" in answer.message
+
+
+def test_the_queue_was_held_and_nothing_accepted_ran(fuzz_server):
+    from tunewire.v1 import tuning_service_pb2 as pb
+
+    assert fuzz_server.queue_is_held()
+    jobs = fuzz_server.stub.ListJobs(pb.ListJobsRequest(page_size=500), timeout=30).jobs
+    started = [j.id for j in jobs if j.HasField("start_time") and j.id not in fuzz_server.jobs.values()]
+    assert started == []
+    assert all(j.state != job_pb2.JOB_STATE_QUEUED for j in jobs)  # every accepted job was cancelled

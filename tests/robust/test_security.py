@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -76,6 +77,8 @@ def pki(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("pki")
     _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
              "-subj", "/CN=tunewire-test-ca", cwd=d)
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "other-ca.key", "-out", "other-ca.pem",
+             "-days", "2", "-subj", "/CN=some-other-ca", cwd=d)
     (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
     for name in ("server", "client"):
         _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr",
@@ -89,9 +92,52 @@ def test_tls(server_factory, pki):
     st = server_factory(tls_cert_file=pki / "server.pem", tls_key_file=pki / "server.key")
     creds = grpc.ssl_channel_credentials(root_certificates=(pki / "ca.pem").read_bytes())
     with tunewire.Client(st.address, credentials=creds) as c:
-        assert list(c.list_jobs()) == []
-    with tunewire.Client(st.address, timeout=3) as plain, pytest.raises(tunewire.TunewireError):
+        assert c.health() and list(c.list_jobs()) == []
+    # a plaintext client never gets a connection (the server closes it): no call reaches the service
+    with tunewire.Client(st.address, timeout=3) as plain, pytest.raises(tunewire.UnavailableError) as info:
         list(plain.list_jobs())
+    assert "failed to connect" in str(info.value), info.value
+    # a client trusting another CA refuses the server's certificate
+    other = grpc.ssl_channel_credentials(root_certificates=(pki / "other-ca.pem").read_bytes())
+    with tunewire.Client(st.address, credentials=other, timeout=3) as c, \
+            pytest.raises(tunewire.UnavailableError) as info:
+        list(c.list_jobs())
+    assert "CERTIFICATE_VERIFY_FAILED" in str(info.value), info.value
+
+
+@pytest.mark.parametrize("cert, key, ca, message", [
+    ("server.pem", "client.key", None, "tls_key_file .*client.key is not the private key of tls_cert_file"),
+    ("server.pem", "garbage.pem", None, "tls_key_file .*garbage.pem: not an unencrypted PEM private key"),
+    ("garbage.pem", "server.key", None, "tls_cert_file .*garbage.pem: not a PEM certificate"),
+    ("server.key", "server.key", None, "tls_cert_file .*server.key: not a PEM certificate"),
+    ("server.pem", "server.key", "garbage.pem", "tls_client_ca_file .*garbage.pem: not a PEM certificate"),
+])
+def test_tls_files_that_do_not_fit_are_named(tmp_path, models_root, pki, cert, key, ca, message):
+    """Before the fix each of these failed with grpc's "Failed to bind to address"."""
+    from tests.conftest import ServerThread, make_settings
+
+    (pki / "garbage.pem").write_text("-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n")
+    settings = make_settings(tmp_path / "data", models_root, tls_cert_file=pki / cert, tls_key_file=pki / key,
+                             tls_client_ca_file=pki / ca if ca else None)
+    st = ServerThread(settings)
+    try:
+        with pytest.raises(ValueError, match=message):
+            st.start()
+        assert st.server.manager is None  # refused before anything started
+    finally:
+        st.loop.call_soon_threadsafe(st.loop.stop)
+
+
+def test_the_server_command_exits_non_zero_naming_a_mismatched_key(tmp_path, models_root, pki):
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "tunewire_server", "--port", "0", "--data-dir", str(tmp_path / "data"),
+         "--model-root", str(models_root), "--metrics-port", "-1", "--tls-cert-file", str(pki / "server.pem"),
+         "--tls-key-file", str(pki / "client.key")], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "tls_key_file" in result.stderr and "is not the private key of tls_cert_file" in result.stderr
+    assert "Failed to bind" not in result.stderr and "Traceback" not in result.stderr
 
 
 def test_mutual_tls_refuses_a_client_without_a_certificate(server_factory, pki):
@@ -128,11 +174,19 @@ def test_client_paths_never_leave_the_roots(server, client, tmp_path, path):
     assert info.value.violations[0].field == "base_model"
 
 
-def test_model_allow_list(server_factory):
+def test_model_allow_list(server_factory, models_root):
+    approved = models_root / "approved-bert"  # a local model whose name the allow-list matches
+    if not approved.exists():
+        shutil.copytree(models_root / "tiny-bert", approved)
     st = server_factory(allowed_models="approved-*,org/*")
     _data(st)
-    with tunewire.Client(st.address) as c, pytest.raises(tunewire.InvalidArgumentError, match="allow-list"):
-        c.submit(SPEC)
+    with tunewire.Client(st.address) as c:
+        with pytest.raises(tunewire.InvalidArgumentError, match="allow-list") as info:
+            c.submit(SPEC)
+        assert info.value.violations[0].field == "base_model"
+        job = c.submit({**SPEC, "base_model": "approved-bert"})  # an allowed model is accepted
+        assert job.state in (tunewire.JobState.QUEUED, tunewire.JobState.RUNNING)
+        c.cancel(job.id)
 
 
 def test_custom_code_models_are_refused(server, client, models_root):

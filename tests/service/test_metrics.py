@@ -19,9 +19,21 @@ def scrape(server) -> str:
 
 
 def value(text: str, name: str, labels: str = "") -> float:
+    """The sample's value; a sample that is not exported fails the test (a missing metric is not 0)."""
     pattern = rf"^{re.escape(name)}{re.escape('{' + labels + '}') if labels else ''} (\S+)$"
     match = re.search(pattern, text, re.M)
-    return float(match.group(1)) if match else 0.0
+    assert match, f"no sample {name}{{{labels}}} in the scrape"
+    return float(match.group(1))
+
+
+def test_value_refuses_a_missing_sample():
+    text = 'tunewire_jobs{state="SUCCEEDED"} 2.0\ntunewire_queue_length 0.0\n'
+    assert value(text, "tunewire_jobs", 'state="SUCCEEDED"') == 2
+    assert value(text, "tunewire_queue_length") == 0
+    for name, labels in (("tunewire_queue_length", 'state="x"'), ("tunewire_jobs", 'state="FAILED"'),
+                         ("tunewire_gone", "")):
+        with pytest.raises(AssertionError):
+            value(text, name, labels)
 
 
 def test_metrics_move(server, client):

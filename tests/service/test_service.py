@@ -14,7 +14,7 @@ import tunewire
 from tests import tiny
 from tests.conftest import training_workers, wait_for
 from tunewire import JobState
-from tunewire.v1 import tuning_service_pb2, tuning_service_pb2_grpc
+from tunewire.v1 import job_pb2, tuning_service_pb2, tuning_service_pb2_grpc
 
 
 def classification_spec(train="train.jsonl", **hp):
@@ -70,13 +70,13 @@ def test_request_id_makes_submit_idempotent(client, data):
 def test_fifo_queue_cancel_and_predict_preconditions(client, data):
     long_job = client.submit(classification_spec(max_steps=100000, logging_steps=1))
     second = client.submit(classification_spec())
-    third = client.submit(classification_spec())
-    assert second.state == JobState.QUEUED
+    waiting = [client.submit(classification_spec(seed=i)) for i in range(3)]  # queued in this order
+    assert second.state == JobState.QUEUED and all(j.state == JobState.QUEUED for j in waiting)
     # a queued job is cancelled at once and never starts
     cancelled = client.cancel(second.id)
     assert cancelled.state == JobState.CANCELLED
     with pytest.raises(tunewire.FailedPreconditionError):
-        client.predict(third.id, ["queued"])
+        client.predict(waiting[0].id, ["queued"])
     # the running job stops at its next step
     first_step = next(e for e in client.stream_metrics(long_job.id) if isinstance(e.data, tunewire.TrainLog))
     assert first_step.data.step >= 1
@@ -84,21 +84,40 @@ def test_fifo_queue_cancel_and_predict_preconditions(client, data):
     assert client.cancel(long_job.id).state in (JobState.CANCELLING, JobState.CANCELLED)
     done = client.wait(long_job.id, raise_on_failure=False)
     assert done.state == JobState.CANCELLED and time.monotonic() - t0 < 10
-    finished = client.wait(third.id)
-    assert finished.state == JobState.SUCCEEDED
+    finished = [client.wait(j.id) for j in waiting]
+    assert all(j.state == JobState.SUCCEEDED for j in finished)
     assert client.get(second.id).started is None
-    assert finished.started > done.started  # FIFO: the third ran after the first
+    # FIFO: each waiting job started after the one submitted before it, and ended before the next started
+    starts = [done.started] + [j.started for j in finished]
+    assert starts == sorted(starts) and len(set(starts)) == len(starts)
+    for earlier, later in zip(finished, finished[1:], strict=False):
+        assert earlier.ended <= later.started
     states = [e.data.state for e in client.stream_metrics(long_job.id) if isinstance(e.data, tunewire.StateChange)]
     assert states == [JobState.QUEUED, JobState.RUNNING, JobState.CANCELLING, JobState.CANCELLED]
 
 
 def test_list_jobs_pages_and_filters(server, client, data):
     ids = [client.submit(classification_spec()).id for _ in range(5)]
-    assert [j.id for j in client.list_jobs(page_size=2)] == ids[::-1]
+    assert [j.id for j in client.list_jobs(page_size=2)] == ids[::-1]  # the SDK follows the pages
     client.cancel(ids[-1])
     assert [j.id for j in client.list_jobs(states=[JobState.CANCELLED])] == [ids[-1]]
     with grpc.insecure_channel(server.address) as channel:
         stub = tuning_service_pb2_grpc.TuningServiceStub(channel)
+        # one page at a time: page_size is honoured and each token leads to the next page, newest first
+        pages, token = [], ""
+        while True:
+            page = stub.ListJobs(tuning_service_pb2.ListJobsRequest(page_size=2, page_token=token), timeout=10)
+            pages.append([j.id for j in page.jobs])
+            token = page.next_page_token
+            if not token:
+                break
+            assert len(pages) < 10, "the page tokens never end"
+        assert pages == [ids[4:2:-1], ids[2:0:-1], ids[:1]]
+        everything = stub.ListJobs(tuning_service_pb2.ListJobsRequest(), timeout=10)  # default page size 50
+        assert [j.id for j in everything.jobs] == ids[::-1] and everything.next_page_token == ""
+        one = stub.ListJobs(tuning_service_pb2.ListJobsRequest(page_size=1, states=[job_pb2.JOB_STATE_CANCELLED]),
+                            timeout=10)
+        assert [j.id for j in one.jobs] == [ids[-1]] and one.next_page_token == ""
         with pytest.raises(grpc.RpcError) as info:
             stub.ListJobs(tuning_service_pb2.ListJobsRequest(page_token="not-a-token"))
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT

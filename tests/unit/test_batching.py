@@ -57,3 +57,33 @@ def test_end_of_input_is_never_swallowed():
     b = Batcher(q, window_s=0.01, max_inputs=32)
     assert len(b.fill(b.next(), size, same_model)) == 1
     assert b.next() is None
+
+
+def test_the_end_of_input_reaches_every_lane():
+    q = queue.Queue()
+    q.put(None)
+    b = Batcher(q, window_s=0.01, max_inputs=32)
+    assert b.next() is None and b.next() is None  # a second lane sharing the batcher sees it too
+
+
+def test_turns_are_served_in_arrival_order():
+    from tunewire_server.worker.turns import Holder, Turns
+
+    turns, order = Turns(), []
+    first = Holder()
+    turns.acquire(first)
+    threads = []
+    for i in range(3):
+        def take(i=i):
+            with turns.hold(Holder()):
+                order.append(i)
+        threads.append(threading.Thread(target=take))
+        threads[-1].start()
+        while turns.waiting() < i + 1:  # each waits before the next one starts
+            time.sleep(0.001)
+    turns.pass_turn(first)  # the three waiting go first, in order, then `first` continues
+    order.append("first")
+    turns.release(first)
+    for t in threads:
+        t.join()
+    assert order == [0, 1, 2, "first"]

@@ -75,7 +75,7 @@ def test_sampling_follows_seed_temperature_top_k_and_top_p(gen):
     assert len({one(gen, "the", **hot, seed=str(s))["text"] for s in range(6)}) > 1
     assert one(gen, "the", **hot, top_k=1, seed="3")["text"] == greedy
     assert one(gen, "the", **hot, top_p=0.001, seed="3")["text"] == greedy
-    assert one(gen, "the", do_sample=True, temperature=0.001, max_new_tokens=12, seed="3")["text"] == greedy
+    assert one(gen, "the", do_sample=True, temperature=0.01, max_new_tokens=12, seed="3")["text"] == greedy
 
 
 def test_batched_inputs_match_one_at_a_time(gen):
@@ -173,3 +173,50 @@ def test_a_lora_adapter_is_served_on_its_base_model_unmerged(root, tmp_path):
     expected = served.decode(served.until_eos(out[0, ids["input_ids"].shape[1]:].tolist()))
     assert text == expected
     assert json.loads((adapter_dir / "adapter_config.json").read_text())["r"] == 4
+
+
+def test_a_numerical_failure_of_sampling_is_a_request_error(gen):
+    from tunewire_server.validation_sft import GenerationParams
+
+    # Past the request checks (which now refuse such a temperature): the worker must still answer with
+    # an error naming the field, never a torch message.
+    hopeless = GenerationParams(do_sample=True, temperature=1e-300, max_new_tokens=5)
+    with pytest.raises(GenerationRequestError) as info:
+        gen._generate([gen.encode_text("the red")], hopeless, [threading.Event()])
+    assert info.value.field == "generation.temperature" and "tensor" not in info.value.message
+    assert one(gen, "the red", max_new_tokens=3)["num_tokens"] == 3  # the model serves on
+
+
+def test_an_input_over_the_token_limit_is_refused_naming_it(root):
+    bounded = LoadedGenerator(root / "tiny-llama", {"task": "sft"}, max_input_tokens=8)
+    with pytest.raises(GenerationRequestError) as info:
+        bounded.predict({"inputs": ["the red", "one two three four five six seven eight nine"]})
+    assert info.value.field == "inputs[1]" and "at most 8 tokens" in info.value.message
+    with pytest.raises(GenerationRequestError) as info:
+        bounded.predict({"conversations": [{"messages": [{"role": "user", "content": "what color is the cat?"}]}]})
+    assert info.value.field == "conversations[0].messages"
+
+
+def test_a_seeded_stream_samples_the_same_while_others_sample_in_between(gen):
+    """Generations take turns token by token (worker/turns.py); a seeded one keeps its own RNG state."""
+    from tunewire_server.worker.turns import Holder, Turns
+
+    seeded = {"text": "the", "generation": {"do_sample": True, "temperature": 2.5, "max_new_tokens": 24,
+                                            "seed": "5"}}
+    alone = stream(gen, seeded)[1]
+    turns = Turns()
+    mine, other = Holder(private_rng=True), Holder()
+    results = {}
+
+    def run(name, holder, request):
+        with turns.hold(holder):
+            results[name] = gen.stream(request, threading.Event(), lambda d: None, lambda: turns.pass_turn(holder))
+
+    noisy = {"text": "one", "generation": {"do_sample": True, "temperature": 2.5, "max_new_tokens": 24}}
+    threads = [threading.Thread(target=run, args=("seeded", mine, seeded)),
+               threading.Thread(target=run, args=("other", other, noisy))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results["seeded"] == alone

@@ -15,6 +15,7 @@ from tests import tiny_lm
 from tunewire.spec import load_spec, spec_from_dict
 from tunewire_server import validation_sft
 from tunewire_server.config import Settings
+from tunewire_server.dataset_scan import DatasetProblem
 from tunewire_server.errors import InvalidSpec
 from tunewire_server.validation import validate
 from tunewire_server.validation_sft import (
@@ -105,9 +106,9 @@ def test_response_template_cuts_the_template_into_prompt_and_completion():
 
 
 def test_rendering_refuses_missing_or_structured_values():
-    with pytest.raises(Exception, match="row 4: column 'b' is missing"):
+    with pytest.raises(DatasetProblem, match="row 4: column 'b' is missing"):
         render("{a}{b}", {"a": "x"}, ["a", "b"], 4)
-    with pytest.raises(Exception, match="must be text or a number, got list"):
+    with pytest.raises(DatasetProblem, match="must be text or a number, got list"):
         render("{a}", {"a": ["x"]}, ["a"], 1)
 
 
@@ -250,6 +251,44 @@ def test_csv_cannot_hold_messages(settings):
     (settings.dataset_root / "chat.csv").write_text('messages\n"[{""role"": ""user""}]"\n')
     problems = refused(settings, spec({"messages_field": "messages"}, data="chat.csv"))
     assert "CSV/TSV cells cannot hold message lists" in problems["train_dataset"]
+
+
+# --- special files where the model's files are expected (issue 12, item 5) ----------------------
+
+
+def _refused_in_time(settings, s) -> dict[str, str]:
+    """refused() in a thread that must end: reading a FIFO would block it forever."""
+    import threading
+
+    result: dict = {}
+    thread = threading.Thread(target=lambda: result.update(problems=refused(settings, s)), daemon=True)
+    thread.start()
+    thread.join(30)
+    assert not thread.is_alive(), "validation blocked on a special file"
+    return result["problems"]
+
+
+@pytest.mark.parametrize("name", ["tokenizer_config.json", "tokenizer.json", "chat_template.jinja", "config.json"])
+def test_a_fifo_among_the_model_files_is_refused_without_blocking(settings, name):
+    import os
+
+    folder = settings.model_root / "llama"
+    (folder / name).unlink(missing_ok=True)
+    os.mkfifo(folder / name)
+    problems = _refused_in_time(settings, spec({"messages_field": "messages"}, data="chat.jsonl"))
+    assert name in problems["base_model"] and "not a regular file" in problems["base_model"]
+
+
+@pytest.mark.parametrize("name", ["tokenizer_config.json", "chat_template.jinja"])
+def test_a_fifo_in_the_chat_template_source_is_refused_without_blocking(settings, name):
+    import os
+
+    folder = settings.model_root / "zephyr"
+    (folder / name).unlink(missing_ok=True)
+    os.mkfifo(folder / name)
+    problems = _refused_in_time(settings, spec({"messages_field": "messages", "chat_template_source": "zephyr"},
+                                               data="chat.jsonl"))
+    assert name in problems["sft.chat_template_source"]
 
 
 # --- generation parameters -----------------------------------------------------------------------

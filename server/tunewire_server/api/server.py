@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import grpc
 import structlog
@@ -12,6 +13,7 @@ from grpc_reflection.v1alpha import reflection
 from tunewire.v1 import tuning_service_pb2
 from tunewire_server.api.auth import BearerTokenInterceptor
 from tunewire_server.api.servicer import TuningServicer, tuning_handlers
+from tunewire_server.api.tls import check_pem, server_credentials
 from tunewire_server.config import Settings
 from tunewire_server.manager import JobManager
 from tunewire_server.observability import Metrics
@@ -19,6 +21,28 @@ from tunewire_server.store import Store
 
 log = structlog.get_logger("tunewire.server")
 SERVICE_NAME = tuning_service_pb2.DESCRIPTOR.services_by_name["TuningService"].full_name
+HEALTH_POLL_S = 1.0  # how often health follows JobManager.serving()
+KEEPALIVE_TIMEOUT_MS = 20_000  # grpc's default: an unanswered ping closes the connection after this
+
+
+def server_options(s: Settings) -> list[tuple[str, int]]:
+    """grpc core channel arguments. The ping policy agrees with the SDK's keepalive (the same keepalive_s):
+    grpc's default policy takes a ping less than 5 minutes after the previous one (while the server sends
+    nothing, as on a quiet StreamMetrics) as a strike, and after two strikes closes the connection with
+    GOAWAY too_many_pings, which fails every call on it. Pings half as far apart as keepalive_s are still
+    accepted, so timer jitter never counts as a strike; a client pinging faster than that still does."""
+    keepalive_ms = int(s.keepalive_s * 1000)
+    return [
+        ("grpc.max_receive_message_length", s.max_message_bytes),
+        ("grpc.max_send_message_length", s.max_message_bytes),
+        ("grpc.so_reuseport", 0),
+        ("grpc.http2.min_ping_interval_without_data_ms", keepalive_ms // 2),
+        ("grpc.http2.max_ping_strikes", 2),
+        ("grpc.keepalive_permit_without_calls", 1),  # a client may keep an idle connection alive
+        # the server pings too: a client that vanished (no FIN) has its streams closed, its slots freed
+        ("grpc.keepalive_time_ms", keepalive_ms),
+        ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
+    ]
 
 
 class TunewireServer:
@@ -33,20 +57,20 @@ class TunewireServer:
         self.metrics: Metrics | None = None
         self.metrics_port: int | None = None
         self._server: grpc.aio.Server | None = None
+        self._health_task: asyncio.Task | None = None
+        self._serving: bool | None = None
 
     async def start(self) -> int:
         s = self.settings
+        if s.tls_cert_file:  # before anything starts: a bad key or certificate is named, not "Failed to bind"
+            check_pem(s.tls_cert_file, s.tls_key_file, s.tls_client_ca_file)
         s.data_dir.mkdir(parents=True, exist_ok=True)
         self.store = Store(s.db_path)
         self.metrics = Metrics()
         self.metrics.watch_store(lambda state: self.store.count_in_states([state]))
         self.manager = JobManager(s, self.store, self.metrics)
         await self.manager.start()
-        options = [
-            ("grpc.max_receive_message_length", s.max_message_bytes),
-            ("grpc.max_send_message_length", s.max_message_bytes),
-            ("grpc.so_reuseport", 0),
-        ]
+        options = server_options(s)
         tokens = s.accepted_tokens()
         interceptors = [BearerTokenInterceptor(tokens)] if tokens else []
         server = grpc.aio.server(options=options, interceptors=interceptors)
@@ -59,24 +83,46 @@ class TunewireServer:
         )
         address = f"{s.host}:{s.port}"
         if s.tls_cert_file:
-            ca = s.tls_client_ca_file.read_bytes() if s.tls_client_ca_file else None
-            credentials = grpc.ssl_server_credentials(
-                [(s.tls_key_file.read_bytes(), s.tls_cert_file.read_bytes())],
-                root_certificates=ca, require_client_auth=ca is not None)
-            self.port = server.add_secure_port(address, credentials)
+            self.port = server.add_secure_port(address, server_credentials(s))
         else:
             self.port = server.add_insecure_port(address)
         if self.port == 0:
-            raise RuntimeError(f"cannot bind {s.host}:{s.port}")
+            raise RuntimeError(f"cannot bind {s.host}:{s.port} (in use, or not an address of this machine)")
         await server.start()
         self._server = server
         if s.metrics_port >= 0:
             self.metrics_port = self.metrics.serve(s.host, s.metrics_port)
-        await self._set_health(health_pb2.HealthCheckResponse.SERVING)
+        await self._follow_manager()
+        self._health_task = asyncio.create_task(self._watch_health())
         log.info("serving", address=f"{s.host}:{self.port}", metrics_port=self.metrics_port,
                  data_dir=str(s.data_dir), auth=bool(tokens),
                  tls="mutual" if s.tls_client_ca_file else bool(s.tls_cert_file))
         return self.port
+
+    async def _follow_manager(self) -> None:
+        """SERVING while the job manager can do its work (JobManager.serving(): the store can write, the
+        scheduler runs), NOT_SERVING otherwise, for both "" and the tuning service."""
+        probe = getattr(self.manager, "serving", None)
+        try:
+            serving = bool(probe()) if callable(probe) else True
+        except Exception:
+            if self._serving is not False:  # once per failure, not every second
+                log.exception("the health probe failed")
+            serving = False
+        if serving != self._serving:
+            if self._serving is not None:
+                log.warning("health changed", serving=serving)
+            self._serving = serving
+            await self._set_health(health_pb2.HealthCheckResponse.SERVING if serving
+                                   else health_pb2.HealthCheckResponse.NOT_SERVING)
+
+    async def _watch_health(self) -> None:
+        while True:
+            await asyncio.sleep(HEALTH_POLL_S)
+            try:
+                await self._follow_manager()
+            except Exception:  # the watch must outlive any one failure
+                log.exception("could not update health")
 
     async def _set_health(self, status) -> None:
         for name in ("", SERVICE_NAME):
@@ -86,6 +132,10 @@ class TunewireServer:
 
     async def stop(self, grace: float | None = None) -> None:
         """NOT_SERVING first, so load balancers drain; then stop the job and the server."""
+        if self._health_task is not None:
+            self._health_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._health_task
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         if self.manager is not None:
             await self.manager.stop()

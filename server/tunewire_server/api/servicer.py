@@ -19,6 +19,7 @@ from tunewire_server.api.status import to_status
 from tunewire_server.errors import FieldViolation, InvalidSpec, ResourceExhausted, TunewireError
 from tunewire_server.manager import JobManager
 from tunewire_server.observability import Metrics
+from tunewire_server.request_limits import check_job_id, check_page_token, check_request_id
 
 log = structlog.get_logger("tunewire.api")
 
@@ -101,6 +102,7 @@ class _WireCache:
 
 _EVENT_TAG = bytes([1 << 3 | 2])  # StreamMetricsResponse.event: field 1, length-delimited
 _EVENTS_TAG = bytes([2 << 3 | 2])  # StreamMetricsResponse.events: field 2, length-delimited
+MAX_SEQ = 2**63 - 1
 MAX_STREAM_BATCH = 1000  # events in one batched response at most, whatever the client asks
 
 
@@ -149,9 +151,9 @@ def streaming(fn: Callable) -> Callable:
 
 
 def _require_job_id(job_id: str) -> str:
-    if not job_id:
-        raise InvalidSpec(FieldViolation("job_id", "is required"))
-    return job_id
+    """A job id that could name a job (request_limits.check_job_id); anything else is INVALID_ARGUMENT
+    here, so the job core never sees (nor quotes) an over-long or odd id."""
+    return check_job_id(job_id)
 
 
 class TuningServicer(pb_grpc.TuningServiceServicer):
@@ -165,6 +167,7 @@ class TuningServicer(pb_grpc.TuningServiceServicer):
 
     @unary
     async def SubmitJob(self, request: pb.SubmitJobRequest, context) -> pb.SubmitJobResponse:
+        check_request_id(request.request_id)
         job = await self.manager.submit(request.spec, request.request_id)
         return pb.SubmitJobResponse(job=convert.job_to_proto(job))
 
@@ -179,6 +182,7 @@ class TuningServicer(pb_grpc.TuningServiceServicer):
             if value not in job_pb2.JobState.values() or value == job_pb2.JOB_STATE_UNSPECIFIED:
                 raise InvalidSpec(FieldViolation(f"states[{i}]", f"unknown state {value}"))
             states.append(convert.state_from_proto(value))
+        check_page_token(request.page_token)
         jobs, token = self.manager.list(states, request.page_size, request.page_token)
         return pb.ListJobsResponse(jobs=[convert.job_to_proto(j) for j in jobs], next_page_token=token)
 
@@ -190,7 +194,9 @@ class TuningServicer(pb_grpc.TuningServiceServicer):
     @streaming
     async def StreamMetrics(self, request: pb.StreamMetricsRequest, context):
         size = min(request.max_batch, MAX_STREAM_BATCH)
-        async for batch in self.manager.event_batches(_require_job_id(request.job_id), request.after_seq):
+        # seqs are SQLite integers (at most 2^63-1): a larger after_seq asks for no past event either
+        after_seq = min(request.after_seq, MAX_SEQ)
+        async for batch in self.manager.event_batches(_require_job_id(request.job_id), after_seq):
             if size:
                 for i in range(0, len(batch), size):
                     yield self._wire.batch(batch[i:i + size])
@@ -201,6 +207,7 @@ class TuningServicer(pb_grpc.TuningServiceServicer):
 
     @unary
     async def Predict(self, request: pb.PredictRequest, context) -> pb.PredictResponse:
+        _require_job_id(request.job_id)
         body = json_format.MessageToDict(request, preserving_proto_field_name=True)
         body.pop("job_id", None)
         with self.metrics.predict_latency.labels("Predict").time():
@@ -209,6 +216,7 @@ class TuningServicer(pb_grpc.TuningServiceServicer):
 
     @streaming
     async def PredictStream(self, request: pb.PredictStreamRequest, context):
+        _require_job_id(request.job_id)
         body = json_format.MessageToDict(request, preserving_proto_field_name=True)
         body.pop("job_id", None)
         async for message in self.manager.predict_stream(_require_job_id(request.job_id), body):

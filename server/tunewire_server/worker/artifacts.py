@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -29,8 +30,13 @@ def _fsync_tree(path: Path) -> None:
 
 
 def save_final_model(job_dir: Path, save: Callable[[str], None], meta: dict, *,
-                     main_process: bool | None = None) -> Path:
+                     main_process: bool | None = None, key: bytes | None = None, step: int = 0) -> Path:
     """`save(folder)` writes into model.partial/; it becomes model/ by one rename, after an fsync.
+
+    With `key`, a completeness marker (checkpoints.mark_complete: each file's size and sha256, signed) is
+    written last into model.partial/ before the rename, so a model corrupted later can be told. Any failure
+    (a full disk) removes model.partial/ and raises; model/ is then never there. A failure with the disk
+    (nearly) full is raised as an OSError(ENOSPC) even where the library said something else (torch.save).
 
     In a multi-process run every rank calls this, since saving may need them all (gathers); only the
     main process (global rank 0; by default read from torch.distributed) writes model/. The others
@@ -50,12 +56,30 @@ def save_final_model(job_dir: Path, save: Callable[[str], None], meta: dict, *,
         return final
     partial = job_dir / (MODEL_DIR + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
-    save(str(partial))
-    (partial / META_FILE).write_text(json.dumps(meta, indent=2))
-    _fsync_tree(partial)
+    try:
+        save(str(partial))
+        (partial / META_FILE).write_text(json.dumps(meta, indent=2))
+        if key is not None:
+            from tunewire_server.checkpoints import mark_complete
+
+            mark_complete(partial, step, key)  # fsyncs every file, then writes the marker last
+        _fsync_tree(partial)
+    except BaseException as exc:
+        from tunewire_server.worker.failures import nearly_full
+
+        full = isinstance(exc, Exception) and not isinstance(exc, OSError) and nearly_full(partial)
+        shutil.rmtree(partial, ignore_errors=True)
+        if full:
+            raise OSError(errno.ENOSPC, "No space left on device while saving the model") from exc
+        raise
     if final.exists():
         shutil.rmtree(final)
     os.rename(partial, final)
+    fd = os.open(job_dir, os.O_RDONLY)  # the rename itself is durable before the result is sent
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
     return final
 
 

@@ -3,6 +3,7 @@
 While one batch runs, concurrent requests queue up. The next batch takes every compatible request
 already waiting; when that shows concurrency (more than one request), it waits up to a short window
 for stragglers. A lone request never waits, so one client pays no latency for batching.
+Several threads may share one Batcher under a lock (the inference worker's Predict lanes).
 """
 
 from __future__ import annotations
@@ -23,7 +24,11 @@ class Batcher:
         self._held: list[Item] = []  # taken from the queue but not fit for the last batch
 
     def next(self) -> Item:
-        return self._held.pop(0) if self._held else self._requests.get()
+        """The next request, or None at the end of input; None stays, so every caller of next() sees it."""
+        item = self._held.pop(0) if self._held else self._requests.get()
+        if item is None:
+            self._held.insert(0, None)
+        return item
 
     def fill(self, first: Item, size: Callable[[Item], int], compatible: Callable[[Item, Item], bool]) -> list[Item]:
         """`first` plus compatible queued items, up to max_inputs inputs in all."""

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import errno
 import math
+import shutil
 import time
 from pathlib import Path
 
 from transformers import TrainerCallback
 
-from tunewire_server.checkpoints import mark_complete
+from tunewire_server.checkpoints import mark_complete, unmark
+from tunewire_server.worker.failures import nearly_full
 from tunewire_server.worker.protocol import MessageWriter
 from tunewire_server.worker.runtime import UserError
 
@@ -26,6 +29,14 @@ class Control:
         self.checkpoint_key: bytes | None = None
         self.nan_loss_steps = 3
         self._bad_losses = 0
+        # What the job is doing, for classing a failure (worker/failures.py): set by the runners and the
+        # trainer hooks below, and left as it was when an exception escapes.
+        self.phase = "prepare"
+        self.field = ""  # the spec field the phase works on (a dataset's), where there is one
+
+    def enter(self, phase: str, field: str = "") -> None:
+        self.phase = phase
+        self.field = field
 
     def agree(self) -> tuple[bool, bool]:
         """(stop, checkpoint_and_stop) as every rank of a multi-process run sees them: a request seen by any
@@ -65,13 +76,41 @@ class Control:
 
 
 def guarded(trainer_cls: type, control: Control) -> type:
-    """A subclass of a Trainer class whose every training step reports its loss to `control`."""
+    """A subclass of a Trainer class whose every training step reports its loss to `control`, and that
+    tells `control` when it loads a checkpoint ("resume"), trains ("train") or saves one ("save")."""
 
     class Guarded(trainer_cls):
+        def train(self, resume_from_checkpoint=None, *args, **kwargs):
+            control.enter("resume" if resume_from_checkpoint else "train")
+            return super().train(resume_from_checkpoint, *args, **kwargs)
+
+        def _load_rng_state(self, *args, **kwargs):  # at the first epoch's start, after on_train_begin
+            phase = control.phase
+            control.enter("resume")
+            super()._load_rng_state(*args, **kwargs)
+            control.enter(phase)
+
         def training_step(self, *args, **kwargs):
+            control.enter("train")
             loss = super().training_step(*args, **kwargs)
             control.observe_loss(float(loss))
             return loss
+
+        def _save_checkpoint(self, model, trial, *args, **kwargs):
+            control.enter("save")
+            folder = Path(self.args.output_dir) / f"checkpoint-{self.state.global_step}"
+            if self.args.should_save:
+                unmark(folder)  # a folder rewritten at the same step (after a fallback) is not complete until marked
+            try:
+                super()._save_checkpoint(model, trial, *args, **kwargs)
+            except Exception as exc:
+                full = nearly_full(folder)
+                if self.args.should_save:  # never taken for complete (no marker); its space is wanted back
+                    shutil.rmtree(folder, ignore_errors=True)
+                if full and not isinstance(exc, OSError):
+                    raise OSError(errno.ENOSPC, "No space left on device while saving a checkpoint") from exc
+                raise
+            control.enter("train")
 
     Guarded.__name__ = Guarded.__qualname__ = f"Guarded{trainer_cls.__name__}"
     return Guarded
@@ -90,6 +129,7 @@ class EventCallback(TrainerCallback):
         self._start = time.monotonic()
         self._start_step = state.global_step
         self.flags.training = True
+        self.flags.enter("train")  # the checkpoint's weights, optimizer and scheduler are loaded by now
 
     def on_step_end(self, args, state, control, **kwargs):
         stop, checkpoint = self.flags.agree()
@@ -139,11 +179,14 @@ class EventCallback(TrainerCallback):
         self.out.send("eval_result", step=state.global_step, epoch=float(state.epoch or 0.0), metrics=clean)
 
     def on_save(self, args, state, control, **kwargs):
+        self.flags.enter("save")
         self.flags.wait_for_ranks()  # each rank writes its own part (its RNG state): all before the marker
         if not state.is_world_process_zero:
+            self.flags.enter("train")
             return
         name = f"checkpoint-{state.global_step}"
         folder = Path(args.output_dir) / name
         if self.flags.checkpoint_key is not None and folder.is_dir():
             mark_complete(folder, state.global_step, self.flags.checkpoint_key)
+        self.flags.enter("train")
         self.out.send("checkpoint_saved", step=state.global_step, name=name)

@@ -37,6 +37,7 @@ def run(spec: job_pb2.JobSpec, plan: dict, job_dir: Path, out: MessageWriter, co
     seed = seed_of(spec)
     cache = job_dir / "cache"
 
+    control.enter("model")
     checked_config(plan["base_model"])
     tokenizer = AutoTokenizer.from_pretrained(plan["base_model"])
     max_length = task.max_length or min(tokenizer.model_max_length, DEFAULT_MAX_LENGTH_CAP)
@@ -44,13 +45,19 @@ def run(spec: job_pb2.JobSpec, plan: dict, job_dir: Path, out: MessageWriter, co
     def prepare(ds, field: str):
         data.require_columns(ds, [text_field, label_field] + ([pair_field] if pair_field else []), field)
 
-        def encode(batch):
-            try:
-                labels = [label_index(v, names) for v in batch[label_field]]
-            except DatasetProblem as exc:
-                raise UserError("INVALID_DATA", str(exc), field) from None
-            if any(not 0 <= i < len(names) for i in labels):
-                raise UserError("INVALID_DATA", f"a label is out of range for {len(names)} labels", field)
+        def encode(batch, indices):
+            labels = []
+            for row, value in zip(indices, batch[label_field], strict=True):
+                try:  # the message names the row, never the value: it is data (issue 12, item 7)
+                    index = label_index(value, names)
+                except (DatasetProblem, ValueError, TypeError, OverflowError):
+                    raise UserError("INVALID_DATA", f"row {row + 1}: the label ({type(value).__name__}) is not one "
+                                    f"of the {len(names)} label names or an index below {len(names)}",
+                                    field) from None
+                if not 0 <= index < len(names):
+                    raise UserError("INVALID_DATA", f"row {row + 1}: the label is out of range for {len(names)} "
+                                    "labels", field)
+                labels.append(index)
             encoded = tokenizer(
                 batch[text_field],
                 batch[pair_field] if pair_field else None,
@@ -61,13 +68,17 @@ def run(spec: job_pb2.JobSpec, plan: dict, job_dir: Path, out: MessageWriter, co
             encoded["labels"] = labels
             return encoded
 
-        return ds.map(encode, batched=True, remove_columns=ds.column_names, desc=f"tokenize {field}")
+        return ds.map(encode, batched=True, with_indices=True, remove_columns=ds.column_names,
+                      desc=f"tokenize {field}")
 
-    train = prepare(data.load(plan["train_dataset"], "train_dataset", seed, cache), "train_dataset")
-    evals = None
-    if plan.get("eval_dataset"):
-        evals = prepare(data.load(plan["eval_dataset"], "eval_dataset", seed, cache), "eval_dataset")
+    def load(field: str):
+        control.enter("data", field)
+        return prepare(data.load(plan[field], field, seed, cache), field)
 
+    train = load("train_dataset")
+    evals = load("eval_dataset") if plan.get("eval_dataset") else None
+
+    control.enter("model")
     model = AutoModelForSequenceClassification.from_pretrained(
         plan["base_model"],
         num_labels=len(names),
@@ -76,6 +87,7 @@ def run(spec: job_pb2.JobSpec, plan: dict, job_dir: Path, out: MessageWriter, co
         ignore_mismatched_sizes=True,  # a checkpoint with another head gets a fresh one
     )
 
+    control.enter("config")
     all_labels = list(range(len(names)))
     if evals is not None:  # loading the metric modules costs a noticeable part of a short job's start
         accuracy = evaluate.load(metric_path("accuracy"))
@@ -107,10 +119,7 @@ def run(spec: job_pb2.JobSpec, plan: dict, job_dir: Path, out: MessageWriter, co
     trainer.train(resume_from_checkpoint=resume_from)
     if control.stop or control.checkpoint_and_stop:
         return {}
-    save_final_model(job_dir, trainer.save_model, {
-        "task": "classification",
-        "label_names": names,
-        "max_length": max_length,
-        "text_pair": bool(pair_field),
-    })
+    control.enter("save")
+    meta = {"task": "classification", "label_names": names, "max_length": max_length, "text_pair": bool(pair_field)}
+    save_final_model(job_dir, trainer.save_model, meta, key=control.checkpoint_key, step=trainer.state.global_step)
     return callback.last_eval

@@ -6,6 +6,11 @@ on it with PEFT (nothing is merged on disk). Chat inputs go through the model's 
 Stop sequences are matched on the decoded text, so a stop string may span tokens; the text returned
 ends before it. While streaming, text that could still turn out to be the start of a stop sequence
 (or an incomplete UTF-8 character) is held back until it is known to be output.
+
+`pace`, where given, is called between two generated tokens: the inference worker uses it to hand the
+model to other callers (worker/turns.py) and to hold a stream whose client is not reading. Each input is
+at most `max_input_tokens` tokens; a longer one is refused, naming it. A numerical failure of sampling
+(inf/nan probabilities) is the request's fault and comes back as a GenerationRequestError.
 """
 
 from __future__ import annotations
@@ -71,6 +76,22 @@ class _StopOnCancel(StoppingCriteria):
         return torch.tensor([c.is_set() for c in self.cancels], dtype=torch.bool, device=input_ids.device)
 
 
+class _Pace(StoppingCriteria):
+    """Calls pace() once per generated token (after the streamer saw it); stops nothing itself."""
+
+    def __init__(self, pace: Callable[[], None]) -> None:
+        self.pace = pace
+
+    def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.Tensor:
+        self.pace()
+        return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+
+
+def _numerical_failure(exc: RuntimeError) -> bool:
+    message = str(exc)
+    return "inf" in message and "nan" in message or "probability tensor" in message
+
+
 class _DeltaStreamer(BaseStreamer):
     """Called by generate() with each new token: sends the text that became final since the last call."""
 
@@ -97,8 +118,9 @@ class _DeltaStreamer(BaseStreamer):
 class LoadedGenerator:
     """A fine-tuned causal LM (or base + LoRA adapter) and its tokenizer, ready to generate."""
 
-    def __init__(self, model_dir: Path, meta: dict) -> None:
+    def __init__(self, model_dir: Path, meta: dict, max_input_tokens: int | None = None) -> None:
         self.meta = meta
+        self.max_input_tokens = max_input_tokens
         dtype = DTYPES.get(meta.get("model_dtype") or "float32", torch.float32)
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
         if meta.get("adapter"):
@@ -131,8 +153,15 @@ class LoadedGenerator:
                 return ids[:i]
         return ids
 
-    def encode_text(self, text: str) -> list[int]:
-        return self.tokenizer(text)["input_ids"]  # with BOS etc., as SFTTrainer tokenized the training text
+    def encode_text(self, text: str, field: str = "inputs") -> list[int]:
+        # with BOS etc., as SFTTrainer tokenized the training text
+        return self._bounded(self.tokenizer(text)["input_ids"], field)
+
+    def _bounded(self, ids: list[int], field: str) -> list[int]:
+        if self.max_input_tokens is not None and len(ids) > self.max_input_tokens:
+            raise GenerationRequestError(f"is {len(ids)} tokens long; at most {self.max_input_tokens} tokens "
+                                         "per input", field)
+        return ids
 
     def encode_chat(self, conversation: dict, field: str) -> list[int]:
         if not self.tokenizer.chat_template:
@@ -148,7 +177,7 @@ class LoadedGenerator:
                                              f"{field}.messages[{i}].role")
             clean.append({"role": role, "content": content})
         out = self.tokenizer.apply_chat_template(clean, add_generation_prompt=True, tokenize=True, return_dict=True)
-        return list(out["input_ids"])
+        return self._bounded(list(out["input_ids"]), f"{field}.messages")
 
     def prompts(self, request: dict) -> list[list[int]]:
         inputs, conversations = request.get("inputs") or [], request.get("conversations") or []
@@ -156,7 +185,7 @@ class LoadedGenerator:
             raise GenerationRequestError("send either inputs or conversations, not both", "conversations")
         if conversations:
             return [self.encode_chat(c, f"conversations[{i}]") for i, c in enumerate(conversations)]
-        return [self.encode_text(t) for t in inputs]
+        return [self.encode_text(t, f"inputs[{i}]") for i, t in enumerate(inputs)]
 
     # --- generation --------------------------------------------------------------------------------
 
@@ -171,22 +200,30 @@ class LoadedGenerator:
                                 pad_token_id=self.pad_id, **kwargs)
 
     def _generate(self, prompts: list[list[int]], p: GenerationParams, cancels: list[threading.Event],
-                  streamer: BaseStreamer | None = None) -> list[dict]:
+                  streamer: BaseStreamer | None = None, pace: Callable[[], None] | None = None) -> list[dict]:
         width = max(len(x) for x in prompts)
         ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(prompts), width), dtype=torch.long)
         for i, x in enumerate(prompts):  # left padding: every row's continuation starts at `width`
             ids[i, width - len(x):] = torch.tensor(x)
             mask[i, width - len(x):] = 1
-        criteria = [_StopOnCancel(cancels)]
+        criteria = [_Pace(pace)] if pace else []
+        criteria.append(_StopOnCancel(cancels))  # after pace: a cancel while held back is seen at once
         if p.stop:
             criteria.append(_StopOnText(self.decode, width, p.stop))
         if p.seed is not None:
             torch.manual_seed(p.seed)
-        with torch.inference_mode():
-            out = self.model.generate(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
-                                      generation_config=self._config(p),
-                                      stopping_criteria=StoppingCriteriaList(criteria), streamer=streamer)
+        try:
+            with torch.inference_mode():
+                out = self.model.generate(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
+                                          generation_config=self._config(p),
+                                          stopping_criteria=StoppingCriteriaList(criteria), streamer=streamer)
+        except RuntimeError as exc:
+            if not _numerical_failure(exc):
+                raise
+            field = "generation.temperature" if p.do_sample and p.temperature is not None else "generation"
+            raise GenerationRequestError("sampling failed: the probabilities became inf or nan; use a larger "
+                                         "temperature", field) from None
         return [self._finish(row, p.stop, cancel) for row, cancel in zip(out[:, width:].tolist(), cancels, strict=True)]
 
     def _finish(self, row: list[int], stops: list[str], cancel: threading.Event) -> dict:
@@ -200,15 +237,18 @@ class LoadedGenerator:
             return {"text": text, "num_tokens": len(kept) + 1, "finish_reason": "eos"}
         return {"text": text, "num_tokens": len(row), "finish_reason": "cancelled" if cancel.is_set() else "length"}
 
-    def predict(self, request: dict, cancel: threading.Event | None = None) -> list[dict]:
-        answer = self.predict_many([(request, cancel or threading.Event())])[0]
+    def predict(self, request: dict, cancel: threading.Event | None = None,
+                pace: Callable[[], None] | None = None) -> list[dict]:
+        answer = self.predict_many([(request, cancel or threading.Event())], pace)[0]
         if isinstance(answer, Exception):
             raise answer
         return answer
 
-    def predict_many(self, calls: list[tuple[dict, threading.Event]]) -> list[list[dict] | Exception]:
+    def predict_many(self, calls: list[tuple[dict, threading.Event]], pace: Callable[[], None] | None = None,
+                     max_rows: int = 32) -> list[list[dict] | Exception]:
         """Several Predict calls with the same generation parameters in one generate() (micro-batching
-        across callers): each call's answer, or the exception that failed that call alone."""
+        across callers): each call's answer, or the exception that failed that call alone. At most
+        `max_rows` prompts go into one generate(), so one call with many inputs does not size memory."""
         p = GenerationParams.from_request(calls[0][0].get("generation"))
         answers: list[list[dict] | Exception] = []
         counts: list[int] = []
@@ -225,7 +265,10 @@ class LoadedGenerator:
             counts.append(len(mine))
             prompts += mine
             cancels += [cancel] * len(mine)
-        generated = self._generate(prompts, p, cancels) if prompts else []
+        generated: list[dict] = []
+        for start in range(0, len(prompts), max_rows):
+            generated += self._generate(prompts[start:start + max_rows], p, cancels[start:start + max_rows],
+                                        pace=pace)
         start = 0
         for answer, n in zip(answers, counts, strict=True):
             if isinstance(answer, list):
@@ -233,15 +276,16 @@ class LoadedGenerator:
                 start += n
         return answers
 
-    def stream(self, request: dict, cancel: threading.Event, emit: Callable[[str], None]) -> dict:
+    def stream(self, request: dict, cancel: threading.Event, emit: Callable[[str], None],
+               pace: Callable[[], None] | None = None) -> dict:
         """Generate for one text or conversation, calling emit(delta) as text becomes final."""
         p = GenerationParams.from_request(request.get("generation"))
         if request.get("conversation"):
             prompt = self.encode_chat(request["conversation"], "conversation")
         else:
-            prompt = self.encode_text(request.get("text") or "")
+            prompt = self.encode_text(request.get("text") or "", "text")
         streamer = _DeltaStreamer(self, p.stop, emit)
-        final = self._generate([prompt], p, [cancel], streamer)[0]
+        final = self._generate([prompt], p, [cancel], streamer, pace)[0]
         if len(final["text"]) > streamer.sent:
             emit(final["text"][streamer.sent:])
         return final

@@ -36,6 +36,7 @@ from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
 
+from tunewire_server.worker import failures
 from tunewire_server.worker.artifacts import RUN_DIR
 from tunewire_server.worker.protocol import ErrorOnlyWriter, MessageWriter, die_with_parent
 from tunewire_server.workers import CHECKPOINT_SIGNAL, STOP_SIGNAL
@@ -248,8 +249,7 @@ class Launch:
         return 1
 
     def _send_crash(self, message: str) -> None:
-        self.out.send("error", error={"code": "WORKER_CRASHED", "kind": "SYSTEM", "field": "",
-                                      "message": message[:2000]})
+        self.out.send("error", error=failures.error("WORKER_CRASHED", "SYSTEM", message))
 
     def _failures(self) -> list[dict]:
         try:
@@ -263,7 +263,7 @@ class Launch:
             path = self.dir / f"error.{rank}.json"
             with suppress(OSError, ValueError):
                 message = json.loads(path.read_text())
-                message["error"]["message"] = f"(rank {rank}) {message['error'].get('message', '')}"
+                message["error"]["message"] = failures.bound(f"(rank {rank}) {message['error'].get('message', '')}")
                 return json.dumps(message, separators=(",", ":"))
         return None
 

@@ -201,13 +201,17 @@ def build_trainer(spec: job_pb2.JobSpec, plan: dict, job_dir: Path, callbacks=()
     seed = seed_of(spec)
     cache = job_dir / "cache"
 
+    phase = control.enter if control is not None else (lambda *a: None)
+
     def load(key: str):
         dplan = plan[key]
+        phase("data", key)
         return to_trl_dataset(data.load(dplan, key, seed, cache), task, key, check_rows=dplan["kind"] == "hub")
 
     train = load("train_dataset")
     evals = load("eval_dataset") if plan.get("eval_dataset") else None
 
+    phase("model")
     checked_config(plan["base_model"])
     tokenizer = AutoTokenizer.from_pretrained(plan["base_model"])
     model = load_model(plan["base_model"], sp["model_dtype"])
@@ -223,6 +227,7 @@ def build_trainer(spec: job_pb2.JobSpec, plan: dict, job_dir: Path, callbacks=()
                             "Turn packing off, or set packing_strategy to WRAPPED if examples that share a row "
                             "may see each other", "sft.packing")
 
+    phase("config")  # SFTTrainer also tokenizes here: failures raised inside `datasets` are the data's
     config = SFTConfig(**sft_config_kwargs(spec, plan, job_dir, evals is not None))
     peft_config = lora_config(spec, model_type) if spec.HasField("lora") else None
     try:
@@ -292,5 +297,7 @@ def run(spec: job_pb2.JobSpec, plan: dict, job_dir: Path, out: MessageWriter, co
     trainer.train(resume_from_checkpoint=resume_from)
     if control.stop or control.checkpoint_and_stop:
         return {}
-    save_final_model(job_dir, lambda folder: save(trainer, folder, meta), meta)
+    control.enter("save")
+    save_final_model(job_dir, lambda folder: save(trainer, folder, meta), meta, key=control.checkpoint_key,
+                     step=trainer.state.global_step)
     return callback.last_eval

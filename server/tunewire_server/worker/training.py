@@ -15,7 +15,6 @@ import logging
 import os
 import signal
 import sys
-import traceback
 
 from tunewire_server.worker.protocol import MessageWriter, die_with_parent, parse_args
 
@@ -130,11 +129,9 @@ def _read_job_line() -> str:
 
 def _run(out: MessageWriter, control, rank=None) -> int:
     import torch  # noqa: F401  (the import cost is paid here, before a job arrives)
-    from google.protobuf import json_format
 
-    from tunewire.v1 import job_pb2
     from tunewire_server.worker import classification, sft
-    from tunewire_server.worker.runtime import UserError, configure_torch
+    from tunewire_server.worker.runtime import configure_torch
 
     runners = {"classification": classification.run, "sft": sft.run}
     if rank is not None:
@@ -155,39 +152,83 @@ def _run(out: MessageWriter, control, rank=None) -> int:
         if processes > 1:
             return run_distributed(request, processes, out, control)
     configure_torch()
-    from pathlib import Path
-
-    from tunewire_server.checkpoints import latest_complete
-
-    spec = json_format.ParseDict(request["spec"], job_pb2.JobSpec())
-    plan = request["plan"]
-    job_dir = Path(request["job_dir"])
-    control.checkpoint_key = bytes.fromhex(request["checkpoint_key"])
-    control.nan_loss_steps = request.get("nan_loss_steps", 3)
-    resume = latest_complete(job_dir / "checkpoints", control.checkpoint_key)
-    log = logging.getLogger("tunewire.worker")
-    log.info("job %s: %s on %s%s", request["job_id"], plan["task"], plan["base_model"],
-             f", resuming from {resume.name}" if resume else "")
-    try:
-        metrics = runners[plan["task"]](spec, plan, job_dir, out, control, str(resume) if resume else None)
-    except UserError as exc:
-        out.send("error", error={"code": exc.code, "message": exc.message, "field": exc.field, "kind": "USER"})
-        return 1
-    except torch.OutOfMemoryError as exc:
-        out.send("error", error={"code": "OUT_OF_MEMORY", "message": str(exc).splitlines()[0][:500], "field": "",
-                                 "kind": "SYSTEM"})
-        return 1
-    except Exception as exc:
-        traceback.print_exc()
-        out.send("error", error={"code": "TRAINING_FAILED", "message": f"{type(exc).__name__}: {exc}"[:2000],
-                                 "field": "", "kind": "SYSTEM"})
-        return 1
+    code, metrics = run_job(request, out, control, runners)
+    if code != 0:
+        return code
     if rank is not None:
         _log_rank(rank)
     if control.stop or control.checkpoint_and_stop:
         return 0
     out.send("result", metrics=metrics)
     return 0
+
+
+def run_job(request: dict, out, control, runners: dict) -> tuple[int, dict]:
+    """Run one job's task in this process: (exit code, metrics). Resumes from the newest checkpoint that
+    verifies (checkpoints.py); one that then fails to load is unmarked and the one before it is tried, down
+    to a start from step 0. A failure is reported as one error message, classed by worker/failures.py; its
+    full traceback (bounded lines, no local variables) goes to the job's log only."""
+    from pathlib import Path
+
+    from google.protobuf import json_format
+
+    from tunewire.v1 import job_pb2
+    from tunewire_server.checkpoints import complete_checkpoints, unmark
+    from tunewire_server.worker.failures import classify, format_traceback
+
+    log = logging.getLogger("tunewire.worker")
+    spec = json_format.ParseDict(request["spec"], job_pb2.JobSpec())
+    plan = request["plan"]
+    job_dir = Path(request["job_dir"])
+    control.checkpoint_key = bytes.fromhex(request["checkpoint_key"])
+    control.nan_loss_steps = request.get("nan_loss_steps", 3)
+    checkpoints = job_dir / "checkpoints"
+    candidates = complete_checkpoints(checkpoints, control.checkpoint_key)
+    resume = next(candidates, None)
+    if resume is None and checkpoints.is_dir() and any(checkpoints.glob("checkpoint-*")):
+        log.warning("job %s: no checkpoint verifies: starting from step 0", request["job_id"])
+    allowed = _names(request["spec"], plan)
+    while True:
+        log.info("job %s: %s on %s%s", request["job_id"], plan["task"], plan["base_model"],
+                 f", resuming from {resume.name}" if resume else "")
+        control.enter("prepare")
+        try:
+            return 0, runners[plan["task"]](spec, plan, job_dir, out, control, str(resume) if resume else None)
+        except Exception as exc:
+            phase = control.phase
+            log.error("job %s failed (phase %s):\n%s", request["job_id"], phase, format_traceback(exc))
+            error = classify(exc, phase, field=control.field, save_dir=job_dir, allowed=allowed)
+        if (resume is not None and phase == "resume" and error["kind"] == "SYSTEM"
+                and error["code"] not in ("OUT_OF_MEMORY", "DISK_FULL", "DEVICE_ERROR")):
+            failed, resume = resume, next(candidates, None)
+            unmark(failed)  # never tried again, by this attempt or a later one
+            log.warning("job %s: %s failed to load (%s): %s", request["job_id"], failed.name, error["message"],
+                        f"falling back to {resume.name}" if resume else "no checkpoint left: starting from step 0")
+            continue
+        out.send("error", error=error)
+        return 1, {}
+
+
+def _names(spec: dict, plan: dict) -> set[str]:
+    """Strings an error message may quote: the spec's and the plan's own values (field and column names,
+    paths, label names), never inline rows."""
+    names: set[str] = set()
+
+    def walk(value, key: str = "") -> None:
+        if key in ("inline", "rows"):
+            return
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(v, k)
+        elif isinstance(value, list):
+            for v in value:
+                walk(v, key)
+        elif isinstance(value, str) and len(value) <= 1000:
+            names.add(value)
+
+    walk(spec)
+    walk(plan)  # the model's and datasets' resolved paths, the label names
+    return names
 
 
 def _prepare_for_first_step() -> None:

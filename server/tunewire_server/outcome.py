@@ -1,0 +1,56 @@
+"""How a job's attempt ends: one pure decision from what the worker and the server saw.
+
+The scheduler gathers the facts (the worker's exit code, its result and error, whether a cancel or a
+shutdown came, whether the job's events could be stored) and records what `decide` returns.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tunewire_server.states import JobState
+
+RESUME = JobState.RUNNING  # left RUNNING: the next start of the server resumes the job
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """`state` is terminal, QUEUED (a retry, to the back of the queue) or RESUME."""
+
+    state: JobState
+    message: str
+    error: dict | None = None
+    metrics: dict | None = None
+
+
+def system_error(code: str, message: str) -> dict:
+    return {"code": code, "kind": "SYSTEM", "field": "", "message": message}
+
+
+def retry_limit(job_max_retries: int, setting: int) -> int:
+    """The retries a job gets: what it asked for, capped by the server's setting (also for jobs stored
+    before the cap existed)."""
+    return max(0, min(job_max_retries, setting))
+
+
+def decide(*, exit_code: int | None, exit_description: str, result: dict | None, model_saved: bool,
+           error: dict | None, cancel_requested: bool, stopping: bool, recording_error: dict | None,
+           attempt: int, max_retries: int) -> Outcome:
+    """The end of attempt `attempt` (1 for the first run) of a job allowed `max_retries` retries.
+
+    recording_error: why the server could not store the job's events (the worker was stopped for it),
+    None if it could. Only an error of kind SYSTEM is retried; a USER error would fail again.
+    """
+    if cancel_requested:
+        return Outcome(JobState.CANCELLED, "cancelled")
+    if recording_error is not None:
+        return Outcome(JobState.FAILED, recording_error["message"], error=recording_error)
+    if exit_code == 0 and result is not None and model_saved:
+        return Outcome(JobState.SUCCEEDED, "finished", metrics=result.get("metrics"))
+    if stopping and error is None:
+        return Outcome(RESUME, "left RUNNING for the next start to resume")
+    error = error or system_error("WORKER_CRASHED", exit_description)
+    if error.get("kind") == "SYSTEM" and attempt <= max_retries:
+        return Outcome(JobState.QUEUED, f"{error.get('message', '')}; retrying from the last complete checkpoint "
+                                        f"({attempt} of {max_retries} retries)", error=error)
+    return Outcome(JobState.FAILED, error.get("message", ""), error=error)
