@@ -119,3 +119,34 @@ def test_the_worker_opens_dataset_files_under_their_root_at_read_time(tmp_path):
     with pytest.raises(UserError) as info:
         data.load(plan, "train_dataset", 0, tmp_path / "cache2")
     assert MARKER not in info.value.message
+
+
+def test_the_worker_links_the_file_it_opened_and_copies_when_the_path_moved_on(tmp_path, monkeypatch):
+    """The private copy is a hard link when the path still names the opened file (no bytes copied), a copy of
+    the opened file when the path was swapped between the open and the link, and one name per process (the
+    ranks of a multi-process job load side by side)."""
+    from tunewire_server import paths
+    from tunewire_server.worker import data
+
+    root = tmp_path / "datasets"
+    root.mkdir()
+    tiny.write_jsonl(root / "d.jsonl", tiny.sentiment_rows(4))
+    plan = {"kind": "file", "path": str(root / "d.jsonl"), "format": "jsonl", "root": str(root), "relative": "d.jsonl"}
+    linked = data._private_copy(plan, "train_dataset", tmp_path / "cache")
+    assert linked.name == f"train_dataset.{os.getpid()}.jsonl"
+    assert os.stat(linked).st_ino == os.stat(root / "d.jsonl").st_ino
+    linked.unlink()
+
+    opened_text = (root / "d.jsonl").read_text()
+    real_open_under = paths.open_under
+
+    def open_then_swap(root_, relative):  # the path is swapped right after the safe open
+        fd = real_open_under(root_, relative)
+        (root / "d.jsonl").rename(root / "old.jsonl")
+        (root / "d.jsonl").write_text(f'{{"text": "{MARKER}", "label": 0}}\n')
+        return fd
+
+    monkeypatch.setattr(data, "open_under", open_then_swap)
+    copied = data._private_copy(plan, "train_dataset", tmp_path / "cache")
+    assert os.stat(copied).st_ino != os.stat(root / "d.jsonl").st_ino
+    assert copied.read_text() == opened_text and MARKER not in copied.read_text()

@@ -2,13 +2,15 @@
 
 A dataset file is opened the same safe way validation checked it, at the moment it is read: the path
 under the dataset root is resolved again (a symlink swapped in after the job was accepted, leading out of
-the root, is refused), only a regular file is read, and the opened file is copied into the job's folder
-so the `datasets` library reads exactly the bytes that passed the check. Errors name the field and never
+the root, is refused), only a regular file is read, and the opened file is hard-linked (or, across
+filesystems, copied) into the job's folder, so the `datasets` library reads that very file whatever the
+path points at by then. Errors name the field and never
 quote the data (a library's parse error can carry a row's text, so only its type is reported).
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import datasets
@@ -69,12 +71,14 @@ def _system_cause(exc: BaseException) -> bool:
 
 
 def _private_copy(plan: dict, field: str, cache_dir: Path) -> Path:
-    """Copy the plan's dataset file, opened safely under its root, into the job's cache folder."""
+    """Link (or copy) the plan's dataset file, opened safely under its root, into the job's cache folder."""
     pfield = f"{field}.file.path"
     try:
         if plan.get("root") is not None and plan.get("relative") is not None:
+            source = Path(plan["root"]) / plan["relative"]
             fd = open_under(plan["root"], plan["relative"])
         else:  # a plan written before plans carried the root: the resolved path, no symlink followed
+            source = Path(plan["path"])
             fd = open_regular(plan["path"], follow_symlinks=False)
     except UnsafePath as exc:
         raise UserError("INVALID_DATA", f"the dataset file {exc}", pfield) from None
@@ -83,7 +87,15 @@ def _private_copy(plan: dict, field: str, cache_dir: Path) -> Path:
                         pfield) from None
     limit = plan.get("max_bytes")
     cache_dir.mkdir(parents=True, exist_ok=True)
-    copy = cache_dir / f"{field}.{plan['format']}"
+    # One name per process: the ranks of a multi-process job load the same dataset side by side.
+    copy = cache_dir / f"{field}.{os.getpid()}.{plan['format']}"
+    copy.unlink(missing_ok=True)
+    if limit is not None and os.fstat(fd).st_size > limit:  # grown since it was checked
+        os.close(fd)
+        raise UserError("INVALID_DATA", f"the dataset file is larger than {limit} bytes", pfield)
+    if _link_same_file(fd, source, copy):
+        os.close(fd)
+        return copy
     try:
         with open(fd, "rb") as src, open(copy, "wb") as dst:
             size = 0
@@ -96,6 +108,20 @@ def _private_copy(plan: dict, field: str, cache_dir: Path) -> Path:
         copy.unlink(missing_ok=True)
         raise
     return copy
+
+
+def _link_same_file(fd: int, source: Path, link: Path) -> bool:
+    """Hard-link `source` as `link` if it still is the file open as `fd` (a link costs no copy). The
+    path may have been swapped since it was opened: then the link names another file and is dropped."""
+    try:
+        os.link(source, link, follow_symlinks=False)
+    except OSError:  # another filesystem, or a filesystem without hard links
+        return False
+    opened, linked = os.fstat(fd), os.lstat(link)
+    if (opened.st_dev, opened.st_ino) == (linked.st_dev, linked.st_ino):
+        return True
+    link.unlink(missing_ok=True)
+    return False
 
 
 def require_columns(ds: datasets.Dataset, columns: list[str], field: str) -> None:
