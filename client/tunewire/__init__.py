@@ -1,6 +1,7 @@
 """tunewire: the Python SDK for the tunewire fine-tuning service.
 
-Light on purpose: it needs grpcio and protobuf only, and importing it never imports torch.
+Light on purpose: it needs grpcio, protobuf and googleapis-common-protos (the google.rpc messages of rich
+errors) only, and importing it never imports torch.
 """
 
 from tunewire.aio import AsyncClient

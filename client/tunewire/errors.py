@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import grpc
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+from google.protobuf.message import DecodeError
+from google.rpc import error_details_pb2, status_pb2  # googleapis-common-protos, as grpcio-status uses
 
-_DETAILS_KEY = "grpc-status-details-bin"
-_BAD_REQUEST_URL = "type.googleapis.com/google.rpc.BadRequest"
+_DETAILS_KEY = "grpc-status-details-bin"  # a serialized google.rpc.Status
 
 
 @dataclass(frozen=True)
@@ -95,48 +95,19 @@ _BY_CODE: dict[grpc.StatusCode, type[TunewireError]] = {
 }
 
 
-def _rich_status_classes():
-    """google.rpc.Status and BadRequest, built in a private pool.
-
-    The SDK depends on grpcio and protobuf only, so it cannot import googleapis-common-protos; a
-    private pool also cannot clash with that package when both are loaded in one process.
-    """
-    any_file = descriptor_pb2.FileDescriptorProto(name="google/protobuf/any.proto", package="google.protobuf",
-                                                  syntax="proto3")
-    any_msg = any_file.message_type.add(name="Any")
-    any_msg.field.add(name="type_url", number=1, type=9, label=1)
-    any_msg.field.add(name="value", number=2, type=12, label=1)
-    rpc = descriptor_pb2.FileDescriptorProto(name="tunewire/_rpc_status.proto", package="google.rpc",
-                                             syntax="proto3", dependency=["google/protobuf/any.proto"])
-    status = rpc.message_type.add(name="Status")
-    status.field.add(name="code", number=1, type=5, label=1)
-    status.field.add(name="message", number=2, type=9, label=1)
-    status.field.add(name="details", number=3, type=11, label=3, type_name=".google.protobuf.Any")
-    bad = rpc.message_type.add(name="BadRequest")
-    fv = bad.nested_type.add(name="FieldViolation")
-    fv.field.add(name="field", number=1, type=9, label=1)
-    fv.field.add(name="description", number=2, type=9, label=1)
-    bad.field.add(name="field_violations", number=1, type=11, label=3,
-                  type_name=".google.rpc.BadRequest.FieldViolation")
-    pool = descriptor_pool.DescriptorPool()
-    pool.Add(any_file)
-    pool.Add(rpc)
-    return (message_factory.GetMessageClass(pool.FindMessageTypeByName("google.rpc.Status")),
-            message_factory.GetMessageClass(pool.FindMessageTypeByName("google.rpc.BadRequest")))
-
-
-_Status, _BadRequest = _rich_status_classes()
-
-
 def field_violations(trailing_metadata) -> tuple[FieldViolation, ...]:
+    """The field violations of a google.rpc.BadRequest in the call's rich status details, if any."""
     for key, value in trailing_metadata or ():
         if key == _DETAILS_KEY:
-            status = _Status.FromString(value)
             out = []
-            for detail in status.details:
-                if detail.type_url == _BAD_REQUEST_URL:
-                    bad = _BadRequest.FromString(detail.value)
-                    out += [FieldViolation(v.field, v.description) for v in bad.field_violations]
+            try:
+                for detail in status_pb2.Status.FromString(value).details:
+                    if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+                        bad = error_details_pb2.BadRequest()
+                        detail.Unpack(bad)
+                        out += [FieldViolation(v.field, v.description) for v in bad.field_violations]
+            except DecodeError:  # details that do not parse: the status code and message still stand
+                return ()
             return tuple(out)
     return ()
 

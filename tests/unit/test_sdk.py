@@ -25,7 +25,7 @@ def test_control_plane_never_imports_torch():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-def test_rich_error_details_decode_without_googleapis():
+def test_rich_error_details_decode_with_the_google_rpc_messages():
     bad = error_details_pb2.BadRequest(field_violations=[
         error_details_pb2.BadRequest.FieldViolation(field="base_model", description="is required")])
     detail = any_pb2.Any()
@@ -76,3 +76,11 @@ def test_spec_files(tmp_path):
     bad.write_text("base_model: m\nepochs: 3\n")
     with pytest.raises(tunewire.SpecError, match="epochs"):
         tunewire.load_spec(bad)
+
+
+def test_status_details_that_do_not_parse_leave_the_error_without_violations():
+    """A corrupt grpc-status-details-bin must not escape as a protobuf DecodeError: the SDK still raises its
+    own error for the status code, with no field violations."""
+    from tunewire.errors import field_violations
+
+    assert field_violations([("grpc-status-details-bin", b"\xff\xff\xff")]) == ()

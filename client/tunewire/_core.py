@@ -1,0 +1,197 @@
+"""What the sync and asyncio clients share, written once: the meaning of every call and the decisions of
+every loop. Nothing here waits, sends or receives (a grpc channel connects on its first call).
+
+`Client` and `AsyncClient` are thin shells around this module: they open a channel, send what it builds
+(blocking or awaited), sleep where it says, and hand back what it converts. A unary call is a `Unary`
+(stub method, request, conversion of the response); `StreamResumer` follows a StreamMetrics stream
+across reconnects; `Pager` walks ListJobs pages; `Waiter` decides when `wait()` is done and what it
+returns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import grpc
+from google.protobuf.message import Message as ProtoMessage
+
+from tunewire import _requests as req
+from tunewire.errors import JobFailedError
+from tunewire.types import Job, JobEvent, JobState, Prediction, StateChange, prediction_from_proto
+from tunewire.v1 import tuning_service_pb2 as pb
+from tunewire.v1 import tuning_service_pb2_grpc as pb_grpc
+
+T = TypeVar("T")
+
+
+class Connection:
+    """The state both clients hold: a channel (`grpc` or `grpc.aio`, chosen by the subclass's `_grpc`),
+    the stub, the default deadline and the call metadata."""
+
+    _grpc: Any  # the grpc or grpc.aio module
+
+    def __init__(self, address: str = "localhost:50051", *, timeout: float = req.DEFAULT_TIMEOUT,
+                 token: str | None = None, credentials: grpc.ChannelCredentials | None = None,
+                 max_message_bytes: int = 64 * 1024 * 1024,
+                 keepalive_s: float = req.DEFAULT_KEEPALIVE_S) -> None:
+        options = req.channel_options(max_message_bytes, keepalive_s)
+        self._channel = (self._grpc.secure_channel(address, credentials, options) if credentials
+                         else self._grpc.insecure_channel(address, options))
+        self._stub = pb_grpc.TuningServiceStub(self._channel)
+        self._timeout = timeout
+        self._metadata = req.metadata(token)
+        self.address = address
+
+    def _call_options(self, timeout: float | None) -> dict[str, Any]:
+        """Keyword arguments of a unary call: every one has a deadline."""
+        return {"timeout": timeout or self._timeout, "metadata": self._metadata}
+
+
+# --- unary calls ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Unary(Generic[T]):
+    """One unary call: which stub method, the request, and how its response becomes the SDK's result."""
+
+    method: str
+    request: ProtoMessage
+    convert: Callable[[Any], T]
+
+
+def _page(response: pb.ListJobsResponse) -> pb.ListJobsResponse:
+    return response
+
+
+def _job(response: Any) -> Job:
+    return Job.from_proto(response.job)
+
+
+def submit(spec: req.SpecLike, request_id: str) -> Unary[Job]:
+    return Unary("SubmitJob", pb.SubmitJobRequest(spec=req.as_spec(spec), request_id=request_id), _job)
+
+
+def get(job_id: str) -> Unary[Job]:
+    return Unary("GetJob", pb.GetJobRequest(job_id=job_id), _job)
+
+
+def cancel(job_id: str) -> Unary[Job]:
+    return Unary("CancelJob", pb.CancelJobRequest(job_id=job_id), _job)
+
+
+def predict(job_id: str, inputs: Sequence[str | Sequence[req.Message]] | str,
+            generation: pb.GenerationParams | None, generation_kwargs: dict[str, Any]) -> Unary[list[Prediction]]:
+    if generation is None and generation_kwargs:
+        generation = req.generation_params(**generation_kwargs)
+    return Unary("Predict", req.predict_request(job_id, inputs, generation),
+                 lambda response: [prediction_from_proto(p) for p in response.predictions])
+
+
+def predict_stream_request(job_id: str, prompt: str | Sequence[req.Message],
+                           generation_kwargs: dict[str, Any]) -> pb.PredictStreamRequest:
+    request = pb.PredictStreamRequest(job_id=job_id, generation=req.generation_params(**generation_kwargs))
+    if isinstance(prompt, str):
+        request.text = prompt
+    else:
+        request.conversation.CopyFrom(req.conversation(prompt))
+    return request
+
+
+def text_delta(response: pb.PredictStreamResponse) -> str:
+    """The text one PredictStream response adds ('' for a response that carries none)."""
+    return response.text_delta
+
+
+HEALTH_CHECK_METHOD = "/grpc.health.v1.Health/Check"
+
+
+def is_serving(answer: bytes) -> bool:
+    return answer == req.HEALTH_SERVING
+
+
+# --- the loops' decisions ------------------------------------------------------------------------------
+
+
+class StreamResumer:
+    """Follows one job's StreamMetrics across broken connections.
+
+    It remembers the seq of the last event it delivered, so the next request asks for what comes after
+    it and no event is lost or repeated. When a stream breaks, `retry_delay` says how long to wait before
+    reconnecting, or None to give up (the shell then raises the error): only UNAVAILABLE is retried, at
+    most len(delays) times in a row; each delivered event resets the count.
+    """
+
+    def __init__(self, job_id: str, after_seq: int = 0, reconnect: bool = True,
+                 delays: Sequence[float] = req.RECONNECT_DELAYS) -> None:
+        self.job_id = job_id
+        self.last_seq = after_seq
+        self.reconnect = reconnect
+        self.delays = tuple(delays)
+        self.failures = 0
+
+    def request(self) -> pb.StreamMetricsRequest:
+        """The request that opens (or reopens) the stream after the last delivered seq."""
+        return req.stream_request(self.job_id, self.last_seq)
+
+    def events(self, response: pb.StreamMetricsResponse) -> Iterator[JobEvent]:
+        """The events of one response; each counts as delivered when it is handed out."""
+        for message in req.response_events(response):
+            event = JobEvent.from_proto(message)
+            self.last_seq = event.seq
+            self.failures = 0
+            yield event
+
+    def retry_delay(self, code: grpc.StatusCode | None) -> float | None:
+        """Seconds to wait before reconnecting after the stream failed with `code`, or None: give up."""
+        if not self.reconnect or code not in req.RETRYABLE or self.failures >= len(self.delays):
+            return None
+        delay = self.delays[self.failures]
+        self.failures += 1
+        return delay
+
+
+class Pager:
+    """Walks ListJobs pages: `next_call()` is the call for the next page (None when the listing is over:
+    the last page had no next_page_token, or `limit` jobs were delivered), `take(page)` the jobs of a page
+    to hand out."""
+
+    def __init__(self, states: Iterable[JobState | str] | None, page_size: int, limit: int | None) -> None:
+        self.states = list(states or ())
+        self.page_size = page_size
+        self.limit = limit
+        self.token = ""
+        self.seen = 0
+        self.done = False
+
+    def next_call(self) -> Unary[pb.ListJobsResponse] | None:
+        if self.done or (self.limit is not None and self.seen >= self.limit):
+            return None
+        return Unary("ListJobs", req.list_request(self.states, self.page_size, self.token), _page)
+
+    def take(self, page: pb.ListJobsResponse) -> list[Job]:
+        room = len(page.jobs) if self.limit is None else max(0, self.limit - self.seen)
+        jobs = [Job.from_proto(job) for job in page.jobs[:room]]
+        self.seen += len(jobs)
+        self.token = page.next_page_token
+        self.done = not self.token
+        return jobs
+
+
+class Waiter:
+    """`wait()`'s decisions: it follows the job's events until one says the job reached a terminal state
+    (or the stream ends), then reads the job once and returns it, raising JobFailedError unless it
+    SUCCEEDED when `raise_on_failure`."""
+
+    def __init__(self, raise_on_failure: bool = True) -> None:
+        self.raise_on_failure = raise_on_failure
+
+    @staticmethod
+    def finished(event: JobEvent) -> bool:
+        return isinstance(event.data, StateChange) and event.data.state.terminal
+
+    def result(self, job: Job) -> Job:
+        if self.raise_on_failure and job.state != JobState.SUCCEEDED:
+            raise JobFailedError(job)
+        return job

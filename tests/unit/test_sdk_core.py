@@ -1,0 +1,166 @@
+"""The logic both SDK clients share (tunewire._core), driven directly: no server, no channel."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+
+import tunewire
+from tunewire import _core as core
+from tunewire import _requests as req
+from tunewire.v1 import job_pb2
+from tunewire.v1 import tuning_service_pb2 as pb
+
+
+def event(seq: int, state: int | None = None) -> job_pb2.JobEvent:
+    msg = job_pb2.JobEvent(job_id="job-1", seq=seq)
+    msg.time.FromSeconds(seq)
+    if state is None:
+        msg.train_log.step = seq
+    else:
+        msg.state_change.state = state
+    return msg
+
+
+def batched(*seqs: int) -> pb.StreamMetricsResponse:
+    return pb.StreamMetricsResponse(events=[event(s) for s in seqs])
+
+
+def single(seq: int) -> pb.StreamMetricsResponse:
+    return pb.StreamMetricsResponse(event=event(seq))
+
+
+def job(job_id: str, state: int = job_pb2.JOB_STATE_SUCCEEDED) -> job_pb2.Job:
+    return job_pb2.Job(id=job_id, state=state)
+
+
+# --- StreamResumer ---------------------------------------------------------------------------------------
+
+def test_the_resumer_reconnects_after_the_last_delivered_seq_across_a_disconnect():
+    resumer = core.StreamResumer("job-1", after_seq=2)
+    first = resumer.request()
+    assert (first.job_id, first.after_seq, first.max_batch) == ("job-1", 2, req.STREAM_BATCH)
+    delivered = [e.seq for e in resumer.events(batched(3, 4))] + [e.seq for e in resumer.events(single(5))]
+    assert delivered == [3, 4, 5]
+    # the connection drops: wait the first delay, then ask for what comes after seq 5
+    assert resumer.retry_delay(grpc.StatusCode.UNAVAILABLE) == req.RECONNECT_DELAYS[0]
+    assert resumer.request().after_seq == 5
+    assert [e.seq for e in resumer.events(batched(6))] == [6]
+    assert resumer.request().after_seq == 6
+
+
+def test_an_event_counts_as_delivered_only_when_handed_out():
+    resumer = core.StreamResumer("job-1")
+    events = resumer.events(batched(1, 2, 3))
+    next(events)
+    assert resumer.request().after_seq == 1  # 2 and 3 were received but never handed out
+    assert [e.seq for e in resumer.events(pb.StreamMetricsResponse())] == []  # a response without events
+
+
+def test_the_resumer_gives_up_after_every_delay_in_a_row_and_a_delivered_event_resets_the_count():
+    resumer = core.StreamResumer("job-1", delays=(0.1, 0.2))
+    assert [resumer.retry_delay(grpc.StatusCode.UNAVAILABLE) for _ in range(3)] == [0.1, 0.2, None]
+    list(resumer.events(single(1)))
+    assert resumer.retry_delay(grpc.StatusCode.UNAVAILABLE) == 0.1
+
+
+@pytest.mark.parametrize("code", [grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INTERNAL,
+                                  grpc.StatusCode.CANCELLED, grpc.StatusCode.PERMISSION_DENIED, None])
+def test_only_unavailable_is_retried(code):
+    assert core.StreamResumer("job-1").retry_delay(code) is None
+
+
+def test_without_reconnect_the_resumer_never_retries():
+    assert core.StreamResumer("job-1", reconnect=False).retry_delay(grpc.StatusCode.UNAVAILABLE) is None
+
+
+# --- Pager -----------------------------------------------------------------------------------------------
+
+def walk(pager: core.Pager, pages: dict[str, pb.ListJobsResponse]) -> tuple[list[str], list[str]]:
+    """Drive the pager as a client does; return the job ids handed out and the page tokens asked for."""
+    ids, asked = [], []
+    while (call := pager.next_call()) is not None:
+        assert call.method == "ListJobs" and call.convert(pages["x"]) is pages["x"]
+        asked.append(call.request.page_token)
+        ids += [j.id for j in pager.take(pages[call.request.page_token])]
+    return ids, asked
+
+
+PAGES = {
+    "": pb.ListJobsResponse(jobs=[job("j5"), job("j4")], next_page_token="t2"),
+    "t2": pb.ListJobsResponse(jobs=[job("j3"), job("j2")], next_page_token="t3"),
+    "t3": pb.ListJobsResponse(jobs=[job("j1")]),
+    "x": pb.ListJobsResponse(),
+}
+
+
+def test_the_pager_follows_page_tokens_until_a_page_has_none():
+    assert walk(core.Pager(None, 2, None), PAGES) == (["j5", "j4", "j3", "j2", "j1"], ["", "t2", "t3"])
+
+
+@pytest.mark.parametrize("limit, ids, asked", [
+    (3, ["j5", "j4", "j3"], ["", "t2"]),
+    (2, ["j5", "j4"], [""]),  # the limit reached at a page's end: no further page is fetched
+    (0, [], []),
+    (99, ["j5", "j4", "j3", "j2", "j1"], ["", "t2", "t3"]),
+])
+def test_the_pager_stops_at_the_limit(limit, ids, asked):
+    assert walk(core.Pager(None, 2, limit), PAGES) == (ids, asked)
+
+
+def test_the_pager_request_carries_states_and_page_size():
+    pager = core.Pager(iter(["RUNNING", tunewire.JobState.QUEUED]), 7, None)  # an iterator: read once
+    first = pager.next_call().request
+    assert list(first.states) == [job_pb2.JOB_STATE_RUNNING, job_pb2.JOB_STATE_QUEUED] and first.page_size == 7
+    pager.take(pb.ListJobsResponse(next_page_token="t"))
+    second = pager.next_call().request
+    assert list(second.states) == list(first.states) and second.page_token == "t"
+    with pytest.raises(ValueError):
+        core.Pager(["SLEEPING"], 7, None).next_call()
+
+
+# --- Waiter ----------------------------------------------------------------------------------------------
+
+def test_the_waiter_stops_at_a_terminal_state_change_only():
+    finished = core.Waiter.finished
+    assert not finished(tunewire.JobEvent.from_proto(event(1)))
+    assert not finished(tunewire.JobEvent.from_proto(event(2, job_pb2.JOB_STATE_RUNNING)))
+    for state in (job_pb2.JOB_STATE_SUCCEEDED, job_pb2.JOB_STATE_FAILED, job_pb2.JOB_STATE_CANCELLED):
+        assert finished(tunewire.JobEvent.from_proto(event(3, state)))
+
+
+@pytest.mark.parametrize("state", [job_pb2.JOB_STATE_FAILED, job_pb2.JOB_STATE_CANCELLED])
+def test_the_waiter_raises_unless_the_job_succeeded(state):
+    ended = tunewire.Job.from_proto(job("j1", state))
+    with pytest.raises(tunewire.JobFailedError) as info:
+        core.Waiter().result(ended)
+    assert info.value.job is ended
+    assert core.Waiter(raise_on_failure=False).result(ended) is ended
+    succeeded = tunewire.Job.from_proto(job("j2"))
+    assert core.Waiter().result(succeeded) is succeeded
+
+
+# --- unary calls -----------------------------------------------------------------------------------------
+
+def test_unary_calls_build_their_request_and_convert_their_response():
+    submit = core.submit({"base_model": "m", "sft": {}}, "key-1")
+    assert submit.method == "SubmitJob" and submit.request.spec.base_model == "m"
+    assert submit.request.request_id == "key-1"
+    assert submit.convert(pb.SubmitJobResponse(job=job("j1"))).id == "j1"
+    for call, method in ((core.get("j1"), "GetJob"), (core.cancel("j1"), "CancelJob")):
+        assert call.method == method and call.request.job_id == "j1"
+    with pytest.raises(tunewire.SpecError):
+        core.submit({"base_model": "m", "epochs": 3}, "")
+
+
+def test_predict_builds_inputs_conversations_and_generation_settings():
+    call = core.predict("j1", ["text", [{"role": "user", "content": "hi"}]], None, {"max_new_tokens": 5, "stop": ["."]})
+    assert call.method == "Predict" and list(call.request.inputs) == ["text"]
+    assert call.request.conversations[0].messages[0].content == "hi"
+    assert call.request.generation.max_new_tokens == 5 and list(call.request.generation.stop_sequences) == ["."]
+    assert not core.predict("j1", "one", None, {}).request.HasField("generation")
+    response = pb.PredictResponse(predictions=[pb.Prediction(generation=pb.Generation(text="ok", num_tokens=1))])
+    assert call.convert(response) == [tunewire.Generation("ok", 1, "")]
+    assert core.predict_stream_request("j1", "a prompt", {}).text == "a prompt"
+    chat = core.predict_stream_request("j1", [{"role": "user", "content": "hi"}], {"seed": 3})
+    assert chat.conversation.messages[0].role == "user" and chat.generation.seed == 3

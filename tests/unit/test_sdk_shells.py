@@ -1,0 +1,129 @@
+"""Client and AsyncClient, the thin shells around tunewire._core, over real gRPC against a small scripted
+TuningService on 127.0.0.1:0 (no tunewire server): both reconnect after the last delivered seq, follow
+pages, put a deadline on every unary call, wait for the end, and raise rich errors the same way."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from concurrent import futures
+
+import grpc
+import pytest
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+import tunewire
+from tunewire.v1 import job_pb2
+from tunewire.v1 import tuning_service_pb2 as pb
+from tunewire.v1 import tuning_service_pb2_grpc as pb_grpc
+
+LAST_SEQ = 6
+DROP_AFTER = 3  # the first stream breaks (UNAVAILABLE) after this seq
+
+
+class ScriptedService(pb_grpc.TuningServiceServicer):
+    """Six events, the first stream cut after seq 3; three pages of jobs; every request recorded."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.stream_after: list[int] = []
+        self.page_tokens: list[str] = []
+        self.deadlines: list[float | None] = []
+
+    def _unary(self, context) -> None:
+        with self.lock:
+            self.deadlines.append(context.time_remaining())
+
+    def StreamMetrics(self, request, context):
+        with self.lock:
+            self.stream_after.append(request.after_seq)
+            first = len(self.stream_after) == 1
+        for seq in range(request.after_seq + 1, LAST_SEQ + 1):
+            if first and seq > DROP_AFTER:
+                context.abort(grpc.StatusCode.UNAVAILABLE, "connection lost")
+            msg = job_pb2.JobEvent(job_id=request.job_id, seq=seq)
+            msg.time.FromSeconds(seq)
+            if seq == LAST_SEQ:
+                msg.state_change.state = job_pb2.JOB_STATE_FAILED
+            else:
+                msg.train_log.step = seq
+            yield pb.StreamMetricsResponse(events=[msg]) if seq % 2 else pb.StreamMetricsResponse(event=msg)
+
+    def ListJobs(self, request, context):
+        self._unary(context)
+        with self.lock:
+            self.page_tokens.append(request.page_token)
+        number = int(request.page_token or "0")
+        jobs = [job_pb2.Job(id=f"job-{number * 2 + i}", state=job_pb2.JOB_STATE_QUEUED) for i in range(2)]
+        return pb.ListJobsResponse(jobs=jobs, next_page_token=str(number + 1) if number < 2 else "")
+
+    def GetJob(self, request, context):
+        self._unary(context)
+        error = job_pb2.JobError(code="OOM", message="out of memory")
+        return pb.GetJobResponse(job=job_pb2.Job(id=request.job_id, state=job_pb2.JOB_STATE_FAILED, error=error))
+
+    def SubmitJob(self, request, context):
+        self._unary(context)
+        detail = any_pb2.Any()
+        detail.Pack(error_details_pb2.BadRequest(field_violations=[
+            error_details_pb2.BadRequest.FieldViolation(field="base_model", description="is required")]))
+        context.abort_with_status(rpc_status.to_status(status_pb2.Status(
+            code=code_pb2.INVALID_ARGUMENT, message="invalid job spec", details=[detail])))
+
+
+@pytest.fixture
+def scripted():
+    service = ScriptedService()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    pb_grpc.add_TuningServiceServicer_to_server(service, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        yield service, f"127.0.0.1:{port}"
+    finally:
+        server.stop(None)
+
+
+def check(service: ScriptedService, seqs: list[int], jobs: list[str], limited: list[str],
+          error: tunewire.TunewireError, waited: tunewire.JobFailedError) -> None:
+    assert seqs == list(range(1, LAST_SEQ + 1))  # nothing lost or repeated across the reconnect
+    assert service.stream_after[:2] == [0, DROP_AFTER]  # it resumed after the last delivered seq
+    assert jobs == [f"job-{i}" for i in range(6)] and limited == ["job-0", "job-1", "job-2"]
+    assert service.page_tokens == ["", "1", "2", "", "1"]  # the limit of 3 needs two pages, not three
+    assert isinstance(error, tunewire.InvalidArgumentError)
+    assert error.violations == (tunewire.FieldViolation("base_model", "is required"),)
+    assert waited.job.state == tunewire.JobState.FAILED and "OOM" in str(waited)
+    # every unary call carries the client's deadline (20 s; the default would be 60, none at all None)
+    assert len(service.deadlines) == 7 and all(d is not None and 0 < d < 30 for d in service.deadlines)
+
+
+def test_the_sync_client(scripted):
+    service, address = scripted
+    with tunewire.Client(address, timeout=20) as client:
+        seqs = [e.seq for e in client.stream_metrics("job-1")]
+        jobs = [j.id for j in client.list_jobs(page_size=2)]
+        limited = [j.id for j in client.list_jobs(page_size=2, limit=3)]
+        with pytest.raises(tunewire.TunewireError) as error:
+            client.submit({"base_model": "m"})
+        with pytest.raises(tunewire.JobFailedError) as waited:
+            client.wait("job-1")
+    check(service, seqs, jobs, limited, error.value, waited.value)
+
+
+def test_the_asyncio_client(scripted):
+    service, address = scripted
+
+    async def main():
+        async with tunewire.AsyncClient(address, timeout=20) as client:
+            seqs = [e.seq async for e in client.stream_metrics("job-1")]
+            jobs = [j.id async for j in client.list_jobs(page_size=2)]
+            limited = [j.id async for j in client.list_jobs(page_size=2, limit=3)]
+            with pytest.raises(tunewire.TunewireError) as error:
+                await client.submit({"base_model": "m"})
+            with pytest.raises(tunewire.JobFailedError) as waited:
+                await client.wait("job-1")
+        return seqs, jobs, limited, error.value, waited.value
+
+    check(service, *asyncio.run(main()))
