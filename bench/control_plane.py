@@ -22,26 +22,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import (  # noqa: E402
-    BENCH,
-    PYTHON,
-    ServerProcess,
-    bench_env,
-    classification_spec,
-    ensure_models,
-    install_signal_exit,
-    log,
-    maps_torch,
-    markdown_table,
-    median,
-    rounded,
-    rss_mb,
-    save_results,
-    scratch_dir,
-    write_datasets,
-)
+from assets import ensure_models, write_datasets  # noqa: E402
+from environment import BENCH, PYTHON, bench_env, install_signal_exit, log, scratch_dir  # noqa: E402
+from results import markdown_table, save_results  # noqa: E402
+from stats import median, rounded  # noqa: E402
 
 import tunewire  # noqa: E402
+from tests.support.procs import maps_torch, rss_mb  # noqa: E402
+from tests.support.server_process import ServerProcess  # noqa: E402
+from tests.support.specs import classification_spec  # noqa: E402
 from tunewire import JobState  # noqa: E402
 
 GOAL_START_S = 1.0
@@ -49,7 +38,8 @@ GOAL_IDLE_MB = 120.0
 
 
 def start_once(work: Path, models: Path, threads: int, *extra: str) -> tuple[float, ServerProcess]:
-    server = ServerProcess(work, models, *extra, threads=threads, console_script=True).start()
+    server = ServerProcess(work, models, *extra, threads=threads, env=bench_env(threads),
+                           console_script=True).start()
     return server.serving_at - server.started_at, server
 
 
@@ -100,7 +90,7 @@ def main() -> int:
     # memory with open streams on a running job
     data = work / "streams"
     write_datasets(data / "datasets")
-    with ServerProcess(data, models, threads=args.threads) as server, \
+    with ServerProcess(data, models, threads=args.threads, env=env) as server, \
             tunewire.Client(server.address, timeout=120) as client:
         server.wait_warm_worker()
         time.sleep(1.0)

@@ -27,23 +27,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 
 import demo_sft  # noqa: E402  (scripts/: the SmolLM2 model folder, as `make demo-sft` builds it)
-from common import (  # noqa: E402
-    PYTHON,
-    ServerProcess,
-    bench_env,
-    install_signal_exit,
-    log,
-    machine_info,
-    markdown_table,
-    median,
-    rounded,
-    run_job,
-    run_plain,
-    save_results,
-    scratch_dir,
-)
+from environment import PYTHON, bench_env, install_signal_exit, log, scratch_dir  # noqa: E402
+from results import machine_info, markdown_table, save_results  # noqa: E402
+from runs import run_job, run_plain  # noqa: E402
+from stats import median, rounded  # noqa: E402
 
 import tunewire  # noqa: E402
+from tests.support.server_process import ServerProcess  # noqa: E402
 
 BENCH = Path(__file__).resolve().parent
 DEVICE_PROBE = ("import json, torch; c = torch.cuda.is_available(); p = torch.cuda.get_device_properties(0) if c "
@@ -134,7 +124,7 @@ def main() -> int:
     models, train_file = prepare(work)
     env = bench_env(args.threads)
     results: dict[str, list] = {"tunewire": [], "plain": []}
-    with (ServerProcess(work / "server", models, threads=args.threads) as server,
+    with (ServerProcess(work / "server", models, threads=args.threads, env=env) as server,
           tunewire.Client(server.address, timeout=60) as client):
         for i in range(args.runs):
             for side in ("plain", "tunewire") if i % 2 else ("tunewire", "plain"):

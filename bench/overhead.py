@@ -21,26 +21,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import (  # noqa: E402
-    ServerProcess,
-    bench_env,
-    classification_spec,
-    ensure_models,
-    install_signal_exit,
-    log,
-    markdown_table,
-    median,
-    plain_command,
-    rounded,
-    run_job,
-    run_plain,
-    save_results,
-    scratch_dir,
-    sft_spec,
-    write_datasets,
-)
+from assets import ensure_models, write_datasets  # noqa: E402
+from environment import bench_env, install_signal_exit, log, scratch_dir  # noqa: E402
+from results import markdown_table, save_results  # noqa: E402
+from runs import plain_command, run_job, run_plain  # noqa: E402
+from stats import median, rounded  # noqa: E402
 
 import tunewire  # noqa: E402
+from tests.support.server_process import ServerProcess  # noqa: E402
+from tests.support.specs import classification_spec, sft_spec  # noqa: E402
 
 
 def long_steps(args, task: str, short: dict | None) -> int:
@@ -83,7 +72,8 @@ def main() -> int:
     datasets = write_datasets(work / "server" / "datasets")
     env = bench_env(args.threads)
     results = []
-    with ServerProcess(work / "server", models, *args.server_arg, threads=args.threads) as server, \
+    with ServerProcess(work / "server", models, *args.server_arg, threads=args.threads,
+                       env=env) as server, \
             tunewire.Client(server.address, timeout=120) as client:
         log("server up at", server.address)
         todo = [(task, length) for task in args.tasks for length in ("short", "long")

@@ -26,24 +26,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import (  # noqa: E402
-    BENCH,
-    PYTHON,
-    ServerProcess,
-    bench_env,
-    classification_spec,
-    ensure_models,
-    install_signal_exit,
-    log,
-    markdown_table,
-    run_job,
-    save_results,
-    scratch_dir,
-    sft_spec,
-    write_datasets,
-)
+from assets import ensure_models, write_datasets  # noqa: E402
+from environment import BENCH, PYTHON, bench_env, install_signal_exit, log, scratch_dir  # noqa: E402
+from results import markdown_table, save_results  # noqa: E402
+from runs import run_job  # noqa: E402
 
 import tunewire  # noqa: E402
+from tests.support.server_process import ServerProcess  # noqa: E402
+from tests.support.specs import classification_spec, sft_spec  # noqa: E402
 
 GOAL_SPEEDUP = 5.0
 # model key -> (what predict_clients sends, the job that serves it)
@@ -103,7 +93,8 @@ def main() -> int:
         batching = {"error": str(exc)}
     log("micro-batching settings:", batching)
     results: dict[str, list[dict] | str] = {}
-    with ServerProcess(work / "server", models, *args.server_arg, threads=args.threads) as server, \
+    with ServerProcess(work / "server", models, *args.server_arg, threads=args.threads,
+                       env=env) as server, \
             tunewire.Client(server.address, timeout=120) as client:
         jobs: dict[str, str] = {}
         for kind in kinds:

@@ -19,7 +19,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import COUNTING_PROMPT, percentile  # noqa: E402
+from assets import COUNTING_PROMPT  # noqa: E402
+from stats import percentile  # noqa: E402
 
 import tunewire  # noqa: E402
 

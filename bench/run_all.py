@@ -20,16 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import (  # noqa: E402
-    BENCH,
-    PYTHON,
-    RESULTS,
-    install_signal_exit,
-    log,
-    machine_info,
-    markdown_table,
-    save_results,
-)
+from environment import BENCH, PYTHON, RESULTS, install_signal_exit, log  # noqa: E402
+from results import machine_info, markdown_table, save_results  # noqa: E402
 
 ORDER = ("control_plane", "start_latency", "streaming", "predict", "overhead")
 

@@ -20,25 +20,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import (  # noqa: E402
-    ServerProcess,
-    bench_env,
-    classification_spec,
-    ensure_models,
-    install_signal_exit,
-    log,
-    markdown_table,
-    median,
-    plain_command,
-    rounded,
-    run_job,
-    save_results,
-    scratch_dir,
-    sft_spec,
-    write_datasets,
-)
+from assets import ensure_models, write_datasets  # noqa: E402
+from environment import bench_env, install_signal_exit, log, scratch_dir  # noqa: E402
+from results import markdown_table, save_results  # noqa: E402
+from runs import plain_command, run_job  # noqa: E402
+from stats import median, rounded  # noqa: E402
 
 import tunewire  # noqa: E402
+from tests.support.server_process import ServerProcess  # noqa: E402
+from tests.support.specs import classification_spec, sft_spec  # noqa: E402
 
 GOAL_S = 1.5
 
@@ -71,8 +61,9 @@ def main() -> int:
     work = scratch_dir("start_latency")
     env = bench_env(args.threads)
     results = []
-    warm = ServerProcess(work / "warm", models, threads=args.threads)
-    cold = ServerProcess(work / "cold", models, "--warm-worker", "false", threads=args.threads)
+    warm = ServerProcess(work / "warm", models, threads=args.threads, env=env)
+    cold = ServerProcess(work / "cold", models, "--warm-worker", "false", threads=args.threads,
+                         env=env)
     datasets = write_datasets(work / "warm" / "datasets")
     write_datasets(work / "cold" / "datasets")
     with warm, cold, tunewire.Client(warm.address, timeout=120) as wc, \

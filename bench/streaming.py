@@ -28,24 +28,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import (  # noqa: E402
-    BENCH,
-    PYTHON,
-    ServerProcess,
-    bench_env,
-    classification_spec,
-    cpu_ticks,
-    ensure_models,
-    install_signal_exit,
-    log,
-    markdown_table,
-    percentile,
-    save_results,
-    scratch_dir,
-    write_datasets,
-)
+from assets import ensure_models, write_datasets  # noqa: E402
+from environment import BENCH, PYTHON, bench_env, install_signal_exit, log, scratch_dir  # noqa: E402
+from results import markdown_table, save_results  # noqa: E402
+from stats import percentile  # noqa: E402
 
 import tunewire  # noqa: E402
+from tests.support.procs import cpu_ticks  # noqa: E402
+from tests.support.server_process import ServerProcess  # noqa: E402
+from tests.support.specs import classification_spec  # noqa: E402
 from tunewire import JobState  # noqa: E402
 
 GOAL_P99_MS = 50.0
@@ -137,7 +128,7 @@ def main() -> int:
     write_datasets(work / "server" / "datasets")
     env = bench_env(args.threads)
     results = []
-    with ServerProcess(work / "server", models, threads=args.threads) as server, \
+    with ServerProcess(work / "server", models, threads=args.threads, env=env) as server, \
             tunewire.Client(server.address, timeout=120) as client:
         for n, every in levels:
             r = measure(server, client, n, every, args.steps, work, env, args.timeout, min(args.procs, n))

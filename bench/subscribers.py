@@ -24,7 +24,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import event_epoch, percentile  # noqa: E402
+from runs import event_epoch  # noqa: E402
+from stats import percentile  # noqa: E402
 
 import tunewire  # noqa: E402
 

@@ -17,13 +17,13 @@ import io
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
 import zipfile
 from pathlib import Path
+
+from demo_server import demo_server
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / ".demo"
@@ -82,58 +82,34 @@ def prepare() -> None:
     print(f"prepared {sum(counts.values())} training reviews {counts} and the test split under {out}")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def main() -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     prepare()
-    address = f"127.0.0.1:{free_port()}"
-    env = {**os.environ, "TUNEWIRE_DATA_DIR": str(DATA_DIR), "TUNEWIRE_PORT": address.split(":")[1]}
-    log = open(DEMO / "server.log", "w")  # noqa: SIM115  (the server writes to it until the end)
-    server = subprocess.Popen([BIN / "tunewire-server"], env=env, stdout=log, stderr=subprocess.STDOUT)
-    print(f"server starting on {address} (log: {log.name})")
     import tunewire
 
-    started = time.monotonic()
-    try:
-        with tunewire.Client(address) as client:
-            while not client.health(timeout=1):
-                if server.poll() is not None or time.monotonic() - started > 30:
-                    sys.exit(f"the server did not start; see {log.name}")
-                time.sleep(0.2)
-            print(f"server SERVING after {time.monotonic() - started:.2f}s")
-            request_id = f"demo-{int(time.time())}"
-            cli = [str(BIN / "tunewire"), "--address", address]
-            t0 = time.monotonic()
-            code = subprocess.call(cli + ["submit", str(SPEC), "--watch", "--request-id", request_id])
-            # Same request_id, same spec: the server hands back the job the CLI submitted.
-            job = client.submit(SPEC, request_id=request_id)
-            if code != 0:
-                print(f"the job did not succeed: {job.state.value} {job.error}")
-                return 1
-            evals = [e.data for e in client.stream_metrics(job.id) if isinstance(e.data, tunewire.EvalResult)]
-            before, after = evals[0], evals[-1]
-            print(f"\nfine-tuned in {time.monotonic() - t0:.0f}s")
-            print(f"eval accuracy, untrained head (step {before.step}): {before.metrics['accuracy']:.3f}  "
-                  f"macro F1 {before.metrics['f1']:.3f}")
-            print(f"eval accuracy, fine-tuned     (step {after.step}): {after.metrics['accuracy']:.3f}  "
-                  f"macro F1 {after.metrics['f1']:.3f}")
-            print()
-            code = subprocess.call(cli + ["predict", job.id, *REVIEWS])
-            return code if after.metrics["accuracy"] > before.metrics["accuracy"] else 1
-    finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-        print("server stopped")
+    with demo_server(DATA_DIR, DEMO / "server.log") as server, tunewire.Client(server.address) as client:
+        print(f"server SERVING after {server.serving_at - server.started_at:.2f}s")
+        request_id = f"demo-{int(time.time())}"
+        cli = [str(BIN / "tunewire"), "--address", server.address]
+        t0 = time.monotonic()
+        code = subprocess.call(cli + ["submit", str(SPEC), "--watch", "--request-id", request_id])
+        # Same request_id, same spec: the server hands back the job the CLI submitted.
+        job = client.submit(SPEC, request_id=request_id)
+        if code != 0:
+            print(f"the job did not succeed: {job.state.value} {job.error}")
+            return 1
+        evals = [e.data for e in client.stream_metrics(job.id) if isinstance(e.data, tunewire.EvalResult)]
+        before, after = evals[0], evals[-1]
+        print(f"\nfine-tuned in {time.monotonic() - t0:.0f}s")
+        print(f"eval accuracy, untrained head (step {before.step}): {before.metrics['accuracy']:.3f}  "
+              f"macro F1 {before.metrics['f1']:.3f}")
+        print(f"eval accuracy, fine-tuned     (step {after.step}): {after.metrics['accuracy']:.3f}  "
+              f"macro F1 {after.metrics['f1']:.3f}")
+        print()
+        code = subprocess.call(cli + ["predict", job.id, *REVIEWS])
+        return code if after.metrics["accuracy"] > before.metrics["accuracy"] else 1
 
 
 if __name__ == "__main__":

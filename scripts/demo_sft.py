@@ -16,12 +16,12 @@ import importlib.util
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from demo_server import demo_server
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / ".demo"
@@ -115,12 +115,6 @@ def prepare_data() -> None:
           f"(of {len(raw)}) under {out}")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def main() -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -128,53 +122,34 @@ def main() -> int:
     demo_started = time.monotonic()
     prepare_model()
     prepare_data()
-    address = f"127.0.0.1:{free_port()}"
-    env = {**os.environ, "TUNEWIRE_DATA_DIR": str(DATA_DIR), "TUNEWIRE_PORT": address.split(":")[1]}
-    DEMO.mkdir(exist_ok=True)
-    log = open(DEMO / "server-sft.log", "w")  # noqa: SIM115  (the server writes to it until the end)
-    server = subprocess.Popen([BIN / "tunewire-server"], env=env, stdout=log, stderr=subprocess.STDOUT)
-    print(f"server starting on {address} (log: {log.name})")
     import tunewire
 
-    started = time.monotonic()
-    try:
-        with tunewire.Client(address, timeout=600) as client:
-            while not client.health(timeout=1):
-                if server.poll() is not None or time.monotonic() - started > 30:
-                    sys.exit(f"the server did not start; see {log.name}")
-                time.sleep(0.2)
-            request_id = f"demo-sft-{int(time.time())}"
-            cli = [str(BIN / "tunewire"), "--address", address, "--timeout", "600"]
-            t0 = time.monotonic()
-            code = subprocess.call(cli + ["submit", str(SPEC), "--watch", "--request-id", request_id])
-            job = client.submit(SPEC, request_id=request_id)  # same key, same spec: the job the CLI submitted
-            if code != 0:
-                print(f"the job did not succeed: {job.state.value} {job.error}")
-                return 1
-            events = list(client.stream_metrics(job.id))
-            evals = [e.data for e in events if isinstance(e.data, tunewire.EvalResult)]
-            logs = [e.data for e in events if isinstance(e.data, tunewire.TrainLog) and e.data.tokens_per_second]
-            before, after = evals[0], evals[-1]
-            print(f"\nfine-tuned in {time.monotonic() - t0:.0f}s "
-                  f"({logs[-1].num_tokens:.0f} tokens, ~{sum(x.tokens_per_second for x in logs) / len(logs):.0f} tok/s)")
-            print(f"eval loss before (step {before.step}): {before.metrics['loss']:.3f}  "
-                  f"token accuracy {before.metrics.get('mean_token_accuracy', float('nan')):.3f}")
-            print(f"eval loss after  (step {after.step}): {after.metrics['loss']:.3f}  "
-                  f"token accuracy {after.metrics.get('mean_token_accuracy', float('nan')):.3f}\n")
-            gen = ["--chat", "--max-new-tokens", "40", "--stop", "\n"]
-            code = subprocess.call(cli + ["predict", job.id, *PROMPTS, *gen])
-            print("streamed, sampled (temperature 0.7, top-p 0.9, seed 1):")
-            code = code or subprocess.call(cli + ["predict", job.id, PROMPTS[0], *gen, "--stream", "--do-sample",
-                                                  "--temperature", "0.7", "--top-p", "0.9", "--seed", "1"])
-            print(f"demo-sft took {time.monotonic() - demo_started:.0f}s in all")
-            return code if after.metrics["loss"] < before.metrics["loss"] else 1
-    finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-        print("server stopped")
+    with demo_server(DATA_DIR, DEMO / "server-sft.log") as server, tunewire.Client(server.address, timeout=600) as client:
+        request_id = f"demo-sft-{int(time.time())}"
+        cli = [str(BIN / "tunewire"), "--address", server.address, "--timeout", "600"]
+        t0 = time.monotonic()
+        code = subprocess.call(cli + ["submit", str(SPEC), "--watch", "--request-id", request_id])
+        job = client.submit(SPEC, request_id=request_id)  # same key, same spec: the job the CLI submitted
+        if code != 0:
+            print(f"the job did not succeed: {job.state.value} {job.error}")
+            return 1
+        events = list(client.stream_metrics(job.id))
+        evals = [e.data for e in events if isinstance(e.data, tunewire.EvalResult)]
+        logs = [e.data for e in events if isinstance(e.data, tunewire.TrainLog) and e.data.tokens_per_second]
+        before, after = evals[0], evals[-1]
+        print(f"\nfine-tuned in {time.monotonic() - t0:.0f}s "
+              f"({logs[-1].num_tokens:.0f} tokens, ~{sum(x.tokens_per_second for x in logs) / len(logs):.0f} tok/s)")
+        print(f"eval loss before (step {before.step}): {before.metrics['loss']:.3f}  "
+              f"token accuracy {before.metrics.get('mean_token_accuracy', float('nan')):.3f}")
+        print(f"eval loss after  (step {after.step}): {after.metrics['loss']:.3f}  "
+              f"token accuracy {after.metrics.get('mean_token_accuracy', float('nan')):.3f}\n")
+        gen = ["--chat", "--max-new-tokens", "40", "--stop", "\n"]
+        code = subprocess.call(cli + ["predict", job.id, *PROMPTS, *gen])
+        print("streamed, sampled (temperature 0.7, top-p 0.9, seed 1):")
+        code = code or subprocess.call(cli + ["predict", job.id, PROMPTS[0], *gen, "--stream", "--do-sample",
+                                              "--temperature", "0.7", "--top-p", "0.9", "--seed", "1"])
+        print(f"demo-sft took {time.monotonic() - demo_started:.0f}s in all")
+        return code if after.metrics["loss"] < before.metrics["loss"] else 1
 
 
 if __name__ == "__main__":

@@ -218,10 +218,9 @@ class JobManager:
             job_dir = self.settings.jobs_dir / job_id
             try:
                 job_dir.mkdir(parents=True)
-                (job_dir / "plan.json").write_text(json.dumps(plan))
                 job = await self.store.write(
                     self.store.create_job, job_id, spec_json, request_id or None,
-                    ("state_change", {"state": JobState.QUEUED.value, "message": "queued"}))
+                    ("state_change", {"state": JobState.QUEUED.value, "message": "queued"}), json.dumps(plan))
             except (DiskFull, OSError) as exc:
                 if not isinstance(exc, DiskFull) and not is_disk_full(exc):
                     raise
@@ -272,9 +271,7 @@ class JobManager:
                 return job
             running = self._running if self._running is not None and self._running.job_id == job_id else None
             try:
-                if job.state == JobState.QUEUED:
-                    if running is not None:
-                        running.cancel_requested = True  # picked but not started: _run will not start it
+                if job.state == JobState.QUEUED:  # a claim in between makes this illegal: look again
                     await self._finish(job_id, JobState.CANCELLED, message="cancelled before it started")
                 elif running is not None:
                     running.cancel_requested = True
@@ -351,17 +348,35 @@ class JobManager:
         delay = DISK_RETRY_S[0]
         while not self._stopping:
             try:
-                queued = self.store.jobs_in_states([JobState.QUEUED])
-                if not queued:
-                    self._wakeup.clear()
+                self._wakeup.clear()  # before the claim: a job queued while it is under way sets it again
+                job = await self._claim()
+                if job is None:
                     await self._wakeup.wait()
                     continue
-                await self._supervise(queued[0])
+                await self._supervise(job)
                 delay = DISK_RETRY_S[0]
             except Exception:  # e.g. the store could not be read: pause, then look again
                 log.exception("the scheduler's pass failed; trying again")
                 await self._pause(delay)
                 delay = min(delay * 2, DISK_RETRY_S[1])
+
+    async def _claim(self) -> JobRecord | None:
+        """Take the next queued job from the store, RUNNING now, and name it in `_running`; None when
+        nothing is queued, or when the disk was full (returned once the store can write again)."""
+        try:
+            async with self._state_lock:  # as _set_state: no other state change falls between
+                claimed = await self.store.write(self.store.claim_next)
+                if claimed is None:
+                    return None
+                job, event = claimed
+                self._running = _Running(job.id)
+                await self.hub.publish(event)
+        except DiskFull:
+            log.warning("the disk is full: the next job waits until the store can write")
+            await self._wait_writable()
+            self._wakeup.set()  # look again
+            return None
+        return job
 
     async def _supervise(self, job: JobRecord) -> None:
         """Run one job and store how it ended; if the store cannot write that yet, keep it and retry."""
@@ -460,26 +475,18 @@ class JobManager:
             self._ensure_warm()  # the next job is already waiting
         return worker
 
-    async def _run(self, job: JobRecord) -> Outcome | None:
-        """Run one attempt of `job` and return how it ended; None if it did not start (it was cancelled
-        first, or the disk was full: it is then picked again once the store can write)."""
+    async def _run(self, job: JobRecord) -> Outcome:
+        """Run the attempt `job` was claimed for (it is RUNNING, `_running` names it) and return how it
+        ended."""
         job_dir = self.settings.jobs_dir / job.id
-        plan = json.loads((job_dir / "plan.json").read_text())
-        attempt = job.attempts + 1
-        running = self._running = _Running(job.id)
-        try:
-            await self._set_state(job.id, JobState.RUNNING, message=f"attempt {attempt}" if attempt > 1 else "started",
-                                  extra={"attempts": attempt, "started_at": job.started_at or time.time()})
-        except IllegalTransition:  # cancelled between being picked and being started
-            self._running = None
-            return None
-        except DiskFull:
-            self._running = None
-            log.warning("the disk is full: the next job waits until the store can write", job_id=job.id)
-            await self._wait_writable()
-            return None
+        attempt = job.attempts
+        running = self._running
+        assert running is not None and running.job_id == job.id
         bound = log.bind(job_id=job.id)
         try:
+            plan = job.plan  # a job queued before plans were stored with it has its plan.json
+            if plan is None:
+                plan = json.loads((job_dir / "plan.json").read_text())
             worker = running.worker = await self._take_worker(job_dir)
         except BaseException:
             self._running = None

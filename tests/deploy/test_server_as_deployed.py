@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,15 +21,10 @@ from pathlib import Path
 import pytest
 
 from tests.deploy.tools import container_env, describe, only, render, run, server_container, tool
+from tests.support.ports import free_port
 
 TOKEN = "deploy-test-token"
 BEARER = f"authorization: Bearer {TOKEN}"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _entry_point() -> str:
@@ -64,11 +58,11 @@ def server(deployment, tmp_path):
     env.update(container_env(render("gpu"), container))
     tokens = tmp_path / "auth-tokens"
     tokens.write_text(TOKEN + "\n")
-    port = _free_port()
+    port = free_port()
     env.update({
         "TUNEWIRE_HOST": "127.0.0.1",
         "TUNEWIRE_PORT": str(port),
-        "TUNEWIRE_METRICS_PORT": str(_free_port()),
+        "TUNEWIRE_METRICS_PORT": str(free_port()),
         "TUNEWIRE_DATA_DIR": str(tmp_path / "data"),
         "TUNEWIRE_AUTH_TOKENS_FILE": str(tokens),
         "TUNEWIRE_WARM_WORKER": "false",

@@ -8,7 +8,7 @@ import pytest
 
 import tunewire
 from tests import tiny_lm
-from tests.conftest import ServerThread, make_settings
+from tests.support.server_thread import ServerThread, make_settings
 
 
 @pytest.fixture(scope="session")

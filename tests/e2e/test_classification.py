@@ -14,7 +14,7 @@ import pytest
 
 import tunewire
 from tests import tiny
-from tests.conftest import ServerThread, make_settings
+from tests.support.server_thread import ServerThread, make_settings
 from tunewire import CheckpointSaved, EvalResult, JobState, StateChange, TrainLog
 
 SPEC = {

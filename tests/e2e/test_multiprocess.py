@@ -12,6 +12,7 @@ import pytest
 
 import tunewire
 from tests import tiny
+from tests.support.waiting import wait_for
 from tunewire import EvalResult, JobState, TrainLog
 
 SPEC = {
@@ -71,16 +72,6 @@ def descendants(pid: int) -> set[int]:
             found.add(child)
             todo.append(child)
     return found
-
-
-def wait_for(predicate, timeout: float):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
 
 
 def test_two_cpu_processes_train_once_and_report_once(server_factory):

@@ -18,8 +18,10 @@ from pathlib import Path
 import grpc
 
 from tests import tiny, tiny_lm
-from tests.conftest import ServerProcess, wait_for
 from tests.robust.fuzz_protos import Answer, response_types
+from tests.support.procs import status_kb
+from tests.support.server_process import ServerProcess
+from tests.support.waiting import wait_for
 from tunewire.v1 import job_pb2
 from tunewire.v1 import tuning_service_pb2 as pb
 from tunewire.v1 import tuning_service_pb2_grpc as pb_grpc
@@ -86,11 +88,11 @@ class RssWatch(threading.Thread):
         self._stop = threading.Event()
 
     def rss(self) -> int:
-        return _status_kb(self.pid, "VmRSS") * 1024
+        return (status_kb(self.pid, "VmRSS") or 0) * 1024
 
     def hwm(self) -> int:
         """The kernel's high-water mark of the process's RSS (catches what sampling misses)."""
-        return _status_kb(self.pid, "VmHWM") * 1024
+        return (status_kb(self.pid, "VmHWM") or 0) * 1024
 
     def run(self) -> None:
         while not self._stop.wait(0.02):
@@ -105,43 +107,13 @@ class RssWatch(threading.Thread):
         self._stop.set()
 
 
-def _status_kb(pid: int, key: str) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
-def training_children(ppid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            cmd = (entry / "cmdline").read_bytes()
-        except (OSError, IndexError):
-            continue
-        if int(fields[1]) == ppid and fields[0] != "Z" and b"tunewire_server.worker.training" in cmd:
-            found.append(int(entry.name))
-    return found
-
-
 class FuzzServer:
     def __init__(self, root: Path) -> None:
         self.root = root
         models = build_models(root / "models")
         data = root / "data"
         write_datasets(data / "datasets")
-        self.process = ServerProcess(data, models, "--warm-worker", "false")
-        try:
-            self.process.wait_serving(60)
-        except BaseException:
-            self.process.stop()
-            raise
+        self.process = ServerProcess(data, models, "--warm-worker", "false").start(60)
         self.watch = RssWatch(self.process.proc.pid)
         self.watch.start()
         self._connect()
@@ -169,7 +141,7 @@ class FuzzServer:
                                             generation=pb.GenerationParams(max_new_tokens=2)), timeout=120)
         blocker = dict(CLASSIFICATION_SPEC, hyperparameters={"max_steps": 100000}, display_name="blocker")
         self.jobs["blocker"] = self.stub.SubmitJob(pb.SubmitJobRequest(spec=spec(blocker)), timeout=60).job.id
-        self.blocker_pid = wait_for(lambda: training_children(self.process.proc.pid), timeout=30, interval=0.005)[0]
+        self.blocker_pid = wait_for(self.process.training_workers, timeout=30, interval=0.005)[0]
         os.kill(self.blocker_pid, signal.SIGSTOP)
         state = self.stub.GetJob(pb.GetJobRequest(job_id=self.jobs["blocker"]), timeout=60).job.state
         assert state == job_pb2.JOB_STATE_RUNNING, state

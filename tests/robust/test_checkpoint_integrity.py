@@ -15,7 +15,8 @@ import pytest
 
 import tunewire
 from tests import tiny
-from tests.conftest import wait_for
+from tests.support.specs import tiny_classification
+from tests.support.waiting import wait_for
 from tunewire import CheckpointSaved, JobState, StateChange, TrainLog
 from tunewire_server.checkpoints import (
     MARKER,
@@ -129,14 +130,8 @@ def test_a_marker_that_does_not_fit_on_the_disk_is_never_there(small_disk):
 
 
 def spec(max_steps: int) -> dict:
-    return {
-        "base_model": "tiny-bert",
-        "classification": {},
-        "train_dataset": {"file": {"path": "train.jsonl"}},
-        "hyperparameters": {"max_steps": max_steps, "per_device_train_batch_size": 4, "logging_steps": 1,
-                            "save_strategy": "steps", "save_steps": 10, "save_total_limit": 4,
-                            "lr_scheduler_type": "constant", "learning_rate": 0.001},
-    }
+    return tiny_classification(max_steps=max_steps, logging_steps=1, save_strategy="steps", save_steps=10,
+                               save_total_limit=4, lr_scheduler_type="constant", learning_rate=0.001)
 
 
 def run_until_checkpoints(process_factory, data: Path, count: int) -> tuple[str, list[Path]]:

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import errno
-import os
 import signal
-import subprocess
 import time
 from pathlib import Path
 
@@ -13,8 +10,10 @@ import pytest
 
 import tunewire
 from tests import tiny
-from tests.conftest import ServerProcess, wait_for
 from tests.robust.test_faults import first, long_spec, short_spec
+from tests.support.disk import fill, tmpfs
+from tests.support.server_process import ServerProcess
+from tests.support.waiting import wait_for
 from tunewire import JobState, StateChange, TrainLog
 
 pytestmark = pytest.mark.slow
@@ -23,32 +22,8 @@ pytestmark = pytest.mark.slow
 @pytest.fixture
 def small_disk(tmp_path):
     """A 48 MB tmpfs, unmounted afterwards."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(mount)], capture_output=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
-    try:
+    with tmpfs(tmp_path / "disk", 48) as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
-def fill(disk: Path) -> Path:
-    """Write a filler file until the disk has no room left."""
-    filler = disk / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-    try:
-        for chunk in (1 << 20, 4096):
-            while True:
-                try:
-                    os.write(fd, b"\0" * chunk)
-                except OSError as exc:
-                    assert exc.errno == errno.ENOSPC
-                    break
-    finally:
-        os.close(fd)
-    return filler
 
 
 def write_data(root: Path) -> None:
@@ -112,7 +87,7 @@ def test_sigterm_with_a_full_disk_stops_cleanly(models_root, small_disk, tmp_pat
     write_data(datasets)
     data = ["--data-dir", str(small_disk / "data"), "--dataset-root", str(datasets)]
     # The server's own log lies off the full disk (its data dir is the last --data-dir).
-    server = ServerProcess(tmp_path / "logs", models_root, *data, "--min-free-disk-mb", "0").wait_serving()
+    server = ServerProcess(tmp_path / "logs", models_root, *data, "--min-free-disk-mb", "0").start(30)
     filler = None
     try:
         with tunewire.Client(server.address, timeout=30) as c:
@@ -128,7 +103,7 @@ def test_sigterm_with_a_full_disk_stops_cleanly(models_root, small_disk, tmp_pat
         server.stop()
         if filler is not None:
             filler.unlink()
-    again = ServerProcess(tmp_path / "logs", models_root, *data).wait_serving()
+    again = ServerProcess(tmp_path / "logs", models_root, *data).start(30)
     try:
         with tunewire.Client(again.address, timeout=30) as c:  # the next start resolves the job
             assert c.get(job.id).state in (JobState.QUEUED, JobState.RUNNING, JobState.FAILED)

@@ -11,22 +11,18 @@ import pytest
 
 import tunewire
 from tests import tiny
-from tests.conftest import training_workers, wait_for
+from tests.support.procs import training_workers
+from tests.support.specs import tiny_classification
+from tests.support.waiting import wait_for
 from tunewire import CheckpointSaved, JobState, StateChange, TrainLog
 
 pytestmark = pytest.mark.slow
 
 
 def long_spec(max_steps=400, save_steps=40, **extra):
-    return {
-        "base_model": "tiny-bert",
-        "classification": {},
-        "train_dataset": {"file": {"path": "train.jsonl"}},
-        "hyperparameters": {"max_steps": max_steps, "per_device_train_batch_size": 4, "logging_steps": 5,
-                            "save_strategy": "steps", "save_steps": save_steps, "save_total_limit": 3,
-                            "lr_scheduler_type": "constant", "learning_rate": 0.001},
-        **extra,
-    }
+    hyperparameters = {"max_steps": max_steps, "logging_steps": 5, "save_strategy": "steps", "save_steps": save_steps,
+                       "save_total_limit": 3, "lr_scheduler_type": "constant", "learning_rate": 0.001}
+    return {**tiny_classification(**hyperparameters), **extra}
 
 
 def short_spec():

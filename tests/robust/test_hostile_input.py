@@ -28,7 +28,7 @@ BIG = 1_000_000
 
 @pytest.fixture(scope="module")
 def hostile_server(tmp_path_factory, models_root):
-    from tests.conftest import ServerThread, make_settings
+    from tests.support.server_thread import ServerThread, make_settings
 
     settings = make_settings(tmp_path_factory.mktemp("hostile"), models_root)
     st = ServerThread(settings).start()

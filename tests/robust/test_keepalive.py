@@ -20,7 +20,7 @@ import pytest
 
 import tunewire
 from tests import tiny
-from tests.conftest import wait_for
+from tests.support.waiting import wait_for
 from tunewire import JobState, StateChange
 from tunewire._requests import HEALTH_CHECK_REQUEST
 

@@ -16,6 +16,7 @@ import pytest
 
 import tunewire
 from tests import tiny
+from tests.support.specs import tiny_classification
 from tunewire import JobState, TrainLog
 from tunewire.v1 import tuning_service_pb2 as pb
 from tunewire.v1 import tuning_service_pb2_grpc as pb_grpc
@@ -40,13 +41,7 @@ print(json.dumps(latencies))
 
 
 def spec(max_steps: int, logging_steps: int = 1):
-    return {
-        "base_model": "tiny-bert",
-        "classification": {},
-        "train_dataset": {"file": {"path": "train.jsonl"}},
-        "hyperparameters": {"max_steps": max_steps, "logging_steps": logging_steps, "save_strategy": "no",
-                            "per_device_train_batch_size": 4},
-    }
+    return tiny_classification(max_steps=max_steps, logging_steps=logging_steps, save_strategy="no")
 
 
 def test_200_subscribers_no_gaps_and_getjob_stays_fast(process_factory, tmp_path):

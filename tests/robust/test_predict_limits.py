@@ -16,7 +16,8 @@ import pytest
 
 import tunewire
 from tests import tiny, tiny_lm
-from tests.conftest import ServerThread, make_settings, wait_for
+from tests.support.server_thread import ServerThread, make_settings
+from tests.support.waiting import wait_for
 from tunewire import JobState
 from tunewire.v1 import tuning_service_pb2 as pb
 from tunewire.v1 import tuning_service_pb2_grpc as pb_grpc

@@ -9,8 +9,8 @@ import signal
 
 import pytest
 
-from tests.conftest import wait_for
 from tests.robust.test_faults import first, long_spec, short_spec, states, write_data
+from tests.support.waiting import wait_for
 from tunewire import JobState, StateChange, TrainLog
 
 pytestmark = pytest.mark.slow

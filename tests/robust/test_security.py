@@ -114,7 +114,7 @@ def test_tls(server_factory, pki):
 ])
 def test_tls_files_that_do_not_fit_are_named(tmp_path, models_root, pki, cert, key, ca, message):
     """Before the fix each of these failed with grpc's "Failed to bind to address"."""
-    from tests.conftest import ServerThread, make_settings
+    from tests.support.server_thread import ServerThread, make_settings
 
     (pki / "garbage.pem").write_text("-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n")
     settings = make_settings(tmp_path / "data", models_root, tls_cert_file=pki / cert, tls_key_file=pki / key,

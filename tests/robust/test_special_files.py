@@ -13,7 +13,7 @@ import pytest
 
 import tunewire
 from tests import tiny
-from tests.conftest import wait_for
+from tests.support.waiting import wait_for
 
 SPEC = {
     "base_model": "tiny-bert",

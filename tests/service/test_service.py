@@ -12,18 +12,15 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoRe
 
 import tunewire
 from tests import tiny
-from tests.conftest import training_workers, wait_for
+from tests.support.procs import training_workers
+from tests.support.specs import tiny_classification
+from tests.support.waiting import wait_for
 from tunewire import JobState
 from tunewire.v1 import job_pb2, tuning_service_pb2, tuning_service_pb2_grpc
 
 
 def classification_spec(train="train.jsonl", **hp):
-    return {
-        "base_model": "tiny-bert",
-        "classification": {},
-        "train_dataset": {"file": {"path": train}},
-        "hyperparameters": {"max_steps": 2, "per_device_train_batch_size": 4, "save_strategy": "no", **hp},
-    }
+    return tiny_classification(train, **{"max_steps": 2, "save_strategy": "no", **hp})
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ import asyncio
 
 from tunewire_server import events
 from tunewire_server.events import EventHub
-from tunewire_server.store import Store
+from tunewire_server.store import SQLiteStore as Store
 
 
 async def _follow(hub, job_id, after=0):

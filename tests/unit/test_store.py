@@ -1,30 +1,114 @@
+"""The Store contract (store/base.py): every implementation passes these. The `make_store` fixture opens
+(or reopens) one store per test; a PostgreSQL store adds its param here. SQLite's own behaviour (its
+pragmas, schema migrations, a full disk) is in test_store_sqlite.py."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
 from tunewire_server.states import JobState
-from tunewire_server.store import Store
+from tunewire_server.store import BACK_OF_QUEUE, SQLiteStore, Store
 
 
-def _job(store: Store, job_id: str, request_id: str | None = None):
-    return store.create_job(job_id, '{"base_model": "m"}', request_id, ("state_change", {"state": "QUEUED"}))
+@pytest.fixture(params=["sqlite"])
+def make_store(request, tmp_path):
+    """A callable opening the test's store: a second call reopens the same data (after close())."""
+    opened: list[Store] = []
+
+    def open_store() -> Store:
+        store = SQLiteStore(tmp_path / "db.sqlite")
+        opened.append(store)
+        return store
+
+    yield open_store
+    for store in opened:
+        store.close()  # a second close (the test closed it) does nothing
 
 
-def test_wal_and_full_sync(tmp_path):
-    store = Store(tmp_path / "db.sqlite")
-    assert store.pragma("journal_mode") == "wal"
-    assert store.pragma("synchronous") == 2  # FULL
+@pytest.fixture
+def store(make_store) -> Store:
+    return make_store()
 
 
-def test_job_is_durable_with_its_first_event(tmp_path):
-    store = Store(tmp_path / "db.sqlite")
+def _job(store: Store, job_id: str, request_id: str | None = None, plan: dict | None = None):
+    return store.create_job(job_id, '{"base_model": "m"}', request_id, ("state_change", {"state": "QUEUED"}),
+                            json.dumps(plan) if plan is not None else None)
+
+
+def _queued(store: Store) -> list[str]:
+    return [j.id for j in store.jobs_in_states([JobState.QUEUED])]
+
+
+# --- create, get, idempotency keys ---------------------------------------------------------------
+
+
+def test_job_is_durable_with_its_first_event(make_store):
+    store = make_store()
     job = _job(store, "job-a", "req-1")
     assert job.state == JobState.QUEUED and job.last_seq == 1
     store.close()
-    reopened = Store(tmp_path / "db.sqlite")
+    reopened = make_store()
     assert reopened.get_job("job-a").spec_json == '{"base_model": "m"}'
     assert reopened.get_job_by_request_id("req-1").id == "job-a"
     assert [e.seq for e in reopened.events_after("job-a", 0)] == [1]
 
 
-def test_event_seqs_are_gapless_per_job_and_update_the_job(tmp_path):
-    store = Store(tmp_path / "db.sqlite")
+def test_a_new_job_is_queued_with_its_fields(store):
+    job = _job(store, "a", "req-a")
+    assert (job.id, job.request_id, job.state, job.attempts, job.progress, job.metrics, job.error) == \
+        ("a", "req-a", JobState.QUEUED, 0, 0.0, {}, None)
+    assert job.started_at is None and job.ended_at is None and job.created_at > 0 and not job.terminal
+    [first] = store.events_after("a", 0)
+    assert (first.job_id, first.seq, first.kind, first.payload) == ("a", 1, "state_change", {"state": "QUEUED"})
+    assert [_job(store, n).ordinal for n in ("b", "c")] == [job.ordinal + 1, job.ordinal + 2]
+
+
+def test_unknown_ids_and_request_ids_find_nothing(store):
+    _job(store, "a", "req-a")
+    assert store.get_job("nope") is None and store.get_job_by_request_id("req-nope") is None
+    assert store.events_after("nope", 0) == []
+
+
+def test_a_request_id_names_one_job_only(store):
+    _job(store, "a", "req-1")
+    _job(store, "b")
+    _job(store, "c")  # no request id: any number of jobs may have none
+    with pytest.raises(Exception):  # noqa: B017 - the implementation's own integrity error
+        _job(store, "d", "req-1")
+    assert store.get_job("d") is None and store.get_job_by_request_id("req-1").id == "a"
+    assert store.events_after("d", 0) == [] and store.count_in_states([JobState.QUEUED]) == 3
+
+
+def test_the_plan_is_stored_with_the_job(make_store):
+    store = make_store()
+    plan = {"task": "classification", "labels": ["neg", "pos"], "hyperparameters": {"learning_rate": 5e-5}}
+    _job(store, "a", plan=plan)
+    _job(store, "b")
+    assert store.get_job("a").plan == plan and store.get_job("b").plan is None
+    store.close()
+    reopened = make_store()
+    assert reopened.get_job("a").plan == plan
+    assert [j.plan for j in reopened.jobs_in_states([JobState.QUEUED])] == [plan, None]
+
+
+def test_writes_run_through_write_off_the_event_loop(store):
+    async def main():
+        job = await store.write(store.create_job, "a", "{}", None, ("state_change", {}))
+        event = await store.write(store.append_event, "a", "train_log", {"step": 1})
+        return job, event
+
+    job, event = asyncio.run(main())
+    assert job.id == "a" and event.seq == 2 and store.writable
+    store.probe()  # a probe is a write that succeeds while the disk has room
+
+
+# --- events ------------------------------------------------------------------------------------
+
+
+def test_event_seqs_are_gapless_per_job_and_update_the_job(store):
     _job(store, "a")
     _job(store, "b")
     for i in range(5):
@@ -37,8 +121,119 @@ def test_event_seqs_are_gapless_per_job_and_update_the_job(tmp_path):
     assert job.last_seq == 6 and job.progress == 0.8
 
 
-def test_list_is_newest_first_and_pages(tmp_path):
-    store = Store(tmp_path / "db.sqlite")
+def test_events_appended_together_take_the_next_seqs_and_apply_their_fields_in_order(store):
+    _job(store, "a")
+    events = store.append_events("a", [("train_log", {"step": 1}, {"progress": 0.1}, 100.0),
+                                       ("eval_result", {"metrics": {"f1": 0.5}}, {"metrics": {"f1": 0.5}}, None),
+                                       ("train_log", {"step": 2}, {"progress": 0.2}, 101.0)])
+    assert [(e.seq, e.kind) for e in events] == [(2, "train_log"), (3, "eval_result"), (4, "train_log")]
+    assert events[0].time == 100.0 and events[1].time > 101.0  # no time given: now
+    stored = store.events_after("a", 1)
+    assert [(e.seq, e.kind, e.payload, e.time) for e in stored] == [(e.seq, e.kind, e.payload, e.time) for e in events]
+    job = store.get_job("a")
+    assert (job.last_seq, job.progress, job.metrics) == (4, 0.2, {"f1": 0.5})
+
+
+def test_events_after_pages_by_limit(store):
+    _job(store, "a")
+    store.append_events("a", [("train_log", {"step": i}, None, None) for i in range(9)])
+    assert [e.seq for e in store.events_after("a", 0, limit=4)] == [1, 2, 3, 4]
+    assert [e.seq for e in store.events_after("a", 4, limit=4)] == [5, 6, 7, 8]
+    assert [e.seq for e in store.events_after("a", 8, limit=4)] == [9, 10]
+    assert store.events_after("a", 10) == [] and store.events_after("a", 2**63 - 1) == []
+
+
+# --- transitions and fields ------------------------------------------------------------------
+
+
+def test_state_changes_set_the_job_fields_they_carry(store):
+    _job(store, "a")
+    store.append_event("a", "state_change", {"state": "RUNNING"},
+                       {"state": JobState.RUNNING, "attempts": 1, "started_at": 50.0})
+    store.append_event("a", "state_change", {"state": "QUEUED"},
+                       {"state": JobState.QUEUED, "error": {"code": "X", "message": "m"}})
+    job = store.get_job("a")
+    assert (job.state, job.attempts, job.started_at, job.error) == (JobState.QUEUED, 1, 50.0, {"code": "X", "message": "m"})
+    store.append_event("a", "state_change", {"state": "SUCCEEDED"},
+                       {"state": JobState.SUCCEEDED, "error": None, "ended_at": 60.0, "progress": 1.0,
+                        "metrics": {"accuracy": 0.9}})
+    job = store.get_job("a")
+    assert (job.state, job.error, job.ended_at, job.progress, job.metrics) == \
+        (JobState.SUCCEEDED, None, 60.0, 1.0, {"accuracy": 0.9})
+    assert job.terminal and job.last_seq == 4
+    store.update_job("a", progress=0.5)  # a field set without an event
+    assert store.get_job("a").progress == 0.5 and store.get_job("a").last_seq == 4
+
+
+def test_counts_and_queries_by_state(store):
+    for name in ("a", "b", "c", "d"):
+        _job(store, name)
+    store.update_job("b", state=JobState.RUNNING)
+    store.update_job("c", state=JobState.CANCELLING)
+    store.update_job("d", state=JobState.FAILED)
+    assert store.count_in_states([JobState.QUEUED]) == 1
+    assert store.count_in_states([JobState.RUNNING, JobState.CANCELLING]) == 2
+    assert [j.id for j in store.jobs_in_states([JobState.RUNNING, JobState.CANCELLING])] == ["b", "c"]
+    assert store.count_in_states([JobState.SUCCEEDED]) == 0
+
+
+# --- the queue and claims ------------------------------------------------------------------
+
+
+def test_a_retried_job_goes_behind_the_jobs_queued_before_its_retry(store):
+    for name in ("a", "b", "c"):
+        _job(store, name)
+    store.append_event("a", "state_change", {"state": "RUNNING"}, {"state": JobState.RUNNING})
+    store.append_event("a", "state_change", {"state": "QUEUED"}, {"state": JobState.QUEUED, "queue_seq": BACK_OF_QUEUE})
+    assert _queued(store) == ["b", "c", "a"]
+    _job(store, "d")  # queued after the retry: behind it
+    assert _queued(store) == ["b", "c", "a", "d"]
+    assert [j.id for j in store.list_jobs()] == ["d", "c", "b", "a"]  # the listing keeps submission order
+
+
+def test_claim_next_takes_the_queue_in_order_and_starts_the_job(store):
+    for name in ("a", "b", "c"):
+        _job(store, name)
+    store.update_job("b", state=JobState.CANCELLED)  # only QUEUED jobs are claimed
+    job, event = store.claim_next()
+    assert job.id == "a" and job.state == JobState.RUNNING and job.attempts == 1 and job.started_at > 0
+    assert (event.job_id, event.seq, event.kind, event.payload) == \
+        ("a", 2, "state_change", {"state": "RUNNING", "message": "started"})
+    assert store.events_after("a", 1) == [event] and job.last_seq == 2
+    assert store.claim_next()[0].id == "c"
+    assert store.claim_next() is None and _queued(store) == []
+
+
+def test_a_retry_is_claimed_after_the_jobs_queued_before_it_and_keeps_its_start(store):
+    for name in ("a", "b"):
+        _job(store, name)
+    first, _ = store.claim_next()
+    store.append_event("a", "state_change", {"state": "QUEUED"}, {"state": JobState.QUEUED, "queue_seq": BACK_OF_QUEUE})
+    _job(store, "c")
+    assert store.claim_next()[0].id == "b"
+    job, event = store.claim_next(lambda attempt: f"try {attempt}")
+    assert job.id == "a" and job.attempts == 2 and job.started_at == first.started_at
+    assert event.payload == {"state": "RUNNING", "message": "try 2"} and event.seq == 4
+    assert store.claim_next()[0].id == "c"
+
+
+def test_claims_through_write_never_take_one_job_twice(store):
+    for i in range(6):
+        _job(store, f"j{i}")
+
+    async def main():
+        return await asyncio.gather(*(store.write(store.claim_next) for _ in range(8)))
+
+    claims = asyncio.run(main())
+    taken = [c[0].id for c in claims if c is not None]
+    assert taken == [f"j{i}" for i in range(6)] and claims[6:] == [None, None]
+    assert store.count_in_states([JobState.RUNNING]) == 6
+
+
+# --- listing ---------------------------------------------------------------------------------
+
+
+def test_list_is_newest_first_and_pages(store):
     for i in range(5):
         _job(store, f"j{i}")
     store.update_job("j1", state=JobState.RUNNING)
@@ -46,50 +241,27 @@ def test_list_is_newest_first_and_pages(tmp_path):
     assert [j.id for j in page] == ["j4", "j3"]
     assert [j.id for j in store.list_jobs(before_ordinal=page[-1].ordinal, limit=10)] == ["j2", "j1", "j0"]
     assert [j.id for j in store.list_jobs([JobState.RUNNING])] == ["j1"]
-    assert [j.id for j in store.jobs_in_states([JobState.QUEUED])] == ["j0", "j2", "j3", "j4"]  # FIFO
+    assert _queued(store) == ["j0", "j2", "j3", "j4"]  # FIFO
 
 
-def test_a_retried_job_goes_behind_the_jobs_queued_before_its_retry(tmp_path):
-    from tunewire_server.store import BACK_OF_QUEUE
-
-    store = Store(tmp_path / "db.sqlite")
-    for name in ("a", "b", "c"):
-        _job(store, name)
-    store.append_event("a", "state_change", {"state": "RUNNING"}, {"state": JobState.RUNNING})
-    store.append_event("a", "state_change", {"state": "QUEUED"}, {"state": JobState.QUEUED, "queue_seq": BACK_OF_QUEUE})
-    assert [j.id for j in store.jobs_in_states([JobState.QUEUED])] == ["b", "c", "a"]
-    _job(store, "d")  # queued after the retry: behind it
-    assert [j.id for j in store.jobs_in_states([JobState.QUEUED])] == ["b", "c", "a", "d"]
-    assert [j.id for j in store.list_jobs()] == ["d", "c", "b", "a"]  # the listing keeps submission order
-
-
-def test_an_old_database_is_migrated_and_keeps_its_queue_order(tmp_path):
-    import sqlite3
-
-    from tunewire_server.store import SCHEMA, SCHEMA_VERSION
-
-    path = tmp_path / "old.sqlite"
-    db = sqlite3.connect(path)
-    db.executescript(SCHEMA)  # the schema before queue positions, at user_version 0
-    for ordinal, job_id in enumerate(["x", "y"], start=1):
-        db.execute("INSERT INTO jobs (id, ordinal, spec, state, created_at) VALUES (?, ?, '{}', 'QUEUED', 0)",
-                   (job_id, ordinal))
-    db.commit()
-    db.close()
-    store = Store(path)
-    assert store.pragma("user_version") == SCHEMA_VERSION >= 1
-    assert [(j.id, j.queue_seq) for j in store.jobs_in_states([JobState.QUEUED])] == [("x", 1), ("y", 2)]
-    _job(store, "z")
-    assert [j.id for j in store.jobs_in_states([JobState.QUEUED])] == ["x", "y", "z"]
-    store.close()
-    assert Store(path).pragma("user_version") == SCHEMA_VERSION  # a second open migrates nothing
-
-
-def test_list_sizes_count_the_stored_bytes_and_follow_the_listing(tmp_path):
-    store = Store(tmp_path / "db.sqlite")
+def test_list_sizes_count_the_stored_bytes_and_follow_the_listing(store):
     store.create_job("small", "{}", None, ("state_change", {}))
     store.create_job("big", '{"display_name": "' + "é" * 1000 + '"}', "r", ("state_change", {}))
     (big, big_size), (small, small_size) = store.list_sizes()
     assert big_size >= 2000 + 1 > small_size  # bytes, not characters
     assert [j.id for j in store.jobs_by_ordinals([big, small])] == ["big", "small"]
     assert store.list_sizes(before_ordinal=big) == [(small, small_size)]
+
+
+def test_list_sizes_filter_like_the_listing(store):
+    for i in range(6):
+        _job(store, f"j{i}", plan={"big": "x" * 5000} if i == 2 else None)
+    store.update_job("j3", state=JobState.FAILED, error={"code": "E", "message": "m" * 100})
+    sizes = store.list_sizes([JobState.QUEUED], before_ordinal=store.get_job("j5").ordinal, limit=3)
+    assert [o for o, _ in sizes] == [j.ordinal for j in store.list_jobs([JobState.QUEUED],
+                                                                        store.get_job("j5").ordinal, 3)]
+    assert [j.id for j in store.jobs_by_ordinals([o for o, _ in sizes])] == ["j4", "j2", "j1"]
+    assert len({size for _, size in sizes}) == 1  # the plan is not sent in a listing: not counted
+    assert store.jobs_by_ordinals([]) == [] and store.jobs_by_ordinals([10**6]) == []
+    [(_, failed_size)] = store.list_sizes([JobState.FAILED])
+    assert failed_size > sizes[0][1] + 100

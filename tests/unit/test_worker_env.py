@@ -8,7 +8,8 @@ from pathlib import Path
 
 import tunewire
 from tests import tiny
-from tests.conftest import training_workers, wait_for
+from tests.support.procs import training_workers
+from tests.support.waiting import wait_for
 from tunewire_server.workers import worker_environment
 
 TOKEN = "tw-secret-CANARY-5d2a91"

@@ -17,7 +17,7 @@ from tunewire_server.api.tls import check_pem, server_credentials
 from tunewire_server.config import Settings
 from tunewire_server.manager import JobManager
 from tunewire_server.observability import Metrics
-from tunewire_server.store import Store
+from tunewire_server.store import SQLiteStore, Store
 
 log = structlog.get_logger("tunewire.server")
 SERVICE_NAME = tuning_service_pb2.DESCRIPTOR.services_by_name["TuningService"].full_name
@@ -65,7 +65,7 @@ class TunewireServer:
         if s.tls_cert_file:  # before anything starts: a bad key or certificate is named, not "Failed to bind"
             check_pem(s.tls_cert_file, s.tls_key_file, s.tls_client_ca_file)
         s.data_dir.mkdir(parents=True, exist_ok=True)
-        self.store = Store(s.db_path)
+        self.store = SQLiteStore(s.db_path)
         self.metrics = Metrics()
         self.metrics.watch_store(lambda state: self.store.count_in_states([state]))
         self.manager = JobManager(s, self.store, self.metrics)

@@ -1,4 +1,4 @@
-"""The job store: SQLite in WAL mode with synchronous=FULL, behind one small interface.
+"""The SQLite store (base.Store): WAL mode with synchronous=FULL.
 
 Every write is committed before the call returns, so a job the client has been told about survives
 a crash of the server. The spec is stored as its protobuf JSON; events as JSON payloads. A write that
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import functools
 import json
 import sqlite3
@@ -18,13 +17,19 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
 
-from tunewire_server.states import TERMINAL, JobState
-
-T = TypeVar("T")
+from tunewire_server.states import JobState
+from tunewire_server.store.base import (
+    BACK_OF_QUEUE,
+    DiskFull,
+    Event,
+    EventItem,
+    JobRecord,
+    T,
+    is_disk_full,
+    started_message,
+)
 
 # The first schema; MIGRATIONS bring any database, new or old, to SCHEMA_VERSION (PRAGMA user_version).
 SCHEMA = """
@@ -62,24 +67,22 @@ MIGRATIONS: list[str] = [
     CREATE INDEX IF NOT EXISTS jobs_queue ON jobs(state, queue_seq, ordinal);
     CREATE TABLE IF NOT EXISTS probe (id INTEGER PRIMARY KEY, at REAL NOT NULL);
     """,
+    # 2: the plan is stored with its job (before, in jobs/<id>/plan.json: those jobs keep a NULL plan).
+    """
+    ALTER TABLE jobs ADD COLUMN plan TEXT;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
-# A value for the job field `queue_seq`: behind every job in the store.
-BACK_OF_QUEUE = object()
-_BACK_SQL = "(SELECT COALESCE(MAX(queue_seq), 0) + 1 FROM jobs)"
+_BACK_SQL = "(SELECT COALESCE(MAX(queue_seq), 0) + 1 FROM jobs)"  # BACK_OF_QUEUE
 
 SQLITE_FULL = 13
 
 
-class DiskFull(Exception):
-    """A store write failed because the disk (or the file system's quota) is full."""
-
-
-def is_disk_full(exc: BaseException) -> bool:
+def _is_full(exc: BaseException) -> bool:
     if isinstance(exc, sqlite3.Error) and (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF == SQLITE_FULL:
         return True
-    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    return is_disk_full(exc)
 
 
 def _set_clause(fields: dict) -> tuple[str, list]:
@@ -91,37 +94,6 @@ def _set_clause(fields: dict) -> tuple[str, list]:
             cols.append(f"{key} = ?")
             values.append(value)
     return ", ".join(cols), values
-
-
-@dataclass
-class JobRecord:
-    id: str
-    ordinal: int
-    spec_json: str
-    state: JobState
-    created_at: float
-    request_id: str | None = None
-    error: dict | None = None
-    started_at: float | None = None
-    ended_at: float | None = None
-    attempts: int = 0
-    last_seq: int = 0
-    progress: float = 0.0
-    metrics: dict[str, float] = field(default_factory=dict)
-    queue_seq: int = 0  # the queue's order (the scheduler's pick); `ordinal` is the listing's
-
-    @property
-    def terminal(self) -> bool:
-        return self.state in TERMINAL
-
-
-@dataclass(frozen=True)
-class Event:
-    job_id: str
-    seq: int
-    time: float
-    kind: str
-    payload: dict
 
 
 def _row_to_job(row: sqlite3.Row) -> JobRecord:
@@ -140,11 +112,12 @@ def _row_to_job(row: sqlite3.Row) -> JobRecord:
         progress=row["progress"],
         metrics=json.loads(row["metrics"]),
         queue_seq=row["queue_seq"],
+        plan_json=row["plan"],
     )
 
 
-class Store:
-    """Thread-safe; every write commits (with an fsync) before it returns.
+class SQLiteStore:
+    """A base.Store in one SQLite file. Thread-safe; every write commits (with an fsync) before it returns.
 
     Writes and reads use separate connections: in WAL mode a read never waits for a write's fsync,
     so the control plane can run writes on a writer thread (`write`) and keep answering reads.
@@ -186,7 +159,7 @@ class Store:
         try:
             result = method(*args, **kwargs)
         except Exception as exc:
-            if not is_disk_full(exc):
+            if not _is_full(exc):
                 raise
             self.writable = False
             if self._db.in_transaction:  # a failed COMMIT can leave it open: the next write must start clean
@@ -216,7 +189,8 @@ class Store:
 
     # --- jobs -------------------------------------------------------------------------------
 
-    def create_job(self, job_id: str, spec_json: str, request_id: str | None, first_event: tuple[str, dict]) -> JobRecord:
+    def create_job(self, job_id: str, spec_json: str, request_id: str | None, first_event: tuple[str, dict],
+                   plan_json: str | None = None) -> JobRecord:
         """Insert a QUEUED job and its first event in one transaction."""
         now = time.time()
         kind, payload = first_event
@@ -224,9 +198,9 @@ class Store:
             self._db.execute("BEGIN IMMEDIATE")
             ordinal = self._db.execute("SELECT COALESCE(MAX(ordinal), 0) + 1 FROM jobs").fetchone()[0]
             self._db.execute(
-                "INSERT INTO jobs (id, ordinal, request_id, spec, state, created_at, last_seq, queue_seq)"
-                f" VALUES (?, ?, ?, ?, ?, ?, 1, {_BACK_SQL})",
-                (job_id, ordinal, request_id, spec_json, JobState.QUEUED.value, now),
+                "INSERT INTO jobs (id, ordinal, request_id, spec, plan, state, created_at, last_seq, queue_seq)"
+                f" VALUES (?, ?, ?, ?, ?, ?, ?, 1, {_BACK_SQL})",
+                (job_id, ordinal, request_id, spec_json, plan_json, JobState.QUEUED.value, now),
             )
             self._db.execute(
                 "INSERT INTO events (job_id, seq, time, kind, payload) VALUES (?, 1, ?, ?, ?)",
@@ -235,6 +209,28 @@ class Store:
         job = self.get_job(job_id)
         assert job is not None
         return job
+
+    def claim_next(self, describe: Callable[[int], str] = started_message) -> tuple[JobRecord, Event] | None:
+        """The first QUEUED job in queue order, moved to RUNNING with its state_change event (base.Store).
+        BEGIN IMMEDIATE takes the write lock before the pick: no other claim sees the same job queued."""
+        now = time.time()
+        with self._lock, self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            row = self._db.execute("SELECT id, attempts, last_seq FROM jobs WHERE state = ?"
+                                   " ORDER BY queue_seq, ordinal LIMIT 1", (JobState.QUEUED.value,)).fetchone()
+            if row is None:
+                return None
+            job_id, attempt, seq = row["id"], row["attempts"] + 1, row["last_seq"] + 1
+            payload = {"state": JobState.RUNNING.value, "message": describe(attempt)}
+            self._db.execute(
+                "INSERT INTO events (job_id, seq, time, kind, payload) VALUES (?, ?, ?, 'state_change', ?)",
+                (job_id, seq, now, json.dumps(payload)))
+            self._db.execute(  # a started_at of 0 counts as unset, as `job.started_at or now` did
+                "UPDATE jobs SET state = ?, attempts = ?, started_at = COALESCE(NULLIF(started_at, 0), ?),"
+                " last_seq = ? WHERE id = ?", (JobState.RUNNING.value, attempt, now, seq, job_id))
+        job = self.get_job(job_id)
+        assert job is not None
+        return job, Event(job_id, seq, now, "state_change", payload)
 
     def get_job(self, job_id: str) -> JobRecord | None:
         rows = self._read("SELECT * FROM jobs WHERE id = ?", (job_id,))
@@ -311,8 +307,7 @@ class Store:
         """Store an event with the job's next seq, and optionally update the job, atomically."""
         return self.append_events(job_id, [(kind, payload, job_fields, at)])[0]
 
-    def append_events(self, job_id: str,
-                      items: Sequence[tuple[str, dict, dict | None, float | None]]) -> list[Event]:
+    def append_events(self, job_id: str, items: Sequence[EventItem]) -> list[Event]:
         """Store several events (kind, payload, job fields, time) with the job's next seqs and apply
         their job fields in order, all in one transaction: one fsync however many there are."""
         fields: dict = {}

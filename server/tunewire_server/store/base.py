@@ -1,0 +1,168 @@
+"""The Store protocol: the only way the job core touches persistence, and the records it deals in.
+
+A store holds jobs (a spec, the plan validation resolved for it, its state and progress fields) and each
+job's events, numbered 1, 2, 3... per job with no gaps. SQLite implements it today (sqlite.py); a
+PostgreSQL store shared by several replicas can replace it (claim_next is where `FOR UPDATE SKIP LOCKED`
+and leases go). tests/unit/test_store.py is the contract every implementation must pass.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+
+from tunewire_server.states import TERMINAL, JobState
+
+T = TypeVar("T")
+
+# A value for the job field `queue_seq` (in update_job / append_event job fields): behind every job stored.
+BACK_OF_QUEUE: Any = object()
+
+
+class DiskFull(Exception):
+    """A store write failed because the disk (or the file system's quota) is full."""
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether a file-system error means "no space left" (ENOSPC, or EDQUOT for a quota)."""
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+@dataclass
+class JobRecord:
+    id: str
+    ordinal: int  # the listing's order: 1, 2, 3... by submission, never reused
+    spec_json: str  # the JobSpec as protobuf JSON, exactly as submitted
+    state: JobState
+    created_at: float
+    request_id: str | None = None  # the client's idempotency key: unique among jobs
+    error: dict | None = None
+    started_at: float | None = None
+    ended_at: float | None = None
+    attempts: int = 0
+    last_seq: int = 0  # the seq of the job's newest event
+    progress: float = 0.0
+    metrics: dict[str, float] = field(default_factory=dict)
+    queue_seq: int = 0  # the queue's order (the scheduler's pick); `ordinal` is the listing's
+    plan_json: str | None = None  # the plan validation resolved, as JSON; None for a job stored without one
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in TERMINAL
+
+    @property
+    def plan(self) -> dict | None:
+        return json.loads(self.plan_json) if self.plan_json is not None else None
+
+
+@dataclass(frozen=True)
+class Event:
+    job_id: str
+    seq: int
+    time: float
+    kind: str
+    payload: dict
+
+
+# One event to append: (kind, payload, job fields to set with it or None, time or None for now).
+EventItem = tuple[str, dict, "dict | None", "float | None"]
+
+
+def started_message(attempt: int) -> str:
+    """The message of the RUNNING state change that starts attempt `attempt` (1 for the first)."""
+    return "started" if attempt == 1 else f"attempt {attempt}"
+
+
+class Store(Protocol):
+    """Jobs and their events. Reads may be called from any thread (the event loop included) and never
+    wait for a write. Write methods (create_job, claim_next, update_job, append_event(s), probe) are
+    run through `write`; each is atomic and durable when it returns. Job fields in `update_job` and
+    the job fields of events are JobRecord field names; `state` takes a JobState, `error` and `metrics`
+    dicts (or None), `queue_seq` may be BACK_OF_QUEUE."""
+
+    writable: bool
+    """False from a write that failed for want of disk space (DiskFull) to the next write that succeeds."""
+
+    async def write(self, method: Callable[..., T], *args, **kwargs) -> T:
+        """Run the write method `method(*args, **kwargs)` off the event loop, after the writes called
+        before it. Raises DiskFull when the disk has no room for it; the store is then as it was."""
+        ...
+
+    def probe(self) -> None:
+        """A small real write: succeeds only if the store can write again."""
+        ...
+
+    def close(self) -> None:
+        """Finish pending writes and release the store."""
+        ...
+
+    # --- jobs ------------------------------------------------------------------------------------
+
+    def create_job(self, job_id: str, spec_json: str, request_id: str | None, first_event: tuple[str, dict],
+                   plan_json: str | None = None) -> JobRecord:
+        """Insert a QUEUED job (the next ordinal, at the back of the queue) with its first event (seq 1),
+        atomically. A request_id already used by a job raises; callers look it up first."""
+        ...
+
+    def claim_next(self, describe: Callable[[int], str] = started_message) -> tuple[JobRecord, Event] | None:
+        """Atomically take the first QUEUED job in queue order (queue_seq, then ordinal): move it to
+        RUNNING, add 1 to its attempts, set started_at if it was never set, and append its state_change
+        event {"state": "RUNNING", "message": describe(attempt)}. Returns the updated job and that event,
+        or None when nothing is queued. No two calls claim the same job."""
+        ...
+
+    def get_job(self, job_id: str) -> JobRecord | None:
+        ...
+
+    def get_job_by_request_id(self, request_id: str) -> JobRecord | None:
+        ...
+
+    def update_job(self, job_id: str, **fields) -> None:
+        """Set job fields (see the class docstring) without an event."""
+        ...
+
+    def jobs_in_states(self, states: Iterable[JobState]) -> list[JobRecord]:
+        """The jobs in these states in the queue's order: by queue position (a retried job behind those
+        queued before its retry), then by ordinal."""
+        ...
+
+    def count_in_states(self, states: Iterable[JobState]) -> int:
+        ...
+
+    # --- listing ---------------------------------------------------------------------------------
+
+    def list_jobs(self, states: Sequence[JobState] = (), before_ordinal: int | None = None,
+                  limit: int = 50) -> list[JobRecord]:
+        """At most `limit` jobs (any state if `states` is empty) with an ordinal below before_ordinal,
+        newest (highest ordinal) first."""
+        ...
+
+    def list_sizes(self, states: Sequence[JobState] = (), before_ordinal: int | None = None,
+                   limit: int = 50) -> list[tuple[int, int]]:
+        """(ordinal, stored bytes of its spec, error, metrics and request id as UTF-8) of what list_jobs
+        would return, newest first, without reading the records: a page can be sized before it is read."""
+        ...
+
+    def jobs_by_ordinals(self, ordinals: Sequence[int]) -> list[JobRecord]:
+        """The jobs with these ordinals (those that exist), newest first."""
+        ...
+
+    # --- events ----------------------------------------------------------------------------------
+
+    def append_event(self, job_id: str, kind: str, payload: dict, job_fields: dict | None = None,
+                     at: float | None = None) -> Event:
+        """Store an event with the job's next seq, and optionally set job fields, atomically."""
+        ...
+
+    def append_events(self, job_id: str, items: Sequence[EventItem]) -> list[Event]:
+        """Store several events with the job's next seqs and set their job fields in order, all in one
+        atomic write. The job's last_seq becomes the last event's seq."""
+        ...
+
+    def events_after(self, job_id: str, after_seq: int, limit: int = 1000) -> list[Event]:
+        """At most `limit` of the job's events with a seq above after_seq, in seq order. after_seq is a
+        signed 64-bit integer (the servicer clamps a client's value)."""
+        ...
