@@ -39,7 +39,7 @@ from tunewire_server.errors import (
     TunewireError,
     Unavailable,
 )
-from tunewire_server.validation_sft import GenerationParams, GenerationRequestError
+from tunewire_server.validation.generation import GenerationParams, GenerationRequestError
 from tunewire_server.workers import WorkerProcess
 
 log = structlog.get_logger("tunewire.inference")

@@ -125,7 +125,7 @@ def test_the_worker_links_the_file_it_opened_and_copies_when_the_path_moved_on(t
     """The private copy is a hard link when the path still names the opened file (no bytes copied), a copy of
     the opened file when the path was swapped between the open and the link, and one name per process (the
     ranks of a multi-process job load side by side)."""
-    from tunewire_server import paths
+    from tunewire_server.validation import paths
     from tunewire_server.worker import data
 
     root = tmp_path / "datasets"

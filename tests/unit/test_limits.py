@@ -12,12 +12,18 @@ from google.protobuf import json_format
 
 from tunewire.spec import spec_from_dict
 from tunewire.v1 import job_pb2
-from tunewire_server import dataset_scan, paths
 from tunewire_server.config import Settings
-from tunewire_server.dataset_scan import DatasetProblem
 from tunewire_server.errors import FieldViolation, InvalidSpec, preview
-from tunewire_server.validation import MAX_LABELS, check_request_id, spec_to_json, validate
-from tunewire_server.validation_sft import MIN_TEMPERATURE, GenerationParams, GenerationRequestError
+from tunewire_server.validation import (
+    MAX_LABELS,
+    check_request_id,
+    dataset_scan,
+    paths,
+    spec_to_json,
+    validate,
+)
+from tunewire_server.validation.dataset_scan import DatasetProblem
+from tunewire_server.validation.generation import MIN_TEMPERATURE, GenerationParams, GenerationRequestError
 
 ROWS = [{"text": f"text {i}", "label": i % 2} for i in range(6)]
 

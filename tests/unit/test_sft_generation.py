@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from tests import tiny_lm
-from tunewire_server.validation_sft import GenerationRequestError
+from tunewire_server.validation.generation import GenerationRequestError
 from tunewire_server.worker.generation import LoadedGenerator, cut_at_stop, releasable
 
 
@@ -176,7 +176,7 @@ def test_a_lora_adapter_is_served_on_its_base_model_unmerged(root, tmp_path):
 
 
 def test_a_numerical_failure_of_sampling_is_a_request_error(gen):
-    from tunewire_server.validation_sft import GenerationParams
+    from tunewire_server.validation.generation import GenerationParams
 
     # Past the request checks (which now refuse such a temperature): the worker must still answer with
     # an error naming the field, never a torch message.

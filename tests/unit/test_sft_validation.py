@@ -13,19 +13,13 @@ import pytest
 
 from tests import tiny_lm
 from tunewire.spec import load_spec, spec_from_dict
-from tunewire_server import validation_sft
 from tunewire_server.config import Settings
-from tunewire_server.dataset_scan import DatasetProblem
 from tunewire_server.errors import InvalidSpec
-from tunewire_server.validation import validate
-from tunewire_server.validation_sft import (
-    GenerationParams,
-    GenerationRequestError,
-    TemplateError,
-    parse_template,
-    render,
-    split_template,
-)
+from tunewire_server.validation import generation, validate
+from tunewire_server.validation import sft as validation_sft
+from tunewire_server.validation.dataset_scan import DatasetProblem
+from tunewire_server.validation.generation import GenerationParams, GenerationRequestError
+from tunewire_server.validation.sft import TemplateError, parse_template, render, split_template
 
 LLAMA_WEIGHTS = [f"model.layers.{i}.{m}.weight" for i in range(2) for m in (
     "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj",
@@ -299,7 +293,7 @@ def test_generation_params_parse_protobuf_json():
                                        "top_k": 4, "stop_sequences": ["\n"], "seed": "12345678901"})
     assert (p.max_new_tokens, p.do_sample, p.temperature, p.top_p, p.top_k, p.stop, p.seed) == (
         5, True, 0.5, 0.9, 4, ["\n"], 12345678901)
-    assert GenerationParams.from_request({}).max_new_tokens == validation_sft.DEFAULT_MAX_NEW_TOKENS
+    assert GenerationParams.from_request({}).max_new_tokens == generation.DEFAULT_MAX_NEW_TOKENS
 
 
 @pytest.mark.parametrize("params, field", [
@@ -321,9 +315,9 @@ def test_bad_generation_params_name_their_field(params, field):
 
 
 def test_control_plane_modules_do_not_import_torch():
-    code = ("import sys; import tunewire_server.validation_sft, tunewire_server.inference_client; "
+    code = ("import sys; import tunewire_server.validation.sft, tunewire_server.inference_client; "
             "bad = [m for m in ('torch', 'transformers', 'trl', 'peft') if m in sys.modules]; "
-            "validation = tunewire_server.validation_sft._trl_patchable_templates(); "
+            "validation = tunewire_server.validation.sft._trl_patchable_templates(); "
             "bad += [m for m in ('torch', 'trl') if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr

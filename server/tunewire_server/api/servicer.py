@@ -19,7 +19,7 @@ from tunewire_server.api.status import to_status
 from tunewire_server.errors import FieldViolation, InvalidSpec, ResourceExhausted, TunewireError
 from tunewire_server.manager import JobManager
 from tunewire_server.observability import Metrics
-from tunewire_server.request_limits import check_job_id, check_page_token, check_request_id
+from tunewire_server.validation.limits import check_job_id, check_page_token, check_request_id
 
 log = structlog.get_logger("tunewire.api")
 
@@ -151,7 +151,7 @@ def streaming(fn: Callable) -> Callable:
 
 
 def _require_job_id(job_id: str) -> str:
-    """A job id that could name a job (request_limits.check_job_id); anything else is INVALID_ARGUMENT
+    """A job id that could name a job (validation.limits.check_job_id); anything else is INVALID_ARGUMENT
     here, so the job core never sees (nor quotes) an over-long or odd id."""
     return check_job_id(job_id)
 

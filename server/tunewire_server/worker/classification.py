@@ -15,8 +15,8 @@ from transformers import (
 )
 
 from tunewire.v1 import job_pb2
-from tunewire_server.dataset_scan import DatasetProblem, label_index
 from tunewire_server.metrics import metric_path
+from tunewire_server.validation.dataset_scan import DatasetProblem, label_index
 from tunewire_server.worker import data
 from tunewire_server.worker.artifacts import save_final_model
 from tunewire_server.worker.callback import Control, EventCallback, guarded

@@ -16,7 +16,7 @@ from pathlib import Path
 import datasets
 
 from tunewire_server.errors import preview
-from tunewire_server.paths import UnsafePath, open_regular, open_under
+from tunewire_server.validation.paths import UnsafePath, open_regular, open_under
 from tunewire_server.worker.runtime import UserError
 
 _BUILDERS = {"jsonl": "json", "csv": "csv", "tsv": "csv", "parquet": "parquet"}

@@ -29,10 +29,9 @@ from transformers import (
 )
 from transformers.generation.streamers import BaseStreamer
 
-from tunewire_server.validation_sft import GenerationParams, GenerationRequestError
-
-CHAT_ROLES = ("system", "user", "assistant", "tool", "developer")
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+from tunewire_server.validation.common import CHAT_ROLES
+from tunewire_server.validation.generation import GenerationParams, GenerationRequestError
+from tunewire_server.worker.runtime import torch_dtype
 
 
 def cut_at_stop(text: str, stops: list[str]) -> tuple[str, bool]:
@@ -121,7 +120,7 @@ class LoadedGenerator:
     def __init__(self, model_dir: Path, meta: dict, max_input_tokens: int | None = None) -> None:
         self.meta = meta
         self.max_input_tokens = max_input_tokens
-        dtype = DTYPES.get(meta.get("model_dtype") or "float32", torch.float32)
+        dtype = torch_dtype(meta.get("model_dtype"))
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
         if meta.get("adapter"):
             from peft import PeftModel

@@ -28,6 +28,17 @@ def bf16_supported() -> bool:
     return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
 
 
+def torch_dtype(name: str | None):
+    """The torch dtype a plan's (or meta.json's) model_dtype names: validation.sft.DTYPES' values; float32
+    when unset. A name validation never produces is a bug, not something to guess around."""
+    import torch
+
+    dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    if name and name not in dtypes:
+        raise ValueError(f"unknown model dtype {name!r}")
+    return dtypes[name or "float32"]
+
+
 class UserError(Exception):
     """The job's input is at fault: reported as a user error with a code and a field."""
 

@@ -20,13 +20,13 @@ from trl import SFTConfig, SFTTrainer
 from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
 from tunewire.v1 import job_pb2
-from tunewire_server import validation_sft
-from tunewire_server.dataset_scan import DatasetProblem
+from tunewire_server.validation import sft as sft_checks
+from tunewire_server.validation.dataset_scan import DatasetProblem
 from tunewire_server.worker import data
 from tunewire_server.worker.artifacts import save_final_model
 from tunewire_server.worker.callback import Control, EventCallback, guarded
 from tunewire_server.worker.protocol import MessageWriter
-from tunewire_server.worker.runtime import UserError, checked_config, device_kind
+from tunewire_server.worker.runtime import UserError, checked_config, device_kind, torch_dtype
 from tunewire_server.worker.trainer_args import checkpointing_arg, seed_of, training_kwargs
 
 log = logging.getLogger("tunewire.worker.sft")
@@ -41,16 +41,16 @@ MERGED_DIR = "merged"
 
 
 def sft_plan(spec: job_pb2.JobSpec, plan: dict) -> dict:
-    """The plan's "sft" entry (validation_sft.scan), rebuilt for a plan written without one."""
+    """The plan's "sft" entry (sft_checks.scan), rebuilt for a plan written without one."""
     if plan.get("sft"):
         return plan["sft"]
     task = spec.sft
     return {
-        "mode": validation_sft.mode_of(task),
-        "max_length": task.max_length or validation_sft.DEFAULT_MAX_LENGTH,
+        "mode": sft_checks.mode_of(task),
+        "max_length": task.max_length or sft_checks.DEFAULT_MAX_LENGTH,
         "chat_template_source": None,
-        "model_dtype": validation_sft.DTYPES.get(task.model_dtype, "float32"),
-        "packing_strategy": validation_sft.PACKING.get(task.packing_strategy, "bfd") if task.packing else None,
+        "model_dtype": sft_checks.DTYPES.get(task.model_dtype, "float32"),
+        "packing_strategy": sft_checks.PACKING.get(task.packing_strategy, "bfd") if task.packing else None,
     }
 
 
@@ -59,9 +59,9 @@ def sft_plan(spec: job_pb2.JobSpec, plan: dict) -> dict:
 
 def to_trl_dataset(ds: datasets.Dataset, task: job_pb2.SftTask, field: str, *, check_rows: bool) -> datasets.Dataset:
     """Turn the job's columns into the columns SFTTrainer knows (text | prompt+completion | messages)."""
-    mode = validation_sft.mode_of(task)
+    mode = sft_checks.mode_of(task)
     if check_rows:  # data the control plane could not read ahead (hub datasets)
-        check = validation_sft.row_check(task)
+        check = sft_checks.row_check(task)
         try:
             for i, row in enumerate(ds, start=1):
                 check(i, row)
@@ -86,25 +86,21 @@ def to_trl_dataset(ds: datasets.Dataset, task: job_pb2.SftTask, field: str, *, c
     template = task.formatting_template
     try:
         if mode == "template":
-            columns = validation_sft.parse_template(template)
+            columns = sft_checks.parse_template(template)
             data.require_columns(ds, columns, field)
-            return ds.map(lambda row: {"text": validation_sft.render(template, row, columns)},
+            return ds.map(lambda row: {"text": sft_checks.render(template, row, columns)},
                           remove_columns=drop, desc=f"format {field}")
-        prompt, completion = validation_sft.split_template(template, task.response_template)
-        p_cols, c_cols = validation_sft.parse_template(prompt), validation_sft.parse_template(completion)
+        prompt, completion = sft_checks.split_template(template, task.response_template)
+        p_cols, c_cols = sft_checks.parse_template(prompt), sft_checks.parse_template(completion)
         data.require_columns(ds, sorted(set(p_cols + c_cols)), field)
-        return ds.map(lambda row: {"prompt": validation_sft.render(prompt, row, p_cols),
-                                   "completion": validation_sft.render(completion, row, c_cols)},
+        return ds.map(lambda row: {"prompt": sft_checks.render(prompt, row, p_cols),
+                                   "completion": sft_checks.render(completion, row, c_cols)},
                       remove_columns=drop, desc=f"format {field} prompt/completion")
     except DatasetProblem as exc:
         raise UserError("INVALID_DATA", str(exc), field) from None
 
 
 # --- model --------------------------------------------------------------------------------------
-
-
-def torch_dtype(name: str) -> torch.dtype:
-    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
 
 
 def load_model(path: str, dtype: str):

@@ -19,7 +19,8 @@ from google.protobuf.descriptor import FieldDescriptor
 from tunewire.v1 import job_pb2
 from tunewire_server.config import Settings
 from tunewire_server.errors import FieldViolation, InvalidSpec, preview
-from tunewire_server.paths import MAX_PATH
+from tunewire_server.validation.common import MAX_LABELS
+from tunewire_server.validation.paths import MAX_PATH
 
 # Character rules. Every rule refuses NUL and other C0/C1 control characters and lone surrogates.
 #   name: identifiers, column names, paths and hub ids: also no format characters (bidi overrides,
@@ -55,7 +56,7 @@ STRING_LIMITS: dict[str, tuple[int, str]] = {  # field full name -> (most charac
 }
 DEFAULT_REPEATED_LIMIT = 1024  # elements of a repeated scalar field not listed below
 REPEATED_LIMITS = {
-    "tunewire.v1.ClassificationTask.label_names": 10_000,  # = validation.MAX_LABELS
+    "tunewire.v1.ClassificationTask.label_names": MAX_LABELS,
     "tunewire.v1.LoraConfig.target_modules": 256,
 }
 MAX_SEED = 2**32 - 1  # transformers.set_seed calls np.random.seed, which takes 0..2**32-1 only

@@ -1,4 +1,6 @@
-"""Read dataset rows in the control plane, without torch or `datasets`, to check them before queueing.
+"""Read dataset rows in the control plane, without torch or `datasets`, to check them before queueing:
+the readers (JSONL, CSV/TSV, Parquet), the row checks the tasks share, and scan_dataset, which runs a
+task's row check over a planned dataset. The classification worker imports label_index from here.
 
 Row numbers in messages are 1-based data rows (a CSV header is not counted). Messages name the row and
 the column and quote at most a short prefix of a value (errors.preview), never a row.
@@ -14,9 +16,14 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tunewire_server.errors import preview
-from tunewire_server.paths import FileTooLarge, open_regular
+from tunewire_server.validation.common import MAX_LABELS, DatasetPlan, Violations
+from tunewire_server.validation.paths import FileTooLarge, UnsafePath, open_regular
+
+if TYPE_CHECKING:
+    from tunewire_server.config import Settings
 
 FORMATS = {".jsonl": "jsonl", ".json": "jsonl", ".csv": "csv", ".tsv": "tsv", ".parquet": "parquet"}
 MAX_LINE_CHARS = 64 * 1024 * 1024  # one JSONL row; longer ones are refused instead of read whole
@@ -171,6 +178,31 @@ def scan_rows(rows: Iterator[tuple[int, dict]], *, max_rows: int, check: RowChec
     if result.num_rows == 0:
         raise DatasetProblem("has no rows")
     return result
+
+
+
+def _rows_of(plan: DatasetPlan, settings: Settings):
+    if plan.kind == "inline":
+        return enumerate(plan.rows, start=1)
+    return iter_file_rows(Path(plan.path), plan.format, max_bytes=settings.max_dataset_bytes)
+
+
+def scan_dataset(plan: DatasetPlan | None, field: str, settings: Settings, v: Violations,
+                 check: RowCheck, label_field: str | None = None) -> ScanResult | None:
+    """Run `check` on every row of a planned dataset (file or inline); a problem is added to `v` under
+    `field`. Hub data is checked by the worker once downloaded, so it is skipped here."""
+    if plan is None or plan.kind == "hub":
+        return None
+    try:
+        return scan_rows(_rows_of(plan, settings), max_rows=settings.max_dataset_rows, check=check,
+                         label_field=label_field, max_labels=MAX_LABELS if label_field else None)
+    except DatasetProblem as exc:
+        v.add(field, str(exc))
+    except UnsafePath as exc:  # swapped for a FIFO or a device since it was checked, or grown too large
+        v.add(field, str(exc))
+    except OSError as exc:
+        v.add(field, f"cannot be read: {exc.strerror or type(exc).__name__}")
+    return None
 
 
 def require_text(row_no: int, row: dict, column: str) -> str:

@@ -1,0 +1,103 @@
+"""Classification options, and the scan of its data that finds (or checks) the label names."""
+
+from __future__ import annotations
+
+from tunewire.v1 import job_pb2
+from tunewire_server.config import Settings
+from tunewire_server.errors import preview
+from tunewire_server.validation.common import MAX_LABELS, DatasetPlan, Violations
+from tunewire_server.validation.dataset_scan import DatasetProblem, class_index, require_text, scan_dataset
+
+
+def check_options(task: job_pb2.ClassificationTask, settings: Settings, v: Violations) -> None:
+    names = list(task.label_names)
+    if names:
+        if len(names) < 2:
+            v.add("classification.label_names", "needs at least 2 labels")
+        if len(set(names)) != len(names):
+            v.add("classification.label_names", "has duplicate names")
+        if any(not n.strip() for n in names):
+            v.add("classification.label_names", "has an empty name")
+    if task.max_length > settings.max_seq_length:
+        v.add("classification.max_length", f"must be at most {settings.max_seq_length} (server limit)")
+    if task.pad_to_max_length and task.max_length == 0:
+        v.add("classification.max_length", "pad_to_max_length needs a max_length")
+
+
+def scan(spec: job_pb2.JobSpec, train: DatasetPlan, evals: DatasetPlan | None,
+                         settings: Settings, v: Violations) -> list[str] | None:
+    task = spec.classification
+    text_field = task.text_field or "text"
+    label_field = task.label_field or "label"
+    declared = list(task.label_names)
+
+    limit = len(declared) if declared else MAX_LABELS
+    big_index_row: list[int] = []  # the first row whose label reads as a class index beyond MAX_LABELS
+
+    def check(row_no: int, row: dict) -> None:
+        require_text(row_no, row, text_field)
+        if task.text_pair_field:
+            require_text(row_no, row, task.text_pair_field)
+        if label_field not in row:
+            raise DatasetProblem(f"row {row_no}: column {preview(label_field)} is missing")
+        label = row[label_field]
+        if isinstance(label, str):
+            if declared and label not in declared and not _is_index(label, limit):
+                if _is_digits(label):
+                    raise DatasetProblem(f"row {row_no}: label {preview(label)} is out of range for {limit} labels")
+                raise DatasetProblem(f"row {row_no}: label {preview(label)} is not one of label_names")
+            if not declared and _is_digits(label) and not _is_index(label, limit) and not big_index_row:
+                big_index_row.append(row_no)
+            return
+        # A number must be a class index: checked here, one row at a time, against the label limit, so a
+        # label of 1e300 is refused instead of sizing a list of names by it.
+        class_index(label, limit, row_no, label_field)
+
+    train_scan = scan_dataset(train, "train_dataset", settings, v, check, label_field)
+    scan_dataset(evals, "eval_dataset", settings, v, check, label_field)
+    if train_scan is None:
+        return declared or None
+    if declared:
+        return declared
+    values = list(train_scan.label_values)
+    if all(isinstance(x, str) for x in values):
+        if all(_is_digits(x) for x in values):
+            if big_index_row:
+                v.add("train_dataset", f"row {big_index_row[0]}: a label read as a class index is {MAX_LABELS} or "
+                      f"more; at most {MAX_LABELS} labels. To use such labels as names, set "
+                      "classification.label_names")
+                return None
+            names = [str(i) for i in range(max(int(x) for x in values) + 1)]
+        else:
+            names = sorted(values)
+    elif all(isinstance(x, (int, float)) for x in values):
+        names = [str(i) for i in range(int(max(values)) + 1)]  # each checked by class_index: < MAX_LABELS
+    else:
+        v.add("train_dataset", "labels mix names and class indices; set classification.label_names")
+        return None
+    if len(names) < 2:
+        v.add("train_dataset", f"needs at least 2 distinct labels, found {len(names)} "
+              f"({', '.join(preview(x) for x in values[:2])})")
+    if len(names) > MAX_LABELS:
+        v.add("train_dataset", f"has {len(names)} labels; at most {MAX_LABELS}")
+    if evals is not None and evals.kind != "hub" and not v.items:
+        # eval labels must be known to the model trained on train's labels
+        def check_eval(row_no: int, row: dict) -> None:
+            label = row[label_field]
+            if isinstance(label, str):
+                if label not in names and not _is_index(label, len(names)):
+                    raise DatasetProblem(f"row {row_no}: label {preview(label)} does not occur in train_dataset")
+                return
+            class_index(label, len(names), row_no, label_field)
+
+        scan_dataset(evals, "eval_dataset", settings, v, check_eval)
+    return names
+
+
+def _is_digits(value: str) -> bool:
+    return value.isascii() and value.isdigit()
+
+
+def _is_index(value: str, n: int) -> bool:
+    # the length test first: int() of a million digits is slow (and refused by Python beyond 4300)
+    return _is_digits(value) and len(value.lstrip("0")) <= len(str(n)) and int(value) < n

@@ -1,0 +1,82 @@
+"""Where a dataset comes from (hub, file under the dataset root, or inline rows): checked and resolved
+into the DatasetPlan the worker loads. The rows themselves are scanned later (dataset_scan.scan_dataset).
+"""
+
+from __future__ import annotations
+
+import os
+
+from tunewire.v1 import job_pb2
+from tunewire_server.config import Settings
+from tunewire_server.errors import preview
+from tunewire_server.validation import dataset_scan, limits
+from tunewire_server.validation.common import FILE_FORMATS, DatasetPlan, Violations
+from tunewire_server.validation.dataset_scan import DatasetProblem
+from tunewire_server.validation.paths import UnsafePath, looks_like_hub_id, open_regular, resolve_under
+
+
+def check_dataset_source(ds: job_pb2.Dataset, field: str, default_split: str, settings: Settings,
+                          v: Violations) -> DatasetPlan | None:
+    source = ds.WhichOneof("source")
+    if source is None:
+        v.add(field, "set one source: hub, file or inline")
+        return None
+    if source == "hub":
+        name = ds.hub.name
+        if not looks_like_hub_id(name) or "/" not in name:
+            # A bare name ("text", "json", "imdb") would also name one of the datasets library's local
+            # builders or a folder beside the worker, which read files the server never meant to give out.
+            v.add(f"{field}.hub.name", f"not a hub dataset id 'owner/name' (e.g. 'stanfordnlp/imdb'): {preview(name)}")
+            return None
+        return DatasetPlan("hub", name=name, config=ds.hub.config or None, split=ds.hub.split or default_split,
+                           max_samples=ds.max_samples)
+    if source == "inline":
+        if len(ds.inline.rows) > settings.max_inline_rows:
+            v.add(f"{field}.inline.rows",
+                  f"has {len(ds.inline.rows)} rows; at most {settings.max_inline_rows} may be sent inline")
+            return None
+        size = ds.inline.ByteSize()
+        if size > settings.max_inline_bytes:
+            v.add(f"{field}.inline.rows", f"are {size} bytes; at most {settings.max_inline_bytes} may be sent inline "
+                  "(put larger data in a file under the dataset root)")
+            return None
+        rows = limits.rows_of(ds, field, v.add)
+        if rows is None:
+            return None
+        if not rows:
+            v.add(f"{field}.inline.rows", "has no rows")
+            return None
+        return DatasetPlan("inline", rows=rows, max_samples=ds.max_samples)
+    # file
+    pfield = f"{field}.file.path"
+    try:
+        path = resolve_under(settings.dataset_root, ds.file.path)
+    except UnsafePath as exc:
+        v.add(pfield, str(exc))
+        return None
+    shown = preview(ds.file.path)
+    try:
+        if not path.exists():
+            v.add(pfield, f"no file {shown} under the dataset root")
+            return None
+        fd = open_regular(path)  # never blocks: a FIFO or device is refused without reading it
+        try:
+            size = os.fstat(fd).st_size
+        finally:
+            os.close(fd)
+    except UnsafePath as exc:
+        v.add(pfield, f"{shown} {exc}")
+        return None
+    except OSError as exc:
+        v.add(pfield, f"{shown} cannot be read: {exc.strerror or type(exc).__name__}")
+        return None
+    if size > settings.max_dataset_bytes:
+        v.add(pfield, f"{shown} is {size} bytes; the limit is {settings.max_dataset_bytes}")
+        return None
+    try:
+        fmt = dataset_scan.format_for(path, FILE_FORMATS.get(ds.file.format))
+    except DatasetProblem as exc:
+        v.add(f"{field}.file.format", str(exc))
+        return None
+    return DatasetPlan("file", path=str(path), format=fmt, max_samples=ds.max_samples,
+                       root=str(settings.dataset_root), relative=ds.file.path, max_bytes=settings.max_dataset_bytes)
