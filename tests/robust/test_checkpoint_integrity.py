@@ -8,13 +8,13 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 from pathlib import Path
 
 import pytest
 
 import tunewire
 from tests import tiny
+from tests.support.disk import tmpfs
 from tests.support.specs import tiny_classification
 from tests.support.waiting import wait_for
 from tunewire import CheckpointSaved, JobState, StateChange, TrainLog
@@ -101,13 +101,8 @@ def test_the_newest_checkpoint_that_verifies_is_picked(tmp_path):
 
 @pytest.fixture
 def small_disk(tmp_path):
-    folder = tmp_path / "small"
-    folder.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)], check=True)
-    try:
+    with tmpfs(tmp_path / "small", 1) as folder:
         yield folder
-    finally:
-        subprocess.run(["umount", str(folder)], check=True)
 
 
 def test_a_marker_that_does_not_fit_on_the_disk_is_never_there(small_disk):

@@ -11,13 +11,14 @@ from pathlib import Path
 
 
 @contextlib.contextmanager
-def tmpfs(mount: Path, size_mb: int) -> Iterator[Path]:
-    """A `size_mb` MB tmpfs at `mount` (created), lazily unmounted afterwards; the test is skipped where
-    mounting is not allowed."""
+def tmpfs(mount: Path, size: int | str) -> Iterator[Path]:
+    """A tmpfs at `mount` (created) of `size` MB, or of a mount size such as "64k"; lazily unmounted
+    afterwards. The test is skipped where mounting is not allowed."""
     import pytest
 
     mount.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mb}m", "tmpfs", str(mount)],
+    size = f"{size}m" if isinstance(size, int) else size
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)],
                           capture_output=True)
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")

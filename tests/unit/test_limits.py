@@ -10,9 +10,9 @@ import threading
 import pytest
 from google.protobuf import json_format
 
+from tests.support.validation import settings_with_data
 from tunewire.spec import spec_from_dict
 from tunewire.v1 import job_pb2
-from tunewire_server.config import Settings
 from tunewire_server.errors import FieldViolation, InvalidSpec, preview
 from tunewire_server.validation import (
     MAX_LABELS,
@@ -30,13 +30,7 @@ ROWS = [{"text": f"text {i}", "label": i % 2} for i in range(6)]
 
 @pytest.fixture
 def settings(tmp_path):
-    s = Settings(data_dir=tmp_path / "data")
-    model = s.model_root / "tiny"
-    model.mkdir(parents=True)
-    (model / "config.json").write_text(json.dumps({"model_type": "bert"}))
-    s.dataset_root.mkdir(parents=True)
-    (s.dataset_root / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in ROWS))
-    return s
+    return settings_with_data(tmp_path / "data", ROWS)
 
 
 def spec(**overrides) -> job_pb2.JobSpec:

@@ -5,22 +5,16 @@ import os
 
 import pytest
 
+from tests.support.validation import settings_with_data
 from tunewire.spec import spec_from_dict
-from tunewire_server.config import Settings
 from tunewire_server.errors import InvalidSpec
 from tunewire_server.validation import validate
 
 
 @pytest.fixture
 def settings(tmp_path):
-    s = Settings(data_dir=tmp_path / "data")
-    model = s.model_root / "tiny"
-    model.mkdir(parents=True)
-    (model / "config.json").write_text(json.dumps({"model_type": "bert"}))
-    s.dataset_root.mkdir(parents=True)
-    rows = [{"text": f"text {i}", "label": ["neg", "pos"][i % 2]} for i in range(10)]
-    (s.dataset_root / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return s
+    return settings_with_data(tmp_path / "data", [{"text": f"text {i}", "label": ["neg", "pos"][i % 2]}
+                                                  for i in range(10)])
 
 
 def spec(**overrides):

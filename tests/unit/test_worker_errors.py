@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import errno
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
 from google.protobuf import json_format
 
+from tests.support.disk import tmpfs
 from tunewire.spec import spec_from_dict
 from tunewire_server.worker import classification, sft
 from tunewire_server.worker.callback import Control
@@ -150,13 +150,8 @@ def test_a_seed_numpy_refuses_fails_in_the_worker_as_a_user_error(models_root, t
 @pytest.fixture
 def small_disk(tmp_path):
     """A 2 MiB tmpfs (the tests run as root, as the rules allow)."""
-    folder = tmp_path / "small"
-    folder.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(folder)], check=True)
-    try:
+    with tmpfs(tmp_path / "small", 2) as folder:
         yield folder
-    finally:
-        subprocess.run(["umount", str(folder)], check=True)
 
 
 def test_a_final_save_on_a_full_disk_is_disk_full_and_leaves_no_model(models_root, small_disk):
@@ -183,8 +178,7 @@ def test_a_checkpoint_save_on_a_full_disk_is_disk_full_and_leaves_no_complete_ch
     job_dir = tmp_path / "job"
     checkpoints = job_dir / "checkpoints"
     checkpoints.mkdir(parents=True)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(checkpoints)], check=True)
-    try:
+    with tmpfs(checkpoints, "64k"):
         rows = [{"text": "good", "label": "pos"}, {"text": "bad", "label": "neg"}] * 4
         code, out = run_classification(models_root, job_dir, jsonl(tmp_path / "x.jsonl", map(json.dumps, rows)),
                                        hp={"save_strategy": "steps", "save_steps": 1})
@@ -194,5 +188,3 @@ def test_a_checkpoint_save_on_a_full_disk_is_disk_full_and_leaves_no_complete_ch
         assert not list(checkpoints.rglob(MARKER)) and latest_complete(checkpoints, bytes.fromhex(KEY)) is None
         assert not list(checkpoints.glob("checkpoint-*"))  # the half-written one was removed
         assert not any(m["kind"] == "checkpoint_saved" for m in out.messages)
-    finally:
-        subprocess.run(["umount", str(checkpoints)], check=True)
