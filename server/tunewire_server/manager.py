@@ -34,6 +34,7 @@ from tunewire_server.errors import (
     InvalidSpec,
     NotFound,
     ResourceExhausted,
+    preview,
 )
 from tunewire_server.events import EventHub
 from tunewire_server.inference_client import InferenceClient
@@ -50,12 +51,7 @@ from tunewire_server.workers import CHECKPOINT_SIGNAL, STOP_SIGNAL, WorkerProces
 log = structlog.get_logger("tunewire.manager")
 
 RESTART_ALLOWANCE = 2  # server restarts a job may live through, on top of its retries
-SHORT = 64  # at most this much of a client's value is quoted back
 DISK_RETRY_S = (0.25, 5.0)  # first and longest pause between tries to write to a full disk
-
-
-def _short(value: str) -> str:
-    return repr(value[:SHORT] + ("..." if len(value) > SHORT else ""))
 
 
 @dataclass
@@ -243,7 +239,7 @@ class JobManager:
     def get(self, job_id: str) -> JobRecord:
         job = self.store.get_job(job_id)
         if job is None:
-            raise NotFound(f"no job {_short(job_id)}")
+            raise NotFound(f"no job {preview(job_id)}")
         return job
 
     def list(self, states: Sequence[JobState], page_size: int, page_token: str) -> tuple[list[JobRecord], str]:
@@ -273,12 +269,13 @@ class JobManager:
             try:
                 if job.state == JobState.QUEUED:  # a claim in between makes this illegal: look again
                     await self._finish(job_id, JobState.CANCELLED, message="cancelled before it started")
-                elif running is not None:
-                    running.cancel_requested = True
+                else:  # RUNNING; with no worker here it is ending: its outcome gives way to the cancel
+                    if running is not None:
+                        running.cancel_requested = True
                     try:
                         await self._set_state(job_id, JobState.CANCELLING, message="cancel requested")
                     finally:  # stopped even if the disk is full: the job ends CANCELLED when it can be stored
-                        if running.worker is not None:
+                        if running is not None and running.worker is not None:
                             self._stop_worker(running)
                 log.info("job cancel requested", job_id=job_id)
                 break
@@ -389,8 +386,7 @@ class JobManager:
                 return
             outcome = Outcome(JobState.FAILED, "", error=_disk_full_error() if isinstance(exc, DiskFull)
                               else system_error("INTERNAL", "the server could not run this job"))
-        if outcome is not None:
-            await self._conclude(job.id, outcome)
+        await self._conclude(job.id, outcome)
 
     async def _conclude(self, job_id: str, outcome: Outcome) -> None:
         """Store the outcome, trying again (with pauses) while the disk is full; on stop(), the job stays

@@ -2,6 +2,7 @@
 
 import asyncio
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -26,10 +27,12 @@ def test_a_call_waits_at_most_the_timeout_for_a_thread_held_by_a_hung_call():
 
 def test_a_hung_pool_leaves_the_default_executor_alone():
     async def main():
+        # a one-thread default executor: one hung call on it would make the to_thread below wait
+        asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(1))
         pool = BoundedPool(2, "test-pool")
         release = threading.Event()
         hung = [asyncio.create_task(pool.run(release.wait, timeout=30)) for _ in range(2)]
-        await asyncio.sleep(0)
+        await asyncio.sleep(0.1)
         assert await asyncio.wait_for(asyncio.to_thread(lambda: "free"), 5) == "free"
         release.set()
         assert await asyncio.gather(*hung) == [True, True]

@@ -78,6 +78,16 @@ def test_sampling_follows_seed_temperature_top_k_and_top_p(gen):
     assert one(gen, "the", do_sample=True, temperature=0.01, max_new_tokens=12, seed="3")["text"] == greedy
 
 
+def test_a_seeded_call_split_into_chunks_is_one_random_stream(gen):
+    """A call with more inputs than one generate() takes is split into chunks; seeding each chunk again would
+    give the same prompt at index i and i + max_rows the same sample."""
+    hot = {"do_sample": True, "temperature": 2.5, "max_new_tokens": 12, "seed": "11"}
+    rows = gen.predict({"inputs": ["the"] * 4, "generation": hot}, max_rows=2)
+    texts = [r["generation"]["text"] for r in rows]
+    assert texts[:2] != texts[2:]
+    assert rows == gen.predict({"inputs": ["the"] * 4, "generation": hot}, max_rows=2)  # still reproducible
+
+
 def test_batched_inputs_match_one_at_a_time(gen):
     texts = ["the red", "one two three four", "what color"]
     batch = gen.predict({"inputs": texts, "generation": {"max_new_tokens": 10}})

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import math
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from transformers import TrainerCallback
@@ -37,6 +39,14 @@ class Control:
     def enter(self, phase: str, field: str = "") -> None:
         self.phase = phase
         self.field = field
+
+    @contextlib.contextmanager
+    def phase_of(self, phase: str) -> Iterator[None]:
+        """`phase` for the block, then the phase before it; not after an exception, which belongs to `phase`."""
+        before = self.phase, self.field
+        self.enter(phase)
+        yield
+        self.phase, self.field = before
 
     def agree(self) -> tuple[bool, bool]:
         """(stop, checkpoint_and_stop) as every rank of a multi-process run sees them: a request seen by any
@@ -80,15 +90,23 @@ def guarded(trainer_cls: type, control: Control) -> type:
     tells `control` when it loads a checkpoint ("resume"), trains ("train") or saves one ("save")."""
 
     class Guarded(trainer_cls):
-        def train(self, resume_from_checkpoint=None, *args, **kwargs):
-            control.enter("resume" if resume_from_checkpoint else "train")
-            return super().train(resume_from_checkpoint, *args, **kwargs)
+        def train(self, *args, **kwargs):
+            control.enter("train")
+            return super().train(*args, **kwargs)
+
+        # Only the checkpoint's own loads are "resume": a failure there falls back to the checkpoint before,
+        # while one anywhere else in train() (the dataloader, the optimizer's set-up) is no fault of it.
+        def _load_from_checkpoint(self, *args, **kwargs):
+            with control.phase_of("resume"):
+                return super()._load_from_checkpoint(*args, **kwargs)
+
+        def _load_optimizer_and_scheduler(self, *args, **kwargs):
+            with control.phase_of("resume"):
+                return super()._load_optimizer_and_scheduler(*args, **kwargs)
 
         def _load_rng_state(self, *args, **kwargs):  # at the first epoch's start, after on_train_begin
-            phase = control.phase
-            control.enter("resume")
-            super()._load_rng_state(*args, **kwargs)
-            control.enter(phase)
+            with control.phase_of("resume"):
+                return super()._load_rng_state(*args, **kwargs)
 
         def training_step(self, *args, **kwargs):
             control.enter("train")

@@ -210,8 +210,6 @@ class LoadedGenerator:
         criteria.append(_StopOnCancel(cancels))  # after pace: a cancel while held back is seen at once
         if p.stop:
             criteria.append(_StopOnText(self.decode, width, p.stop))
-        if p.seed is not None:
-            torch.manual_seed(p.seed)
         try:
             with torch.inference_mode():
                 out = self.model.generate(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
@@ -237,8 +235,8 @@ class LoadedGenerator:
         return {"text": text, "num_tokens": len(row), "finish_reason": "cancelled" if cancel.is_set() else "length"}
 
     def predict(self, request: dict, cancel: threading.Event | None = None,
-                pace: Callable[[], None] | None = None) -> list[dict]:
-        answer = self.predict_many([(request, cancel or threading.Event())], pace)[0]
+                pace: Callable[[], None] | None = None, max_rows: int = 32) -> list[dict]:
+        answer = self.predict_many([(request, cancel or threading.Event())], pace, max_rows)[0]
         if isinstance(answer, Exception):
             raise answer
         return answer
@@ -265,6 +263,7 @@ class LoadedGenerator:
             prompts += mine
             cancels += [cancel] * len(mine)
         generated: list[dict] = []
+        _seed(p)  # once for all chunks: a seeded call's rows are one random stream, not one per chunk
         for start in range(0, len(prompts), max_rows):
             generated += self._generate(prompts[start:start + max_rows], p, cancels[start:start + max_rows],
                                         pace=pace)
@@ -284,7 +283,13 @@ class LoadedGenerator:
         else:
             prompt = self.encode_text(request.get("text") or "", "text")
         streamer = _DeltaStreamer(self, p.stop, emit)
+        _seed(p)
         final = self._generate([prompt], p, [cancel], streamer, pace)[0]
         if len(final["text"]) > streamer.sent:
             emit(final["text"][streamer.sent:])
         return final
+
+
+def _seed(p: GenerationParams) -> None:
+    if p.seed is not None:
+        torch.manual_seed(p.seed)

@@ -275,7 +275,7 @@ def run_predict(request: dict, call: Call, ctx: Context) -> list[dict]:
         with ctx.turns.hold(call.holder):
             pace = functools.partial(call.pace, ctx.turns, ctx.idle_s)
             if hasattr(model, "stream"):
-                predictions = model.predict(request, call.cancel, pace)
+                predictions = model.predict(request, call.cancel, pace, ctx.max_batch)
             else:
                 predictions = model.predict(request, pace, ctx.max_batch)
         return [{"id": request["id"], "ok": True, "predictions": predictions}]
