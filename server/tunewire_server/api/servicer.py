@@ -19,7 +19,7 @@ from tunewire_server.api.status import to_status
 from tunewire_server.errors import FieldViolation, InvalidSpec, ResourceExhausted, TunewireError
 from tunewire_server.manager import JobManager
 from tunewire_server.observability import Metrics
-from tunewire_server.validation.limits import check_job_id, check_page_token, check_request_id
+from tunewire_server.validation.limits import check_job_id, check_page_token
 
 log = structlog.get_logger("tunewire.api")
 
@@ -167,8 +167,7 @@ class TuningServicer(pb_grpc.TuningServiceServicer):
 
     @unary
     async def SubmitJob(self, request: pb.SubmitJobRequest, context) -> pb.SubmitJobResponse:
-        check_request_id(request.request_id)
-        job = await self.manager.submit(request.spec, request.request_id)
+        job = await self.manager.submit(request.spec, request.request_id)  # checks the request id first
         return pb.SubmitJobResponse(job=convert.job_to_proto(job))
 
     @unary
@@ -207,17 +206,17 @@ class TuningServicer(pb_grpc.TuningServiceServicer):
 
     @unary
     async def Predict(self, request: pb.PredictRequest, context) -> pb.PredictResponse:
-        _require_job_id(request.job_id)
+        job_id = _require_job_id(request.job_id)  # before the inputs are converted
         body = json_format.MessageToDict(request, preserving_proto_field_name=True)
         body.pop("job_id", None)
         with self.metrics.predict_latency.labels("Predict").time():
-            predictions = await self.manager.predict(_require_job_id(request.job_id), body)
+            predictions = await self.manager.predict(job_id, body)
         return pb.PredictResponse(predictions=[convert.prediction_to_proto(p) for p in predictions])
 
     @streaming
     async def PredictStream(self, request: pb.PredictStreamRequest, context):
-        _require_job_id(request.job_id)
+        job_id = _require_job_id(request.job_id)  # before the inputs are converted
         body = json_format.MessageToDict(request, preserving_proto_field_name=True)
         body.pop("job_id", None)
-        async for message in self.manager.predict_stream(_require_job_id(request.job_id), body):
+        async for message in self.manager.predict_stream(job_id, body):
             yield convert.stream_message_to_proto(message)

@@ -86,8 +86,13 @@ def _is_full(exc: BaseException) -> bool:
 
 
 def _set_clause(fields: dict) -> tuple[str, list]:
+    """`col = ?, ...` and its values for a job's fields, each encoded as the jobs table stores it."""
     cols, values = [], []
     for key, value in fields.items():
+        if key == "state":
+            value = value.value
+        elif key in ("error", "metrics") and value is not None:
+            value = json.dumps(value)
         if value is BACK_OF_QUEUE:
             cols.append(f"{key} = {_BACK_SQL}")
         else:
@@ -291,11 +296,6 @@ class SQLiteStore:
                           [s.value for s in states])[0][0]
 
     def update_job(self, job_id: str, **fields) -> None:
-        if "state" in fields:
-            fields["state"] = fields["state"].value
-        for key in ("error", "metrics"):
-            if key in fields and fields[key] is not None:
-                fields[key] = json.dumps(fields[key])
         cols, values = _set_clause(fields)
         with self._lock, self._db:
             self._db.execute(f"UPDATE jobs SET {cols} WHERE id = ?", (*values, job_id))
@@ -314,12 +314,7 @@ class SQLiteStore:
         rows = []
         for kind, payload, job_fields, at in items:
             rows.append((kind, payload, at or time.time()))
-            for key, value in (job_fields or {}).items():
-                if key == "state":
-                    value = value.value
-                elif key in ("error", "metrics") and value is not None:
-                    value = json.dumps(value)
-                fields[key] = value
+            fields.update(job_fields or {})
         with self._lock, self._db:
             self._db.execute("BEGIN IMMEDIATE")
             first = self._db.execute("SELECT last_seq + 1 FROM jobs WHERE id = ?", (job_id,)).fetchone()[0]
