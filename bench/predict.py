@@ -98,7 +98,7 @@ def main() -> int:
             tunewire.Client(server.address, timeout=120) as client:
         jobs: dict[str, str] = {}
         for kind in kinds:
-            if kind == "generator" and importlib.util.find_spec("tunewire_server.worker.sft") is None:
+            if kind == "generator" and importlib.util.find_spec("tunewire_server.worker.training.sft") is None:
                 results[kind] = "n/a: this server has no SFT worker"
                 continue
             spec = {"classifier": lambda: classification_spec(100),

@@ -105,7 +105,7 @@ def test_lora_job_saves_adapter_and_merged_model_and_predicts_with_the_adapter(s
     assert meta_of(sft_server, job)["training"]["assistant_only_loss"] is True
 
     # Served: the adapter on its base, as the same generator computes it here; and not the base alone.
-    from tunewire_server.worker.generation import LoadedGenerator
+    from tunewire_server.worker.inference.generation import LoadedGenerator
 
     requests = [{"conversations": [{"messages": CAT}]}, {"conversations": [{"messages": DOG}]},
                 {"inputs": ["the red"], "generation": {"do_sample": True, "seed": "1", "max_new_tokens": 12}},

@@ -94,8 +94,8 @@ def test_a_dataset_swapped_for_a_symlink_out_of_the_root_after_submit_fails_with
 
 def test_the_worker_opens_dataset_files_under_their_root_at_read_time(tmp_path):
     """The worker's loader alone, on a plan as validation writes it: the same checks at the moment of reading."""
-    from tunewire_server.worker import data
     from tunewire_server.worker.runtime import UserError
+    from tunewire_server.worker.training import data
 
     root = tmp_path / "datasets"
     root.mkdir()
@@ -126,7 +126,7 @@ def test_the_worker_links_the_file_it_opened_and_copies_when_the_path_moved_on(t
     the opened file when the path was swapped between the open and the link, and one name per process (the
     ranks of a multi-process job load side by side)."""
     from tunewire_server.validation import paths
-    from tunewire_server.worker import data
+    from tunewire_server.worker.training import data
 
     root = tmp_path / "datasets"
     root.mkdir()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-TRAINING_WORKER = b"tunewire_server.worker.training"
-INFERENCE_WORKER = b"tunewire_server.worker.inference"
+TRAINING_WORKER = b"tunewire_server.worker.training.main"
+INFERENCE_WORKER = b"tunewire_server.worker.inference.main"
 
 
 def children(pid: int) -> list[int]:

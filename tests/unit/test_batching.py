@@ -4,7 +4,7 @@ import queue
 import threading
 import time
 
-from tunewire_server.worker.batching import Batcher
+from tunewire_server.worker.inference.batching import Batcher
 
 
 def size(item):
@@ -67,7 +67,7 @@ def test_the_end_of_input_reaches_every_lane():
 
 
 def test_turns_are_served_in_arrival_order():
-    from tunewire_server.worker.turns import Holder, Turns
+    from tunewire_server.worker.inference.turns import Holder, Turns
 
     turns, order = Turns(), []
     first = Holder()

@@ -2,8 +2,8 @@
 
 import asyncio
 
-from tunewire_server import events
-from tunewire_server.events import EventHub
+from tunewire_server.jobs import events
+from tunewire_server.jobs.events import EventHub
 from tunewire_server.store import SQLiteStore as Store
 
 

@@ -1,6 +1,6 @@
 """Listing pages cut by stored size as well as by count (server/tunewire_server/listing.py)."""
 
-from tunewire_server.listing import JOB_OVERHEAD, cut_page, page_budget
+from tunewire_server.jobs.listing import JOB_OVERHEAD, cut_page, page_budget
 
 
 def test_a_page_stops_before_its_size_passes_the_budget():

@@ -7,9 +7,9 @@ from __future__ import annotations
 import asyncio
 
 from tunewire_server.config import Settings
-from tunewire_server.manager import JobManager
-from tunewire_server.outcome import Outcome, system_error
-from tunewire_server.states import JobState
+from tunewire_server.jobs.manager import JobManager
+from tunewire_server.jobs.outcome import Outcome, system_error
+from tunewire_server.jobs.states import JobState
 from tunewire_server.store import SQLiteStore
 
 

@@ -1,7 +1,7 @@
 """Every branch of the decision that ends a job's attempt (server/tunewire_server/outcome.py)."""
 
-from tunewire_server.outcome import RESUME, decide, retry_limit, system_error
-from tunewire_server.states import JobState
+from tunewire_server.jobs.outcome import RESUME, decide, retry_limit, system_error
+from tunewire_server.jobs.states import JobState
 
 USER = {"code": "BAD_DATA", "kind": "USER", "field": "train_dataset", "message": "row 3 has no label"}
 SYSTEM = system_error("CUDA_OOM", "out of memory")

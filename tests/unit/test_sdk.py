@@ -19,7 +19,7 @@ def test_importing_the_sdk_never_imports_torch():
 
 
 def test_control_plane_never_imports_torch():
-    code = ("import sys, tunewire_server.api.server, tunewire_server.manager, tunewire_server.validation; "
+    code = ("import sys, tunewire_server.api.server, tunewire_server.jobs.manager, tunewire_server.validation; "
             "bad = {m for m in ('torch', 'transformers', 'datasets', 'trl', 'peft') if m in sys.modules}; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -12,7 +12,7 @@ import torch
 
 from tests import tiny_lm
 from tunewire_server.validation.generation import GenerationRequestError
-from tunewire_server.worker.generation import LoadedGenerator, cut_at_stop, releasable
+from tunewire_server.worker.inference.generation import LoadedGenerator, cut_at_stop, releasable
 
 
 @pytest.fixture(scope="module")
@@ -209,7 +209,7 @@ def test_an_input_over_the_token_limit_is_refused_naming_it(root):
 
 def test_a_seeded_stream_samples_the_same_while_others_sample_in_between(gen):
     """Generations take turns token by token (worker/turns.py); a seeded one keeps its own RNG state."""
-    from tunewire_server.worker.turns import Holder, Turns
+    from tunewire_server.worker.inference.turns import Holder, Turns
 
     seeded = {"text": "the", "generation": {"do_sample": True, "temperature": 2.5, "max_new_tokens": 24,
                                             "seed": "5"}}

@@ -315,7 +315,7 @@ def test_bad_generation_params_name_their_field(params, field):
 
 
 def test_control_plane_modules_do_not_import_torch():
-    code = ("import sys; import tunewire_server.validation.sft, tunewire_server.inference_client; "
+    code = ("import sys; import tunewire_server.validation.sft, tunewire_server.workers.inference; "
             "bad = [m for m in ('torch', 'transformers', 'trl', 'peft') if m in sys.modules]; "
             "validation = tunewire_server.validation.sft._trl_patchable_templates(); "
             "bad += [m for m in ('torch', 'trl') if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")

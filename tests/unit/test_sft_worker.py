@@ -13,8 +13,8 @@ import torch
 from tests import tiny_lm
 from tunewire.spec import spec_from_dict
 from tunewire_server.validation import sft as validation_sft
-from tunewire_server.worker import sft, trainer_args
 from tunewire_server.worker.runtime import UserError
+from tunewire_server.worker.training import sft, trainer_args
 
 
 @pytest.fixture(scope="module")

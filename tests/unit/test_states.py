@@ -1,6 +1,6 @@
 import pytest
 
-from tunewire_server.states import TERMINAL, IllegalTransition, JobState, check_transition
+from tunewire_server.jobs.states import TERMINAL, IllegalTransition, JobState, check_transition
 
 
 @pytest.mark.parametrize("state", sorted(TERMINAL))

@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from tunewire_server.states import JobState
+from tunewire_server.jobs.states import JobState
 from tunewire_server.store import BACK_OF_QUEUE, SQLiteStore, Store
 
 

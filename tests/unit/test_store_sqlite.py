@@ -9,7 +9,7 @@ import sqlite3
 import pytest
 
 from tests.support.disk import fill, tmpfs
-from tunewire_server.states import JobState
+from tunewire_server.jobs.states import JobState
 from tunewire_server.store import SCHEMA, SCHEMA_VERSION, DiskFull, SQLiteStore
 from tunewire_server.store.sqlite import MIGRATIONS
 

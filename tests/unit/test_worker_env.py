@@ -10,7 +10,7 @@ import tunewire
 from tests import tiny
 from tests.support.procs import training_workers
 from tests.support.waiting import wait_for
-from tunewire_server.workers import worker_environment
+from tunewire_server.workers.process import worker_environment
 
 TOKEN = "tw-secret-CANARY-5d2a91"
 SECRETS = {
@@ -47,7 +47,7 @@ def _inference_worker(data_dir: Path) -> int | None:
             log = os.readlink(entry / "fd" / "1")
         except (OSError, ValueError):
             continue
-        if b"tunewire_server.worker.inference" in cmd and Path(log).is_relative_to(data_dir):
+        if b"tunewire_server.worker.inference.main" in cmd and Path(log).is_relative_to(data_dir):
             return int(entry.name)
     return None
 

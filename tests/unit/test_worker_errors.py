@@ -13,10 +13,10 @@ from google.protobuf import json_format
 
 from tests.support.disk import tmpfs
 from tunewire.spec import spec_from_dict
-from tunewire_server.worker import classification, sft
-from tunewire_server.worker.callback import Control
-from tunewire_server.worker.failures import MAX_MESSAGE, classify
-from tunewire_server.worker.training import run_job
+from tunewire_server.worker.training import classification, sft
+from tunewire_server.worker.training.callback import Control
+from tunewire_server.worker.training.failures import MAX_MESSAGE, classify
+from tunewire_server.worker.training.main import run_job
 
 SECRET = "Ophelia-7731 private diagnosis text"
 KEY = "ab" * 32
@@ -158,7 +158,7 @@ def test_a_final_save_on_a_full_disk_is_disk_full_and_leaves_no_model(models_roo
     from transformers import AutoModelForSequenceClassification
 
     from tunewire_server.checkpoints import MARKER
-    from tunewire_server.worker.artifacts import MODEL_DIR, save_final_model
+    from tunewire_server.worker.training.artifacts import MODEL_DIR, save_final_model
 
     model = AutoModelForSequenceClassification.from_pretrained(models_root / "tiny-bert", num_labels=2)
     big = model.resize_token_embeddings(20_000)  # about 5 MB of weights: more than the disk holds

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from tunewire_server.workers import CHECKPOINT_SIGNAL, STOP_SIGNAL, WorkerProcess
+from tunewire_server.workers.process import CHECKPOINT_SIGNAL, STOP_SIGNAL, WorkerProcess
 
 
 @pytest.mark.parametrize("gap_s", [0.0, 0.002])
@@ -22,7 +22,7 @@ def test_a_cancel_then_a_shutdown_end_a_waiting_worker_at_once_and_cleanly(tmp_p
     log = tmp_path / "worker.log"
 
     async def scenario() -> int:
-        worker = await WorkerProcess.start("tunewire_server.worker.training", log, tmp_path / "cwd",
+        worker = await WorkerProcess.start("tunewire_server.worker.training.main", log, tmp_path / "cwd",
                                            {"TUNEWIRE_TORCH_THREADS": "1"})
         assert (await worker.receive())["kind"] == "ready"  # now waiting for its job on stdin
         os.killpg(worker.pid, STOP_SIGNAL)
@@ -39,7 +39,7 @@ def test_a_cancel_then_a_shutdown_end_a_waiting_worker_at_once_and_cleanly(tmp_p
 
 PRIORITY_PROBE = """
 import os
-from tunewire_server.worker.training import _lower_priority
+from tunewire_server.worker.training.main import _lower_priority
 os.nice({start})
 _lower_priority()
 try:

@@ -6,7 +6,7 @@ from google.protobuf import timestamp_pb2
 
 from tunewire.v1 import job_pb2
 from tunewire.v1 import tuning_service_pb2 as pb
-from tunewire_server.states import JobState
+from tunewire_server.jobs.states import JobState
 from tunewire_server.store import Event, JobRecord
 from tunewire_server.validation import spec_from_json
 

@@ -15,7 +15,7 @@ from tunewire_server.api.auth import BearerTokenInterceptor
 from tunewire_server.api.servicer import TuningServicer, tuning_handlers
 from tunewire_server.api.tls import check_pem, server_credentials
 from tunewire_server.config import Settings
-from tunewire_server.manager import JobManager
+from tunewire_server.jobs.manager import JobManager
 from tunewire_server.observability import Metrics
 from tunewire_server.store import SQLiteStore, Store
 

@@ -17,7 +17,7 @@ from tunewire.v1 import tuning_service_pb2_grpc as pb_grpc
 from tunewire_server.api import convert
 from tunewire_server.api.status import to_status
 from tunewire_server.errors import FieldViolation, InvalidSpec, ResourceExhausted, TunewireError
-from tunewire_server.manager import JobManager
+from tunewire_server.jobs.manager import JobManager
 from tunewire_server.observability import Metrics
 from tunewire_server.validation.limits import check_job_id, check_page_token
 

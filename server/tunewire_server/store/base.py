@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
-from tunewire_server.states import TERMINAL, JobState
+from tunewire_server.jobs.states import TERMINAL, JobState
 
 T = TypeVar("T")
 

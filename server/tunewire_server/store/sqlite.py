@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from tunewire_server.states import JobState
+from tunewire_server.jobs.states import JobState
 from tunewire_server.store.base import (
     BACK_OF_QUEUE,
     DiskFull,

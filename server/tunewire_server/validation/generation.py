@@ -1,7 +1,7 @@
 """Predict's generation parameters: parsed from the request and checked before a model sees them.
 
 A leaf: standard library only, so the inference worker (worker/generation.py) and the control plane
-(inference_client.py) import it without pulling in the rest of validation.
+(workers/inference.py) import it without pulling in the rest of validation.
 """
 
 from __future__ import annotations

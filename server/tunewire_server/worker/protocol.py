@@ -58,7 +58,7 @@ def _finite(value):
 
 def parse_args(ranks: bool = False) -> argparse.Namespace:
     """--message-fd N; with `ranks` (the training worker), --rank-of RUN_DIR instead for one rank of a
-    multi-process run, whose messages go through the run folder (worker/launcher.py)."""
+    multi-process run, whose messages go through the run folder (worker/training/launcher.py)."""
     parser = argparse.ArgumentParser()
     if not ranks:
         parser.add_argument("--message-fd", type=int, required=True)

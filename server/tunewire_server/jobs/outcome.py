@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tunewire_server.states import JobState
+from tunewire_server.jobs.states import JobState
 
 RESUME = JobState.RUNNING  # left RUNNING: the next start of the server resumes the job
 

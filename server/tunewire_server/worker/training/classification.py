@@ -17,12 +17,12 @@ from transformers import (
 from tunewire.v1 import job_pb2
 from tunewire_server.metrics import metric_path
 from tunewire_server.validation.dataset_scan import DatasetProblem, label_index
-from tunewire_server.worker import data
-from tunewire_server.worker.artifacts import save_final_model
-from tunewire_server.worker.callback import Control, EventCallback, guarded
 from tunewire_server.worker.protocol import MessageWriter
 from tunewire_server.worker.runtime import UserError, checked_config
-from tunewire_server.worker.trainer_args import seed_of, training_kwargs
+from tunewire_server.worker.training import data
+from tunewire_server.worker.training.artifacts import save_final_model
+from tunewire_server.worker.training.callback import Control, EventCallback, guarded
+from tunewire_server.worker.training.trainer_args import seed_of, training_kwargs
 
 DEFAULT_MAX_LENGTH_CAP = 512
 

@@ -4,7 +4,7 @@ Heavy libraries are imported before the job is read from stdin, so a worker star
 (warm) has paid the import cost when the job arrives. Messages go up the --message-fd pipe.
 
 A job that resolves to more than one training process is run by the worker through `accelerate launch`
-(worker/launcher.py): each rank is this module again, started with --rank-of RUN_DIR, and runs the job
+(worker/training/launcher.py): each rank is this module again, started with --rank-of RUN_DIR, and runs the job
 as a one-process worker would.
 """
 
@@ -44,12 +44,12 @@ def main() -> int:
     _lower_priority()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    from tunewire_server.workers import CHECKPOINT_SIGNAL, STOP_SIGNAL
+    from tunewire_server.workers.process import CHECKPOINT_SIGNAL, STOP_SIGNAL
 
     rank = None
     try:
         if args.rank_of:
-            from tunewire_server.worker.launcher import Rank
+            from tunewire_server.worker.training.launcher import Rank
 
             rank = Rank(args.rank_of)
 
@@ -64,7 +64,7 @@ def main() -> int:
         else:
             out = MessageWriter(args.message_fd)
 
-        from tunewire_server.worker.callback import Control
+        from tunewire_server.worker.training.callback import Control
 
         control = Control()
 
@@ -130,8 +130,8 @@ def _read_job_line() -> str:
 def _run(out: MessageWriter, control, rank=None) -> int:
     import torch  # noqa: F401  (the import cost is paid here, before a job arrives)
 
-    from tunewire_server.worker import classification, sft
     from tunewire_server.worker.runtime import configure_torch
+    from tunewire_server.worker.training import classification, sft
 
     runners = {"classification": classification.run, "sft": sft.run}
     if rank is not None:
@@ -146,7 +146,7 @@ def _run(out: MessageWriter, control, rank=None) -> int:
             return 0  # the control plane closed us without a job
         request = json.loads(line)
         _redirect_output(request["log_path"])
-        from tunewire_server.worker.launcher import resolve_processes, run_distributed
+        from tunewire_server.worker.training.launcher import resolve_processes, run_distributed
 
         processes = resolve_processes(request.get("train_processes", 0))
         if processes > 1:
@@ -174,7 +174,7 @@ def run_job(request: dict, out, control, runners: dict) -> tuple[int, dict]:
 
     from tunewire.v1 import job_pb2
     from tunewire_server.checkpoints import complete_checkpoints, unmark
-    from tunewire_server.worker.failures import classify, format_traceback
+    from tunewire_server.worker.training.failures import classify, format_traceback
 
     log = logging.getLogger("tunewire.worker")
     spec = json_format.ParseDict(request["spec"], job_pb2.JobSpec())

@@ -13,9 +13,9 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from tunewire_server.checkpoints import mark_complete, unmark
-from tunewire_server.worker.failures import nearly_full
 from tunewire_server.worker.protocol import MessageWriter
 from tunewire_server.worker.runtime import UserError
+from tunewire_server.worker.training.failures import nearly_full
 
 # Keys Trainer logs that have a field of their own in TrainLog.
 _OWN_FIELDS = {"loss", "learning_rate", "grad_norm", "epoch", "num_tokens", "mean_token_accuracy"}

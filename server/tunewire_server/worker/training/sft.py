@@ -22,12 +22,12 @@ from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 from tunewire.v1 import job_pb2
 from tunewire_server.validation import sft as sft_checks
 from tunewire_server.validation.dataset_scan import DatasetProblem
-from tunewire_server.worker import data
-from tunewire_server.worker.artifacts import save_final_model
-from tunewire_server.worker.callback import Control, EventCallback, guarded
 from tunewire_server.worker.protocol import MessageWriter
 from tunewire_server.worker.runtime import UserError, checked_config, device_kind, torch_dtype
-from tunewire_server.worker.trainer_args import checkpointing_arg, seed_of, training_kwargs
+from tunewire_server.worker.training import data
+from tunewire_server.worker.training.artifacts import save_final_model
+from tunewire_server.worker.training.callback import Control, EventCallback, guarded
+from tunewire_server.worker.training.trainer_args import checkpointing_arg, seed_of, training_kwargs
 
 log = logging.getLogger("tunewire.worker.sft")
 

@@ -3,7 +3,7 @@
     control plane
       └─ worker (its own process group, which the control plane signals; dies with the control plane)
            └─ launcher: `accelerate launch` (torch.distributed.run), in a session of its own; dies with the worker
-                └─ rank 0..N-1: `python -m tunewire_server.worker.training --rank-of RUN_DIR`, each in a
+                └─ rank 0..N-1: `python -m tunewire_server.worker.training.main --rank-of RUN_DIR`, each in a
                    session of its own (torch.distributed.run starts them so); each dies with the launcher
 
 Each rank runs the job as a one-process worker would (any runner: classification, SFT), with these
@@ -36,10 +36,10 @@ from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
 
-from tunewire_server.worker import failures
-from tunewire_server.worker.artifacts import RUN_DIR
 from tunewire_server.worker.protocol import ErrorOnlyWriter, MessageWriter, die_with_parent
-from tunewire_server.workers import CHECKPOINT_SIGNAL, STOP_SIGNAL
+from tunewire_server.worker.training import failures
+from tunewire_server.worker.training.artifacts import RUN_DIR
+from tunewire_server.workers.process import CHECKPOINT_SIGNAL, STOP_SIGNAL
 
 log = logging.getLogger("tunewire.worker")
 
@@ -47,7 +47,7 @@ REQUEST_FILE = "request.json"
 FIFO = "messages"
 FAILURES_FILE = "failures.json"
 PARENT_ENV = "TUNEWIRE_LAUNCHER_PARENT"
-RANK_MODULE = "tunewire_server.worker.training"
+RANK_MODULE = "tunewire_server.worker.training.main"
 # A cancelled run keeps nothing: ranks that have not stopped this long after a cancel (a slow step, or a
 # rank stuck in a collective because a peer already left) are killed, well before the control plane's
 # cancel grace would take the whole worker down.
@@ -140,7 +140,7 @@ class Launch:
             "--monitor_interval", "0.1", "--log_dir", str(self.dir / "elastic"),
             "--module", RANK_MODULE, "--rank-of", str(self.dir),
         ]
-        return [sys.executable, "-m", "tunewire_server.worker.launcher", str(self.dir), *accelerate_args]
+        return [sys.executable, "-m", "tunewire_server.worker.training.launcher", str(self.dir), *accelerate_args]
 
     def _env(self) -> dict[str, str]:
         import torch
@@ -318,7 +318,7 @@ class Rank:
 
 
 def launcher_main(argv: list[str]) -> int:
-    """`python -m tunewire_server.worker.launcher RUN_DIR <accelerate launch arguments>`."""
+    """`python -m tunewire_server.worker.training.launcher RUN_DIR <accelerate launch arguments>`."""
     for sig in (STOP_SIGNAL, CHECKPOINT_SIGNAL):
         signal.signal(sig, signal.SIG_IGN)  # the worker forwards these to the ranks; stray ones kill nothing
     die_with_parent(int(os.environ.pop(PARENT_ENV, "0") or 0) or None)

@@ -65,7 +65,7 @@ def save_final_model(job_dir: Path, save: Callable[[str], None], meta: dict, *,
             mark_complete(partial, step, key)  # fsyncs every file, then writes the marker last
         _fsync_tree(partial)
     except BaseException as exc:
-        from tunewire_server.worker.failures import nearly_full
+        from tunewire_server.worker.training.failures import nearly_full
 
         full = isinstance(exc, Exception) and not isinstance(exc, OSError) and nearly_full(partial)
         shutil.rmtree(partial, ignore_errors=True)

@@ -45,9 +45,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from tunewire_server.worker.batching import Batcher
+from tunewire_server.worker.inference.batching import Batcher
+from tunewire_server.worker.inference.turns import Holder, Turns
 from tunewire_server.worker.protocol import MessageWriter, die_with_parent, parse_args
-from tunewire_server.worker.turns import Holder, Turns
 
 log = logging.getLogger("tunewire.inference")
 
@@ -131,7 +131,7 @@ class ModelCache:
         if model is not None:
             self._models.move_to_end(model_dir)
             return model
-        from tunewire_server.worker.artifacts import read_meta
+        from tunewire_server.worker.training.artifacts import read_meta
 
         path = Path(model_dir)
         try:
@@ -141,7 +141,7 @@ class ModelCache:
         if meta["task"] == "classification":
             model = LoadedClassifier(path, meta, self.max_input_tokens)
         elif meta["task"] == "sft":
-            from tunewire_server.worker.generation import LoadedGenerator
+            from tunewire_server.worker.inference.generation import LoadedGenerator
 
             if meta.get("adapter") and not _base_available(meta["base_model"]):
                 raise RequestError("precondition", f"the base model {meta['base_model']!r} of this LoRA adapter "
@@ -230,7 +230,7 @@ class Context:
 def _error(exc: Exception) -> dict:
     if isinstance(exc, RequestError):
         return {"kind": exc.kind, "message": exc.message, "field": exc.field}
-    from tunewire_server.worker.generation import GenerationRequestError
+    from tunewire_server.worker.inference.generation import GenerationRequestError
 
     if isinstance(exc, GenerationRequestError):
         return {"kind": "invalid", "message": exc.message, "field": exc.field}

@@ -40,7 +40,7 @@ from tunewire_server.errors import (
     Unavailable,
 )
 from tunewire_server.validation.generation import GenerationParams, GenerationRequestError
-from tunewire_server.workers import WorkerProcess
+from tunewire_server.workers.process import WorkerProcess
 
 log = structlog.get_logger("tunewire.inference")
 
@@ -71,7 +71,7 @@ class InferenceClient:
                 if s.torch_threads:
                     env["TUNEWIRE_TORCH_THREADS"] = str(s.torch_threads)
                 self._worker = await WorkerProcess.start(
-                    "tunewire_server.worker.inference", s.data_dir / "inference.log", s.worker_cwd, env)
+                    "tunewire_server.worker.inference.main", s.data_dir / "inference.log", s.worker_cwd, env)
                 self._reader_task = asyncio.create_task(self._read(self._worker))
                 log.info("inference worker started", pid=self._worker.pid)
             return self._worker

@@ -23,7 +23,7 @@ from pathlib import Path
 import structlog
 
 from tunewire.v1 import job_pb2
-from tunewire_server import listing, validation
+from tunewire_server import validation
 from tunewire_server.bounded_pool import BoundedPool, PoolBusy
 from tunewire_server.checkpoints import load_or_create_key
 from tunewire_server.config import Settings
@@ -36,17 +36,18 @@ from tunewire_server.errors import (
     ResourceExhausted,
     preview,
 )
-from tunewire_server.events import EventHub
-from tunewire_server.inference_client import InferenceClient
+from tunewire_server.jobs import listing
+from tunewire_server.jobs.events import EventHub
+from tunewire_server.jobs.outcome import RESUME, Outcome, decide, retry_limit, system_error
+from tunewire_server.jobs.recorder import EventRecorder
+from tunewire_server.jobs.recovery import kill_orphan
+from tunewire_server.jobs.states import TERMINAL, IllegalTransition, JobState, check_transition
 from tunewire_server.observability import Metrics
-from tunewire_server.outcome import RESUME, Outcome, decide, retry_limit, system_error
-from tunewire_server.recorder import EventRecorder
-from tunewire_server.recovery import kill_orphan
 from tunewire_server.resources import check_free_disk
-from tunewire_server.states import TERMINAL, IllegalTransition, JobState, check_transition
 from tunewire_server.store import BACK_OF_QUEUE, DiskFull, Event, JobRecord, Store, is_disk_full
-from tunewire_server.worker.artifacts import MODEL_DIR
-from tunewire_server.workers import CHECKPOINT_SIGNAL, STOP_SIGNAL, WorkerProcess, describe_exit
+from tunewire_server.worker.training.artifacts import MODEL_DIR
+from tunewire_server.workers.inference import InferenceClient
+from tunewire_server.workers.process import CHECKPOINT_SIGNAL, STOP_SIGNAL, WorkerProcess, describe_exit
 
 log = structlog.get_logger("tunewire.manager")
 
@@ -444,7 +445,7 @@ class JobManager:
         env = {"TUNEWIRE_TRAINING_NICENESS": str(self.settings.training_niceness)}
         if self.settings.torch_threads:
             env["TUNEWIRE_TORCH_THREADS"] = str(self.settings.torch_threads)
-        return await WorkerProcess.start("tunewire_server.worker.training", log_path, self.settings.worker_cwd, env)
+        return await WorkerProcess.start("tunewire_server.worker.training.main", log_path, self.settings.worker_cwd, env)
 
     async def _take_worker(self, job_dir: Path) -> WorkerProcess:
         """The warm worker if it is healthy, else a fresh one; either has sent `ready`."""
