@@ -112,7 +112,8 @@ def test_rendering_refuses_missing_or_structured_values():
 def test_plan_resolves_the_sft_options(settings):
     plan = validate(spec({"text_field": "text", "packing": True, "model_dtype": "bfloat16"}), settings)
     assert plan["sft"] == {"mode": "text", "max_length": 256, "chat_template_source": None, "model_type": "llama",
-                           "model_dtype": "bfloat16", "packing_strategy": "bfd"}
+                           "model_dtype": "bfloat16", "packing": True, "packing_strategy": "bfd",
+                           "neftune_noise_alpha": 0.0, "completion_only_loss": None, "assistant_only_loss": False}
     plan = validate(spec({"messages_field": "messages", "chat_template_source": "zephyr", "max_length": 64},
                          data="chat.jsonl"), settings)
     assert plan["sft"]["mode"] == "messages" and plan["sft"]["max_length"] == 64

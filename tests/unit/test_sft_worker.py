@@ -255,7 +255,7 @@ def test_neftune_adds_noise_to_the_embeddings_while_training(root, tmp_path):
 def _kwargs(tmp_path, **hp):
     spec = spec_from_dict({"base_model": "m", "sft": {"max_length": 32}, "train_dataset": {"inline": {"rows": [{}]}},
                            "hyperparameters": hp})
-    return sft.sft_config_kwargs(spec, {}, tmp_path, has_eval=False)
+    return sft.sft_config_kwargs(spec, {"task": "sft"}, tmp_path)
 
 
 def test_a_cpu_gets_fp32_and_no_gradient_checkpointing_by_default(tmp_path):

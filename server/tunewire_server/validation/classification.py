@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from tunewire.v1 import job_pb2
+from tunewire_server import hyperparameters as definition
 from tunewire_server.config import Settings
 from tunewire_server.errors import preview
 from tunewire_server.validation.common import MAX_LABELS, DatasetPlan, Violations
 from tunewire_server.validation.dataset_scan import DatasetProblem, class_index, require_text, scan_dataset
+from tunewire_server.validation.hyperparameters import check_section
 
 
 def check_options(task: job_pb2.ClassificationTask, settings: Settings, v: Violations) -> None:
@@ -18,8 +20,7 @@ def check_options(task: job_pb2.ClassificationTask, settings: Settings, v: Viola
             v.add("classification.label_names", "has duplicate names")
         if any(not n.strip() for n in names):
             v.add("classification.label_names", "has an empty name")
-    if task.max_length > settings.max_seq_length:
-        v.add("classification.max_length", f"must be at most {settings.max_seq_length} (server limit)")
+    check_section(task, definition.ClassificationOptions, "classification.", settings, v)  # max_length
     if task.pad_to_max_length and task.max_length == 0:
         v.add("classification.max_length", "pad_to_max_length needs a max_length")
 

@@ -59,9 +59,6 @@ REPEATED_LIMITS = {
     "tunewire.v1.ClassificationTask.label_names": MAX_LABELS,
     "tunewire.v1.LoraConfig.target_modules": 256,
 }
-MAX_SEED = 2**32 - 1  # transformers.set_seed calls np.random.seed, which takes 0..2**32-1 only
-MAX_SAVE_TOTAL_LIMIT = 1000
-MAX_LORA_ALPHA = 65_536.0  # alpha/r scales the adapter's output; beyond this training only diverges
 MAX_ROW_DEPTH = 32  # nesting of lists/objects in one inline row
 
 MAX_REQUEST_ID = 128
@@ -89,13 +86,10 @@ def string_problem(value: str, limit: int, rule: str) -> str | None:
 def check_spec(spec: job_pb2.JobSpec, settings: Settings, add) -> None:
     """Check every field of `spec` against its bounds; `add(field, description)` records a problem."""
     _walk(spec, "", add)
-    ints = {  # field path -> (lowest, highest, why); positivity where it matters is validation's to check
+    # field path -> (lowest, highest, why). Hyperparameters and LoRA options have their bounds in their
+    # definition (tunewire_server/hyperparameters.py), checked by validation/hyperparameters.py.
+    ints = {
         "max_retries": (0, settings.max_job_retries, "the server's max_job_retries"),
-        "hyperparameters.seed": (0, MAX_SEED, "the seeds numpy's random generator accepts"),
-        "hyperparameters.eval_steps": (0, settings.max_steps, "the server's max_steps"),
-        "hyperparameters.save_steps": (0, settings.max_steps, "the server's max_steps"),
-        "hyperparameters.logging_steps": (0, settings.max_steps, "the server's max_steps"),
-        "hyperparameters.save_total_limit": (0, MAX_SAVE_TOTAL_LIMIT, "this server's limit"),
         "train_dataset.max_samples": (0, settings.max_dataset_rows, "the rows a dataset may hold"),
         "eval_dataset.max_samples": (0, settings.max_dataset_rows, "the rows a dataset may hold"),
     }
@@ -103,9 +97,6 @@ def check_spec(spec: job_pb2.JobSpec, settings: Settings, add) -> None:
         value = _get(spec, path)
         if value is not None and not low <= value <= high:
             add(path, f"must be between {low} and {high} ({why}), got {value}")
-    if spec.HasField("lora") and spec.lora.HasField("alpha") and math.isfinite(spec.lora.alpha) \
-            and spec.lora.alpha > MAX_LORA_ALPHA:
-        add("lora.alpha", f"must be at most {MAX_LORA_ALPHA:g}")
 
 
 def _get(message, path: str):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import math
 import re
 import string
 import struct
@@ -20,11 +19,13 @@ from functools import lru_cache
 from pathlib import Path
 
 from tunewire.v1 import job_pb2
+from tunewire_server import hyperparameters as definition
 from tunewire_server.config import Settings
 from tunewire_server.errors import preview
 from tunewire_server.validation import dataset_scan
 from tunewire_server.validation.common import CHAT_ROLES, DatasetPlan, Violations
 from tunewire_server.validation.dataset_scan import DatasetProblem, columns_of, scan_dataset
+from tunewire_server.validation.hyperparameters import check_section
 from tunewire_server.validation.paths import (
     UnsafePath,
     is_regular_file,
@@ -34,9 +35,6 @@ from tunewire_server.validation.paths import (
     special_entry,
 )
 
-DEFAULT_MAX_LENGTH = 1024
-MAX_MAX_LENGTH = 131_072
-MAX_NEFTUNE_ALPHA = 1000.0
 CAUSAL_ARCH_SUFFIXES = ("ForCausalLM", "LMHeadModel", "ForConditionalGeneration")
 # Architectures whose attention does not keep padding-free ("bfd") packed examples apart: they ignore
 # the position_ids that mark where each example starts, so packed examples attend to each other. Found
@@ -46,17 +44,8 @@ PACKING_LEAKS = frozenset({
     "opt", "bloom", "falcon", "mpt", "xglm", "biogpt", "recurrent_gemma", "mamba", "mamba2", "falcon_mamba",
     "jamba", "falcon_h1", "zamba", "zamba2", "bamba", "rwkv", "gpt_neo",
 })
-DTYPES = {
-    job_pb2.MODEL_DTYPE_UNSPECIFIED: "float32",
-    job_pb2.MODEL_DTYPE_FLOAT32: "float32",
-    job_pb2.MODEL_DTYPE_BFLOAT16: "bfloat16",
-    job_pb2.MODEL_DTYPE_FLOAT16: "float16",
-}
-PACKING = {
-    job_pb2.PACKING_STRATEGY_UNSPECIFIED: "bfd",
-    job_pb2.PACKING_STRATEGY_BFD: "bfd",
-    job_pb2.PACKING_STRATEGY_WRAPPED: "wrapped",
-}
+DTYPES = definition.DTYPES  # ModelDtype -> name
+PACKING = definition.PACKING  # PackingStrategy -> name
 
 # --- formatting templates ------------------------------------------------------------------------
 
@@ -367,11 +356,7 @@ def check_options(spec: job_pb2.JobSpec, settings: Settings, v) -> None:
     if task.chat_template_source and mode != "messages":
         v.add(f + "chat_template_source", "is used with conversational data only: set messages_field")
 
-    limit = getattr(settings, "max_seq_length", MAX_MAX_LENGTH)
-    if task.max_length > limit:
-        v.add(f + "max_length", f"must be at most {limit} (server limit)")
-    if not (math.isfinite(task.neftune_noise_alpha) and 0 <= task.neftune_noise_alpha <= MAX_NEFTUNE_ALPHA):
-        v.add(f + "neftune_noise_alpha", f"must be between 0 (off) and {MAX_NEFTUNE_ALPHA:g}")
+    check_section(task, definition.SftOptions, f, settings, v)  # max_length, neftune_noise_alpha
     if task.packing_strategy not in PACKING:
         v.add(f + "packing_strategy", f"unknown value {task.packing_strategy}")
     elif task.packing_strategy != job_pb2.PACKING_STRATEGY_UNSPECIFIED and not task.packing:
@@ -445,7 +430,9 @@ def _check_against_model(spec: job_pb2.JobSpec, model: Path, settings: Settings,
 
 def scan(spec: job_pb2.JobSpec, train: DatasetPlan | None, evals: DatasetPlan | None, settings: Settings,
          v: Violations) -> dict:
-    """Check every row of local data, and return the plan's "sft" entry."""
+    """Check every row of local data, and return the plan's "sft" entry: what the data is and where the
+    chat template comes from, and the training options with every default filled (max_length at most the
+    local model's positions)."""
     task = spec.sft
     check = row_check(task)
     scan_dataset(train, "train_dataset", settings, v, check)
@@ -453,8 +440,6 @@ def scan(spec: job_pb2.JobSpec, train: DatasetPlan | None, evals: DatasetPlan | 
 
     model = _local_model(spec, settings)
     cfg = read_config(model) if model else {}
-    limit = max_positions(cfg)
-    max_length = task.max_length or (min(DEFAULT_MAX_LENGTH, limit) if limit else DEFAULT_MAX_LENGTH)
     source = None
     if task.chat_template_source:
         try:
@@ -463,9 +448,7 @@ def scan(spec: job_pb2.JobSpec, train: DatasetPlan | None, evals: DatasetPlan | 
             source = None
     return {"sft": {
         "mode": mode_of(task),
-        "max_length": max_length,
         "chat_template_source": source,
         "model_type": cfg.get("model_type"),
-        "model_dtype": DTYPES.get(task.model_dtype, "float32"),
-        "packing_strategy": PACKING.get(task.packing_strategy, "bfd") if task.packing else None,
+        **definition.as_dict(definition.sft_options(spec, max_positions(cfg))),
     }}

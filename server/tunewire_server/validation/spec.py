@@ -11,6 +11,7 @@ from __future__ import annotations
 from google.protobuf import json_format
 
 from tunewire.v1 import job_pb2
+from tunewire_server import hyperparameters as definition
 from tunewire_server.config import Settings
 from tunewire_server.errors import InvalidSpec
 from tunewire_server.validation import classification, limits, sft
@@ -39,6 +40,10 @@ def spec_from_json(text: str) -> job_pb2.JobSpec:
 def validate(spec: job_pb2.JobSpec, settings: Settings) -> dict:
     """Return the worker's plan for `spec`, or raise InvalidSpec with every problem found.
 
+    The plan holds every hyperparameter resolved, each default filled here once from their definition
+    (tunewire_server/hyperparameters.py): "hyperparameters", "lora" (None without LoRA) and the task's
+    entry ("classification" or "sft").
+
     Bounds on every value run first (limits: lengths, characters, enums, numbers, rows), and stop here
     when broken, so no later check sizes anything by or quotes an unbounded value; then cheap structural
     checks; the data scan runs only when the structure is sound.
@@ -51,7 +56,7 @@ def validate(spec: job_pb2.JobSpec, settings: Settings) -> dict:
     if task is None:
         v.add("task", "set exactly one task: classification or sft")
     check_hyperparameters(spec, settings, v)
-    check_lora(spec, task, v)
+    check_lora(spec, task, settings, v)
     if not spec.HasField("train_dataset"):
         v.add("train_dataset", "is required")
     train = check_dataset_source(spec.train_dataset, "train_dataset", "train", settings, v) \
@@ -69,9 +74,12 @@ def validate(spec: job_pb2.JobSpec, settings: Settings) -> dict:
         "base_model": model_path,
         "train_dataset": train.to_dict(),
         "eval_dataset": evals.to_dict() if evals else None,
+        "hyperparameters": definition.as_dict(definition.hyperparameters(spec, has_eval=evals is not None)),
+        "lora": definition.as_dict(lora) if (lora := definition.lora(spec)) is not None else None,
     }
     if task == "classification":
         plan["label_names"] = classification.scan(spec, train, evals, settings, v)
+        plan["classification"] = definition.as_dict(definition.classification_options(spec))
     elif task == "sft":
         plan.update(sft.scan(spec, train, evals, settings, v))
     v.raise_if_any()

@@ -15,6 +15,7 @@ from transformers import (
 )
 
 from tunewire.v1 import job_pb2
+from tunewire_server import hyperparameters as definition
 from tunewire_server.metrics import metric_path
 from tunewire_server.validation.dataset_scan import DatasetProblem, label_index
 from tunewire_server.worker.protocol import MessageWriter
@@ -22,25 +23,25 @@ from tunewire_server.worker.runtime import UserError, checked_config
 from tunewire_server.worker.training import data
 from tunewire_server.worker.training.artifacts import save_final_model
 from tunewire_server.worker.training.callback import Control, EventCallback, guarded
-from tunewire_server.worker.training.trainer_args import seed_of, training_kwargs
-
-DEFAULT_MAX_LENGTH_CAP = 512
+from tunewire_server.worker.training.trainer_args import training_kwargs
 
 
 def run(spec: job_pb2.JobSpec, plan: dict, job_dir: Path, out: MessageWriter, control: Control,
         resume_from: str | None = None) -> dict:
     task = spec.classification
+    plan = definition.resolve_plan(spec, plan)  # a plan stored by an older server gets the same defaults
+    options = plan["classification"]
     text_field = task.text_field or "text"
     pair_field = task.text_pair_field or None
     label_field = task.label_field or "label"
     names: list[str] = plan["label_names"]
-    seed = seed_of(spec)
+    seed = plan["hyperparameters"]["seed"]
     cache = job_dir / "cache"
 
     control.enter("model")
     checked_config(plan["base_model"])
     tokenizer = AutoTokenizer.from_pretrained(plan["base_model"])
-    max_length = task.max_length or min(tokenizer.model_max_length, DEFAULT_MAX_LENGTH_CAP)
+    max_length = options["max_length"] or min(tokenizer.model_max_length, definition.CLASSIFICATION_MAX_LENGTH_CAP)
 
     def prepare(ds, field: str):
         data.require_columns(ds, [text_field, label_field] + ([pair_field] if pair_field else []), field)
@@ -61,7 +62,7 @@ def run(spec: job_pb2.JobSpec, plan: dict, job_dir: Path, out: MessageWriter, co
             encoded = tokenizer(
                 batch[text_field],
                 batch[pair_field] if pair_field else None,
-                padding="max_length" if task.pad_to_max_length else False,  # else the collator pads per batch
+                padding="max_length" if options["pad_to_max_length"] else False,  # else the collator pads per batch
                 truncation=True,
                 max_length=max_length,
             )
@@ -103,8 +104,7 @@ def run(spec: job_pb2.JobSpec, plan: dict, job_dir: Path, out: MessageWriter, co
 
     # A classifier's loss is a mean over its own batch: in a multi-process run, Trainer's token averaging
     # across devices would scale it (and its gradients) by the number of processes.
-    args = TrainingArguments(**training_kwargs(spec, job_dir, evals is not None, gradient_checkpointing_default=False),
-                             average_tokens_across_devices=False)
+    args = TrainingArguments(**training_kwargs(plan, job_dir), average_tokens_across_devices=False)
     callback = EventCallback(out, control)
     trainer = guarded(Trainer, control)(
         model=model,

@@ -20,6 +20,7 @@ from trl import SFTConfig, SFTTrainer
 from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
 from tunewire.v1 import job_pb2
+from tunewire_server import hyperparameters as definition
 from tunewire_server.validation import sft as sft_checks
 from tunewire_server.validation.dataset_scan import DatasetProblem
 from tunewire_server.worker.protocol import MessageWriter
@@ -27,31 +28,24 @@ from tunewire_server.worker.runtime import UserError, checked_config, device_kin
 from tunewire_server.worker.training import data
 from tunewire_server.worker.training.artifacts import save_final_model
 from tunewire_server.worker.training.callback import Control, EventCallback, guarded
-from tunewire_server.worker.training.trainer_args import checkpointing_arg, seed_of, training_kwargs
+from tunewire_server.worker.training.trainer_args import checkpointing_arg, training_kwargs
 
 log = logging.getLogger("tunewire.worker.sft")
 
-LORA_BIAS = {
-    job_pb2.LORA_BIAS_UNSPECIFIED: "none",
-    job_pb2.LORA_BIAS_NONE: "none",
-    job_pb2.LORA_BIAS_ALL: "all",
-    job_pb2.LORA_BIAS_LORA_ONLY: "lora_only",
-}
 MERGED_DIR = "merged"
 
 
+def resolved(spec: job_pb2.JobSpec, plan: dict) -> dict:
+    """The plan with every hyperparameter resolved (hyperparameters.resolve_plan: a plan stored by an older
+    server gets the same defaults), and the "sft" entry's data facts for a plan written without them."""
+    plan = definition.resolve_plan(spec, plan)
+    plan["sft"] = {"mode": sft_checks.mode_of(spec.sft), "chat_template_source": None, **plan["sft"]}
+    return plan
+
+
 def sft_plan(spec: job_pb2.JobSpec, plan: dict) -> dict:
-    """The plan's "sft" entry (sft_checks.scan), rebuilt for a plan written without one."""
-    if plan.get("sft"):
-        return plan["sft"]
-    task = spec.sft
-    return {
-        "mode": sft_checks.mode_of(task),
-        "max_length": task.max_length or sft_checks.DEFAULT_MAX_LENGTH,
-        "chat_template_source": None,
-        "model_dtype": sft_checks.DTYPES.get(task.model_dtype, "float32"),
-        "packing_strategy": sft_checks.PACKING.get(task.packing_strategy, "bfd") if task.packing else None,
-    }
+    """The plan's "sft" entry (sft_checks.scan), completed for a plan written without (all of) it."""
+    return resolved(spec, plan)["sft"]
 
 
 # --- data ---------------------------------------------------------------------------------------
@@ -145,45 +139,38 @@ def packing_leak(model, pad_token_id: int) -> str | None:
             "the other example changed)")
 
 
-def lora_config(spec: job_pb2.JobSpec, model_type: str | None):
+def lora_config(lora: dict, model_type: str | None):
+    """PEFT's LoraConfig from the plan's resolved "lora" entry."""
     from peft import LoraConfig
     from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as DEFAULT_TARGETS
 
-    lora = spec.lora
-    targets = list(lora.target_modules)
+    targets = list(lora["target_modules"])
     if len(targets) == 1 and targets[0] == "all-linear":
         targets = "all-linear"
     elif not targets:
         targets = None if model_type in DEFAULT_TARGETS else "all-linear"
-    return LoraConfig(
-        r=lora.r,
-        lora_alpha=lora.alpha if lora.HasField("alpha") else 2 * lora.r,
-        lora_dropout=lora.dropout if lora.HasField("dropout") else 0.0,
-        target_modules=targets,
-        bias=LORA_BIAS.get(lora.bias, "none"),
-        task_type="CAUSAL_LM",
-    )
+    return LoraConfig(r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"], target_modules=targets,
+                      bias=lora["bias"], task_type="CAUSAL_LM")
 
 
 # --- trainer ------------------------------------------------------------------------------------
 
 
-def sft_config_kwargs(spec: job_pb2.JobSpec, plan: dict, job_dir: Path, has_eval: bool) -> dict:
-    """SFTConfig's arguments. Precision and gradient checkpointing follow the device unless the spec says:
-    bf16 mixed precision where the GPU supports it (never by default on a CPU), checkpointing on a GPU."""
-    task = spec.sft
-    sp = sft_plan(spec, plan)
-    kwargs = training_kwargs(spec, job_dir, has_eval, gradient_checkpointing_default=device_kind() == "cuda",
-                             lora=spec.HasField("lora"))
+def sft_config_kwargs(spec: job_pb2.JobSpec, plan: dict, job_dir: Path) -> dict:
+    """SFTConfig's arguments, from the plan. Precision and gradient checkpointing follow the device unless
+    the spec says: bf16 mixed precision where the GPU supports it (never on a CPU), checkpointing on a GPU."""
+    plan = resolved(spec, plan)
+    sp = plan["sft"]
+    kwargs = training_kwargs(plan, job_dir)
     kwargs.update(
         dataset_text_field="text",
         max_length=sp["max_length"],
-        packing=task.packing,
-        packing_strategy=sp.get("packing_strategy") or "bfd",
-        completion_only_loss=task.completion_only_loss if task.HasField("completion_only_loss") else None,
-        assistant_only_loss=task.assistant_only_loss,
-        neftune_noise_alpha=task.neftune_noise_alpha or None,
-        chat_template_path=sp.get("chat_template_source"),
+        packing=sp["packing"],
+        packing_strategy=sp["packing_strategy"] or "bfd",  # TRL's own default: unused without packing
+        completion_only_loss=sp["completion_only_loss"],
+        assistant_only_loss=sp["assistant_only_loss"],
+        neftune_noise_alpha=sp["neftune_noise_alpha"] or None,  # 0 is off, which TRL spells None
+        chat_template_path=sp["chat_template_source"],
     )
     return kwargs
 
@@ -193,8 +180,9 @@ def build_trainer(spec: job_pb2.JobSpec, plan: dict, job_dir: Path, callbacks=()
     """The SFTTrainer for a job (with the NaN-loss watch when `control` is given), and the metadata
     saved next to its model."""
     task = spec.sft
-    sp = sft_plan(spec, plan)
-    seed = seed_of(spec)
+    plan = resolved(spec, plan)
+    sp = plan["sft"]
+    seed = plan["hyperparameters"]["seed"]
     cache = job_dir / "cache"
 
     phase = control.enter if control is not None else (lambda *a: None)
@@ -215,7 +203,7 @@ def build_trainer(spec: job_pb2.JobSpec, plan: dict, job_dir: Path, callbacks=()
     if task.messages_field and not sp.get("chat_template_source") and tokenizer.chat_template is None:
         raise UserError("INVALID_OPTION", f"{plan['base_model']!r} has no chat template; set "
                         "sft.chat_template_source", "sft.messages_field")
-    if task.packing and sp.get("packing_strategy", "bfd") == "bfd":
+    if sp["packing"] and sp["packing_strategy"] == "bfd":
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
         leak = packing_leak(model, pad)
         if leak is not None:
@@ -224,8 +212,8 @@ def build_trainer(spec: job_pb2.JobSpec, plan: dict, job_dir: Path, callbacks=()
                             "may see each other", "sft.packing")
 
     phase("config")  # SFTTrainer also tokenizes here: failures raised inside `datasets` are the data's
-    config = SFTConfig(**sft_config_kwargs(spec, plan, job_dir, evals is not None))
-    peft_config = lora_config(spec, model_type) if spec.HasField("lora") else None
+    config = SFTConfig(**sft_config_kwargs(spec, plan, job_dir))
+    peft_config = lora_config(plan["lora"], model_type) if plan["lora"] is not None else None
     try:
         trainer_cls = guarded(SFTTrainer, control) if control is not None else SFTTrainer
         trainer = trainer_cls(model=model, args=config, train_dataset=train, eval_dataset=evals,
