@@ -188,6 +188,24 @@ class InferenceClient:
             self._pending.pop(request_id, None)
         return answer["stats"]
 
+    async def evict(self, model_dir: str) -> int:
+        """Drop every model cached from `model_dir` or a folder under it (a deleted job's folder): how many
+        were dropped. Starts no worker: with none running, nothing is cached."""
+        worker = self._worker
+        if worker is None or worker.proc.returncode is not None or not model_dir:
+            return 0
+        request_id = next(self._ids)
+        future = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = future
+        try:
+            await worker.send({"id": request_id, "op": "evict", "model_dir": model_dir})
+            answer = await future
+        except (Unavailable, ConnectionError):
+            return 0  # the worker stopped: its cache went with it
+        finally:
+            self._pending.pop(request_id, None)
+        return int(answer.get("evicted") or 0)
+
     @property
     def pid(self) -> int | None:
         return self._worker.pid if self._worker is not None and self._worker.proc.returncode is None else None

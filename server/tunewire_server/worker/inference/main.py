@@ -7,6 +7,8 @@ Requests arrive as JSON lines on stdin; answers go up the message pipe with the 
 - {op: "cancel", id} stops that request's generation at the next token (its answer still follows).
 - {op: "credit", id, n}: the control plane passed n more deltas of that stream on to its client.
 - {id, op: "stats"} -> {id, ok, stats}: the calls in progress (tokens generated, whether held) and RSS.
+- {id, op: "evict", model_dir} -> {id, ok, evicted}: drop every cached model at or under model_dir (a deleted
+  job's folder); a call already using one finishes with it.
 
 Scheduling. A reader thread takes stdin, so cancels and credits reach work in progress. Predict calls run
 on PREDICT_LANES threads (micro-batched, worker/batching.py), streams on STREAM_SLOTS threads (more wait
@@ -153,6 +155,16 @@ class ModelCache:
         while len(self._models) > self.size:
             self._models.popitem(last=False)
         return model
+
+    def evict(self, model_dir: str) -> int:
+        """Drop the models loaded from `model_dir` or from a folder under it: how many were dropped. Waits for
+        a load in progress, so a model being loaded from a deleted folder is dropped too."""
+        prefix = model_dir.rstrip("/") + "/"
+        with self._lock:
+            gone = [key for key in self._models if key == model_dir.rstrip("/") or key.startswith(prefix)]
+            for key in gone:
+                del self._models[key]
+        return len(gone)
 
 
 class Call:
@@ -388,6 +400,13 @@ def stats(ctx: Context) -> dict:
     return {"calls": [c.describe() for c in list(ctx.calls.values())], "rss_bytes": rss}
 
 
+def evict(message: dict, ctx: Context) -> None:
+    n = ctx.cache.evict(str(message.get("model_dir") or ""))
+    if n:
+        release_memory()
+    ctx.out.send(id=message.get("id"), ok=True, evicted=n)
+
+
 def read_requests(stream, predicts: queue.Queue, streams: queue.Queue, ctx: Context) -> None:
     """Runs on its own thread so that cancels and credits reach the calls in progress."""
     for line in stream:
@@ -405,6 +424,8 @@ def read_requests(stream, predicts: queue.Queue, streams: queue.Queue, ctx: Cont
                 call.add_credit(int(message.get("n") or 0))
         elif op == "stats":
             ctx.out.send(id=message.get("id"), ok=True, stats=stats(ctx))
+        elif op == "evict":  # off this thread: it waits for a load in progress, cancels must not
+            threading.Thread(target=evict, args=(message, ctx), daemon=True, name="tunewire-evict").start()
         else:
             call = Call(message, len(line))
             ctx.calls[message["id"]] = call  # registered before it is queued: a cancel can always find it
