@@ -31,30 +31,36 @@ from tunewire.spec import (
     LoraConfig,
     SftTask,
     SpecError,
+    UploadedDatasetSource,
     load_spec,
     spec_from_dict,
 )
 from tunewire.types import (
     CheckpointSaved,
     Classification,
+    ColumnSummary,
+    DatasetReport,
     EvalResult,
     Generation,
     Job,
     JobError,
     JobEvent,
     JobState,
+    LabelCount,
     Prediction,
+    RowProblem,
     StateChange,
     TrainLog,
+    UploadedDataset,
 )
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AlreadyExistsError", "AsyncClient", "CheckpointSaved", "Classification", "ClassificationTask", "Client",
-    "Dataset", "DeadlineExceededError", "EvalResult", "FailedPreconditionError", "FieldViolation", "FileDataset",
+    "ColumnSummary", "Dataset", "DatasetReport", "DeadlineExceededError", "EvalResult", "FailedPreconditionError", "FieldViolation", "FileDataset",
     "Generation", "HubDataset", "Hyperparameters", "InlineDataset", "InvalidArgumentError", "Job", "JobError",
-    "JobEvent", "JobFailedError", "JobSpec", "JobState", "LoraConfig", "NotFoundError", "PermissionDeniedError",
-    "Prediction", "ResourceExhaustedError", "SftTask", "SpecError", "StateChange", "TrainLog", "TunewireError",
-    "UnauthenticatedError", "UnavailableError", "load_spec", "spec_from_dict",
+    "JobEvent", "JobFailedError", "JobSpec", "JobState", "LabelCount", "LoraConfig", "NotFoundError", "PermissionDeniedError",
+    "Prediction", "ResourceExhaustedError", "RowProblem", "SftTask", "SpecError", "StateChange", "TrainLog",
+    "TunewireError", "UnauthenticatedError", "UnavailableError", "UploadedDataset", "UploadedDatasetSource", "load_spec", "spec_from_dict",
 ]

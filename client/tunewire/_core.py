@@ -4,14 +4,19 @@ every loop. Nothing here waits, sends or receives (a grpc channel connects on it
 `Client` and `AsyncClient` are thin shells around this module: they open a channel, send what it builds
 (blocking or awaited), sleep where it says, and hand back what it converts. A unary call is a `Unary`
 (stub method, request, conversion of the response); `StreamResumer` follows a StreamMetrics stream
-across reconnects; `Pager` walks ListJobs pages; `Waiter` decides when `wait()` is done and what it
-returns.
+across reconnects; `Pager` walks ListJobs pages (`DatasetPager` ListDatasets pages); `Waiter` decides
+when `wait()` is done and what it returns; `Upload` reads a file for UploadDataset and decides where a
+resumed upload goes on.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import grpc
@@ -19,7 +24,16 @@ from google.protobuf.message import Message as ProtoMessage
 
 from tunewire import _requests as req
 from tunewire.errors import JobFailedError
-from tunewire.types import Job, JobEvent, JobState, Prediction, StateChange, prediction_from_proto
+from tunewire.types import (
+    Job,
+    JobEvent,
+    JobState,
+    Prediction,
+    StateChange,
+    UploadedDataset,
+    prediction_from_proto,
+)
+from tunewire.v1 import dataset_pb2, job_pb2
 from tunewire.v1 import tuning_service_pb2 as pb
 from tunewire.v1 import tuning_service_pb2_grpc as pb_grpc
 
@@ -195,3 +209,125 @@ class Waiter:
         if self.raise_on_failure and job.state != JobState.SUCCEEDED:
             raise JobFailedError(job)
         return job
+
+
+# --- datasets --------------------------------------------------------------------------------------------
+
+UPLOAD_CHUNK = 1024 * 1024  # bytes per UploadDataset chunk (the server takes up to 4 MiB by default)
+UPLOAD_RETRIES = 8  # reconnects in a row without progress before upload_dataset gives up
+Progress = Callable[[int, int], None]  # (bytes the server holds or was sent, total bytes)
+
+
+def _dataset(response: Any) -> UploadedDataset:
+    return UploadedDataset.from_proto(response.dataset)
+
+
+def get_dataset(dataset_id: str, label_column: str = "") -> Unary[UploadedDataset]:
+    return Unary("GetDataset", pb.GetDatasetRequest(dataset_id=dataset_id, label_column=label_column), _dataset)
+
+
+def delete_dataset(dataset_id: str) -> Unary[bool]:
+    return Unary("DeleteDataset", pb.DeleteDatasetRequest(dataset_id=dataset_id), lambda r: r.deleted)
+
+
+def file_format(value: str | int | None) -> int:
+    """A FileFormat value from "jsonl"/"CSV"/"FILE_FORMAT_TSV" or the enum's number; None = unspecified."""
+    if value is None or value == "":
+        return job_pb2.FILE_FORMAT_UNSPECIFIED
+    if isinstance(value, int):
+        return value
+    name = value.upper().lstrip(".")
+    return job_pb2.FileFormat.Value(name if name.startswith("FILE_FORMAT_") else "FILE_FORMAT_" + name)
+
+
+def sha256_of(path: Path, block: int = UPLOAD_CHUNK) -> str:
+    """The file's sha256, read in blocks (never whole)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while data := f.read(block):
+            digest.update(data)
+    return digest.hexdigest()
+
+
+class Upload:
+    """One file's upload: the header (sha256 computed streaming), the StartUpload call that says where to
+    go on, the UploadDataset messages from an offset, and when a broken stream is worth another try.
+
+    A call that fails UNAVAILABLE (a dropped connection, a server restarting) is tried again after a
+    delay; each try first asks the server the offset it holds, so only the rest is sent. Tries in a row
+    that find the server holding no more than before count toward `retries`; progress resets the count."""
+
+    RETRYABLE = req.RETRYABLE
+
+    def __init__(self, path: str | os.PathLike, name: str | None = None, format: str | int | None = None,
+                 progress: Progress | None = None, *, upload_id: str | None = None, label_column: str = "",
+                 chunk_size: int = UPLOAD_CHUNK, delays: Sequence[float] = req.RECONNECT_DELAYS,
+                 retries: int = UPLOAD_RETRIES) -> None:
+        self.path = Path(path)
+        self.size = self.path.stat().st_size
+        self.header = dataset_pb2.UploadHeader(
+            upload_id=upload_id or uuid.uuid4().hex, name=name or self.path.name, format=file_format(format),
+            size_bytes=self.size, sha256=sha256_of(self.path), label_column=label_column)
+        self.progress = progress
+        self.chunk_size = chunk_size
+        self.delays = tuple(delays)
+        self.retries = retries
+        self.failures = 0
+        self.held = 0  # what the server held at the last StartUpload
+        self.sent = 0  # bytes sent in chunks, over every try
+
+    def start(self) -> Unary[tuple[int, UploadedDataset | None]]:
+        def convert(response: pb.StartUploadResponse) -> tuple[int, UploadedDataset | None]:
+            dataset = UploadedDataset.from_proto(response.dataset) if response.HasField("dataset") else None
+            if response.offset > self.held:
+                self.failures = 0
+            self.held = response.offset
+            self._report(self.size if dataset is not None else response.offset)
+            return response.offset, dataset
+
+        return Unary("StartUpload", pb.StartUploadRequest(header=self.header), convert)
+
+    def requests(self, offset: int) -> Iterator[pb.UploadDatasetRequest]:
+        """The header, then the file from `offset` in chunks."""
+        yield pb.UploadDatasetRequest(header=self.header)
+        with open(self.path, "rb") as f:
+            f.seek(offset)
+            while data := f.read(self.chunk_size):
+                yield pb.UploadDatasetRequest(chunk=dataset_pb2.UploadChunk(offset=offset, data=data))
+                offset += len(data)
+                self.sent += len(data)
+                self._report(offset)
+
+    def _report(self, done: int) -> None:
+        if self.progress is not None:
+            self.progress(done, self.size)
+
+    def retry_delay(self, code: grpc.StatusCode | None) -> float | None:
+        """Seconds to wait before the next try after a stream failed with `code`, or None: give up."""
+        if code not in self.RETRYABLE or self.failures >= self.retries:
+            return None
+        delay = self.delays[min(self.failures, len(self.delays) - 1)] if self.delays else 0.0
+        self.failures += 1
+        return delay
+
+
+class DatasetPager:
+    """Walks ListDatasets pages, like Pager."""
+
+    def __init__(self, page_size: int, limit: int | None) -> None:
+        self.page_size, self.limit = page_size, limit
+        self.token, self.seen, self.done = "", 0, False
+
+    def next_call(self) -> Unary[pb.ListDatasetsResponse] | None:
+        if self.done or (self.limit is not None and self.seen >= self.limit):
+            return None
+        return Unary("ListDatasets", pb.ListDatasetsRequest(page_size=self.page_size, page_token=self.token),
+                     lambda r: r)
+
+    def take(self, page: pb.ListDatasetsResponse) -> list[UploadedDataset]:
+        room = len(page.datasets) if self.limit is None else max(0, self.limit - self.seen)
+        out = [UploadedDataset.from_proto(d) for d in page.datasets[:room]]
+        self.seen += len(out)
+        self.token = page.next_page_token
+        self.done = not self.token
+        return out

@@ -4,15 +4,16 @@ the logic in `tunewire._core`."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable, Sequence
+import os
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from typing import TypeVar
 
 import grpc
 
 from tunewire import _core as core
 from tunewire import _requests as req
-from tunewire.errors import from_rpc_error
-from tunewire.types import Job, JobEvent, JobState, Prediction
+from tunewire.errors import TunewireError, from_rpc_error
+from tunewire.types import Job, JobEvent, JobState, Prediction, UploadedDataset
 from tunewire.v1 import tuning_service_pb2 as pb
 
 T = TypeVar("T")
@@ -105,6 +106,47 @@ class AsyncClient(core.Connection):
         finally:
             call.cancel()
 
+    # --- datasets ------------------------------------------------------------------------------------
+
+    async def upload_dataset(self, path: str | os.PathLike, name: str | None = None,
+                             format: str | int | None = None, progress: core.Progress | None = None, *,
+                             upload_id: str | None = None, label_column: str = "",
+                             chunk_size: int = core.UPLOAD_CHUNK, timeout: float | None = None) -> UploadedDataset:
+        """`Client.upload_dataset`, awaitable: the file is hashed and read on a thread."""
+        upload = await asyncio.to_thread(core.Upload, path, name, format, progress, upload_id=upload_id,
+                                         label_column=label_column, chunk_size=chunk_size)
+        while True:
+            try:
+                offset, dataset = await self._unary(upload.start(), timeout)
+                if dataset is not None:
+                    return dataset
+                response = await self._stub.UploadDataset(_threaded(upload.requests(offset)),
+                                                          metadata=self._metadata)
+                return UploadedDataset.from_proto(response.dataset)
+            except grpc.RpcError as exc:
+                delay = upload.retry_delay(exc.code())
+                if delay is None:
+                    raise from_rpc_error(exc) from None
+            except TunewireError as exc:
+                delay = upload.retry_delay(exc.code)
+                if delay is None:
+                    raise
+            await asyncio.sleep(delay)
+
+    async def list_datasets(self, *, page_size: int = 50, limit: int | None = None,
+                            timeout: float | None = None) -> AsyncIterator[UploadedDataset]:
+        pager = core.DatasetPager(page_size, limit)
+        while (call := pager.next_call()) is not None:
+            for dataset in pager.take(await self._unary(call, timeout)):
+                yield dataset
+
+    async def get_dataset(self, dataset_id: str, *, label_column: str = "",
+                          timeout: float | None = None) -> UploadedDataset:
+        return await self._unary(core.get_dataset(dataset_id, label_column), timeout)
+
+    async def delete_dataset(self, dataset_id: str, *, timeout: float | None = None) -> bool:
+        return await self._unary(core.delete_dataset(dataset_id), timeout)
+
     async def health(self, *, timeout: float = 5.0) -> bool:
         check = self._channel.unary_unary(core.HEALTH_CHECK_METHOD)
         try:
@@ -112,3 +154,10 @@ class AsyncClient(core.Connection):
         except grpc.RpcError:
             return False
         return core.is_serving(answer)
+
+
+async def _threaded(items: Iterator[T]) -> AsyncIterator[T]:
+    """The items of a blocking iterator (file reads), each taken on a thread."""
+    done = object()
+    while (item := await asyncio.to_thread(next, items, done)) is not done:
+        yield item

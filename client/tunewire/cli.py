@@ -1,4 +1,4 @@
-"""`tunewire`: submit, watch, list, inspect, cancel and query fine-tuning jobs from a shell.
+"""`tunewire`: submit, watch, list, inspect, cancel and query fine-tuning jobs, and upload datasets, from a shell.
 
 The server address comes from --address or TUNEWIRE_ADDRESS (default localhost:50051).
 """
@@ -169,6 +169,77 @@ def cmd_predict(client: Client, args) -> int:
     return EXIT_OK
 
 
+def _dataset_dict(dataset) -> dict:
+    import dataclasses
+
+    out = dataclasses.asdict(dataset)
+    out["created"] = dataset.created.isoformat() if dataset.created else None
+    return out
+
+
+def cmd_datasets_upload(client: Client, args) -> int:
+    """Upload a file with a progress bar (bytes, rate, ETA); print the stored dataset and its report."""
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    out, err = _console()
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+               TimeRemainingColumn())
+    with Progress(*columns, console=err, transient=True, disable=args.json) as progress:
+        bar = progress.add_task(os.path.basename(args.path), total=None)
+
+        def advance(done: int, total: int) -> None:
+            progress.update(bar, completed=done, total=total)
+
+        dataset = client.upload_dataset(args.path, name=args.name, format=args.format, progress=advance,
+                                        upload_id=args.upload_id, label_column=args.label_column or "")
+    if args.json:
+        print(json.dumps(_dataset_dict(dataset)))
+        return EXIT_OK
+    report = dataset.report
+    out.print(f"[green]{dataset.id}[/green]  {dataset.name}  {dataset.format}  {dataset.size_bytes} bytes  "
+              f"{report.num_rows} rows", highlight=False)
+    out.print("columns: " + ", ".join(f"{c.name} ({c.type})" for c in report.columns), highlight=False, markup=False)
+    if report.problem_row_count:
+        shown = ", ".join(f"{p.row} {p.kind.lower()}" for p in report.problem_rows[:10])
+        out.print(f"[yellow]{report.problem_row_count} problem rows[/yellow]: {shown}", highlight=False)
+    if report.label_counts:
+        out.print(f"{report.label_column}: " + ", ".join(
+            f"{'(missing)' if c.missing else c.value}={c.count}" for c in report.label_counts[:20]),
+            highlight=False, markup=False)
+    return EXIT_OK
+
+
+def cmd_datasets_ls(client: Client, args) -> int:
+    from rich.table import Table
+
+    out, _ = _console()
+    datasets = list(client.list_datasets(limit=args.limit))
+    if args.json:
+        print(json.dumps([_dataset_dict(d) for d in datasets]))
+        return EXIT_OK
+    table = Table("ID", "NAME", "FORMAT", "SIZE", "ROWS", "PROBLEM ROWS", "CREATED")
+    for d in datasets:
+        table.add_row(d.id, d.name, d.format, str(d.size_bytes), str(d.report.num_rows),
+                      str(d.report.problem_row_count), d.created.strftime("%Y-%m-%d %H:%M:%S") if d.created else "")
+    out.print(table)
+    return EXIT_OK
+
+
+def cmd_datasets_rm(client: Client, args) -> int:
+    out, _ = _console()
+    for dataset_id in args.dataset:
+        deleted = client.delete_dataset(dataset_id)
+        out.print(f"{dataset_id}: {'deleted' if deleted else 'not there'}", highlight=False)
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tunewire", description=__doc__.splitlines()[0])
     parser.add_argument("--address", default=os.environ.get("TUNEWIRE_ADDRESS", "localhost:50051"),
@@ -219,6 +290,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stream", action="store_true", help="print text as it is generated (SFT jobs)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=cmd_predict)
+
+    p = sub.add_parser("datasets", help="upload, list and remove datasets")
+    dsub = p.add_subparsers(dest="datasets_command", required=True)
+    d = dsub.add_parser("upload", help="upload a JSONL, CSV, TSV or Parquet file (resumes by itself)")
+    d.add_argument("path")
+    d.add_argument("--name", help="the dataset's name (default: the file name)")
+    d.add_argument("--format", choices=["jsonl", "csv", "tsv", "parquet"], help="default: from the extension")
+    d.add_argument("--label-column", help="count this column's values in the report")
+    d.add_argument("--upload-id", help="resume an earlier upload of the same file under this id")
+    d.add_argument("--json", action="store_true")
+    d.set_defaults(fn=cmd_datasets_upload)
+    d = dsub.add_parser("ls", help="list uploaded datasets, newest first")
+    d.add_argument("--limit", type=int, default=50)
+    d.add_argument("--json", action="store_true")
+    d.set_defaults(fn=cmd_datasets_ls)
+    d = dsub.add_parser("rm", help="remove uploaded datasets (refused while a queued or running job uses one)")
+    d.add_argument("dataset", nargs="+")
+    d.set_defaults(fn=cmd_datasets_rm)
     return parser
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from typing import TypeVar
@@ -10,8 +11,8 @@ import grpc
 
 from tunewire import _core as core
 from tunewire import _requests as req
-from tunewire.errors import from_rpc_error
-from tunewire.types import Job, JobEvent, JobState, Prediction
+from tunewire.errors import TunewireError, from_rpc_error
+from tunewire.types import Job, JobEvent, JobState, Prediction, UploadedDataset
 from tunewire.v1 import tuning_service_pb2 as pb
 
 T = TypeVar("T")
@@ -122,6 +123,55 @@ class Client(core.Connection):
             raise from_rpc_error(exc) from None
         finally:
             call.cancel()
+
+    # --- datasets ------------------------------------------------------------------------------------
+
+    def upload_dataset(self, path: str | os.PathLike, name: str | None = None, format: str | int | None = None,
+                       progress: core.Progress | None = None, *, upload_id: str | None = None,
+                       label_column: str = "", chunk_size: int = core.UPLOAD_CHUNK,
+                       timeout: float | None = None) -> UploadedDataset:
+        """Upload a JSONL, CSV, TSV or Parquet file; returns the stored dataset with its validation report.
+
+        `name` defaults to the file name, `format` ("jsonl", "csv", "tsv", "parquet") to what its extension
+        says. `progress(done, total)` is called with byte counts as the file goes. The sha256 is computed
+        first (one read of the file); a dropped connection is retried by itself from the offset the server
+        holds, and so is a later call with the same `upload_id`. Bytes the server stores already are not
+        sent again. `label_column`: count that column's values in the report.
+        """
+        upload = core.Upload(path, name, format, progress, upload_id=upload_id, label_column=label_column,
+                             chunk_size=chunk_size)
+        while True:
+            try:
+                offset, dataset = self._unary(upload.start(), timeout)
+                if dataset is not None:
+                    return dataset
+                response = self._stub.UploadDataset(upload.requests(offset), metadata=self._metadata)
+                return UploadedDataset.from_proto(response.dataset)
+            except grpc.RpcError as exc:
+                delay = upload.retry_delay(exc.code())
+                if delay is None:
+                    raise from_rpc_error(exc) from None
+            except TunewireError as exc:  # StartUpload's failure, converted by _unary
+                delay = upload.retry_delay(exc.code)
+                if delay is None:
+                    raise
+            time.sleep(delay)
+
+    def list_datasets(self, *, page_size: int = 50, limit: int | None = None,
+                      timeout: float | None = None) -> Iterator[UploadedDataset]:
+        """Uploaded datasets, newest first, fetching pages as needed."""
+        pager = core.DatasetPager(page_size, limit)
+        while (call := pager.next_call()) is not None:
+            yield from pager.take(self._unary(call, timeout))
+
+    def get_dataset(self, dataset_id: str, *, label_column: str = "", timeout: float | None = None) -> UploadedDataset:
+        """One uploaded dataset; with `label_column`, its report counts that column's values."""
+        return self._unary(core.get_dataset(dataset_id, label_column), timeout)
+
+    def delete_dataset(self, dataset_id: str, *, timeout: float | None = None) -> bool:
+        """Remove an uploaded dataset: True if it was there. FailedPreconditionError while a queued or
+        running job uses it."""
+        return self._unary(core.delete_dataset(dataset_id), timeout)
 
     def health(self, *, timeout: float = 5.0) -> bool:
         """True when the server's grpc.health.v1 service reports the job service SERVING."""

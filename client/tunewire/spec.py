@@ -23,11 +23,12 @@ from tunewire.v1.job_pb2 import (
     JobSpec,
     LoraConfig,
     SftTask,
+    UploadedDatasetSource,
 )
 
 __all__ = [
     "ClassificationTask", "Dataset", "FileDataset", "Hyperparameters", "HubDataset", "InlineDataset", "JobSpec",
-    "LoraConfig", "SftTask", "SpecError", "load_spec", "spec_from_dict",
+    "LoraConfig", "SftTask", "SpecError", "UploadedDatasetSource", "load_spec", "spec_from_dict",
 ]
 
 

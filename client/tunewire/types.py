@@ -6,7 +6,7 @@ import enum
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from tunewire.v1 import job_pb2, tuning_service_pb2
+from tunewire.v1 import dataset_pb2, job_pb2, tuning_service_pb2
 
 
 class JobState(enum.StrEnum):
@@ -174,3 +174,72 @@ def prediction_from_proto(msg: tuning_service_pb2.Prediction) -> Prediction:
         return Classification(c.label, c.score, {s.label: s.score for s in c.scores})
     g = msg.generation
     return Generation(g.text, g.num_tokens, g.finish_reason)
+
+
+@dataclass(frozen=True)
+class ColumnSummary:
+    name: str
+    type: str  # string, integer, number, boolean, list, object, null or mixed
+    missing: int  # rows in which the column is absent or null
+
+
+@dataclass(frozen=True)
+class RowProblem:
+    row: int  # 1-based data row
+    kind: str  # "EMPTY" or "NOT_UTF8"
+    column: str
+
+
+@dataclass(frozen=True)
+class LabelCount:
+    value: str
+    count: int
+    missing: bool = False  # the count of rows without the column
+
+
+@dataclass(frozen=True)
+class DatasetReport:
+    """What the server found in an uploaded file when it arrived."""
+
+    num_rows: int
+    columns: list[ColumnSummary]
+    problem_rows: list[RowProblem]  # the first 100
+    problem_row_count: int
+    label_column: str
+    label_counts: list[LabelCount]  # most frequent first
+    columns_truncated: bool
+    labels_truncated: bool
+
+    @classmethod
+    def from_proto(cls, msg: dataset_pb2.DatasetReport) -> DatasetReport:
+        return cls(
+            num_rows=msg.num_rows,
+            columns=[ColumnSummary(c.name, c.type, c.missing) for c in msg.columns],
+            problem_rows=[RowProblem(p.row, dataset_pb2.RowProblemKind.Name(p.kind).removeprefix("ROW_PROBLEM_KIND_"),
+                                     p.column) for p in msg.problem_rows],
+            problem_row_count=msg.problem_row_count,
+            label_column=msg.label_column,
+            label_counts=[LabelCount(c.value, c.count, c.missing) for c in msg.label_counts],
+            columns_truncated=msg.columns_truncated,
+            labels_truncated=msg.labels_truncated,
+        )
+
+
+@dataclass(frozen=True)
+class UploadedDataset:
+    """A dataset stored on the server. Name it in a job spec with
+    `{"train_dataset": {"uploaded": {"dataset_id": dataset.id}}}`."""
+
+    id: str
+    name: str
+    format: str  # "JSONL", "CSV", "TSV" or "PARQUET"
+    size_bytes: int
+    sha256: str
+    created: datetime | None
+    report: DatasetReport
+
+    @classmethod
+    def from_proto(cls, msg: dataset_pb2.UploadedDataset) -> UploadedDataset:
+        return cls(id=msg.id, name=msg.name, format=job_pb2.FileFormat.Name(msg.format).removeprefix("FILE_FORMAT_"),
+                   size_bytes=msg.size_bytes, sha256=msg.sha256, created=_time(msg, "create_time"),
+                   report=DatasetReport.from_proto(msg.report))

@@ -68,12 +68,16 @@ class Settings:
     max_pending_predicts: int = _opt(64, "Predict calls waiting for the inference worker beyond this are refused with RESOURCE_EXHAUSTED.")
     keepalive_s: float = _opt(30.0, "Seconds between keepalive pings: the SDK's while a call is open, the server's on every connection; the server accepts client pings up to twice this often.")
     max_inline_bytes: int = _opt(8 * 1024**2, "Largest inline dataset (its rows, serialized), in bytes: the spec is stored and listed with every job; larger data goes in a file under the dataset root.")
+    max_upload_bytes: int = _opt(2 * 1024**3, "Largest dataset file UploadDataset accepts, in bytes (a job reading it is also held to max_dataset_bytes); past it RESOURCE_EXHAUSTED, and the partial upload is removed.")
+    max_upload_chunk_bytes: int = _opt(4 * 1024**2, "Largest data chunk one UploadDataset message may carry, in bytes; a chunk travels in one message, so at most max_message_bytes less 64 KiB is used.")
+    upload_dir: Path | None = _opt(None, "Folder that uploaded datasets (and uploads in progress) live in. Default: DATA_DIR/uploads.")
     predict_stream_idle_s: float = _opt(60.0, "A PredictStream whose client reads nothing for this long (seconds) is stopped, freeing the inference worker.")
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir).resolve()
         self.model_root = Path(self.model_root).resolve() if self.model_root else self.data_dir / "models"
         self.dataset_root = Path(self.dataset_root).resolve() if self.dataset_root else self.data_dir / "datasets"
+        self.upload_dir = Path(self.upload_dir).resolve() if self.upload_dir else self.data_dir / "uploads"
         problems = []
         if not 0 <= self.port <= 65535:
             problems.append(f"port must be 0..65535, got {self.port}")
@@ -89,7 +93,7 @@ class Settings:
                      "max_message_bytes", "max_predict_inputs", "inference_cache_size", "nan_loss_steps", "predict_max_batch",
                      "max_streams", "max_seq_length", "max_batch_size", "max_epochs", "max_steps",
                      "validation_threads", "max_predict_input_chars", "max_predict_input_tokens",
-                     "max_pending_predicts"):
+                     "max_pending_predicts", "max_upload_bytes", "max_upload_chunk_bytes"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be at least 1")
         for f in dataclasses.fields(self):

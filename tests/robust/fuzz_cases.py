@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from tests.robust.fuzz_protos import Mutation, apply, check, expectation
 from tests.robust.fuzz_server import CLASSIFICATION_SPEC, INLINE_SPEC, SFT_SPEC, FuzzServer, spec
-from tunewire.v1 import job_pb2
+from tunewire.v1 import dataset_pb2, job_pb2
 from tunewire.v1 import tuning_service_pb2 as pb
 
 RSS_BOUND = 400 * 1024**2  # the control plane's peak RSS across the whole fuzz run, in bytes
@@ -64,7 +64,20 @@ class Case:
 def cases(server: FuzzServer) -> dict[str, Case]:
     cls, sft = server.jobs["classification"], server.jobs["sft"]
     generation = pb.GenerationParams(max_new_tokens=4)
+    stored = server.dataset  # a header of content the server stores: the answer is that dataset, OK
+    header = dataset_pb2.UploadHeader(upload_id="fuzz-1", name=stored.name, size_bytes=stored.size_bytes,
+                                      sha256=stored.sha256)
+    upload_harmless = {"header.upload_id": st.text(alphabet="abcXYZ019-_.", min_size=1, max_size=128).filter(
+                           lambda s: s.strip(".")),
+                       "header.name": st.text(alphabet=NAMES.replace(" ", ""), min_size=1, max_size=64).map(
+                           lambda s: "x" + s + ".jsonl")}
     return {
+        "StartUpload": Case("StartUpload", pb.StartUploadRequest(header=header), "", upload_harmless),
+        "UploadDataset": Case("UploadDataset", pb.UploadDatasetRequest(header=header), "", upload_harmless),
+        "ListDatasets": Case("ListDatasets", pb.ListDatasetsRequest(page_size=10), "",
+                             {"page_size": st.integers(1, 500)}),
+        "GetDataset": Case("GetDataset", pb.GetDatasetRequest(dataset_id=stored.id), ""),
+        "DeleteDataset": Case("DeleteDataset", pb.DeleteDatasetRequest(dataset_id="ds-" + "0" * 64), ""),
         "SubmitJob/classification": Case("SubmitJob", pb.SubmitJobRequest(spec=spec(CLASSIFICATION_SPEC)), "spec.",
                                          SUBMIT_HARMLESS),
         "SubmitJob/inline": Case("SubmitJob", pb.SubmitJobRequest(spec=spec(INLINE_SPEC)), "spec.", SUBMIT_HARMLESS,

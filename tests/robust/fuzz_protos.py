@@ -36,7 +36,8 @@ SURROGATE_BYTES = b"\xed\xa0\x80"  # the same length on the wire: U+D800 as CESU
 # String fields that name something (ids, paths, columns, modules): a NUL in them is refused.
 NAME_FIELDS = {"request_id", "display_name", "base_model", "path", "name", "config", "split", "lr_scheduler_type",
                "text_field", "text_pair_field", "label_field", "prompt_field", "completion_field", "messages_field",
-               "chat_template_source", "target_modules", "page_token", "job_id"}
+               "chat_template_source", "target_modules", "page_token", "job_id", "dataset_id", "upload_id",
+               "label_column"}
 JOB_ID = "job_id"  # an unknown job id may be NOT_FOUND instead of INVALID_ARGUMENT
 
 

@@ -1,5 +1,7 @@
 """The fuzzer's server: `tunewire-server` in its own process, so its memory can be measured, with a finished
-classifier and a finished SFT model to predict from, and a queue that never starts the jobs it accepts.
+classifier and a finished SFT model to predict from, an uploaded dataset, and a queue that never starts
+the jobs it accepts. UploadDataset is called like a unary method: one message, the header (a client
+stream of one).
 
 A real job holds the one training slot with its worker stopped (SIGSTOP) before it imports anything, so
 the scheduler waits on it and every job the fuzzer gets accepted stays QUEUED until it is cancelled (at
@@ -10,6 +12,7 @@ rather than let one request take the machine's memory.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import signal
 import threading
@@ -22,7 +25,7 @@ from tests.robust.fuzz_protos import Answer, response_types
 from tests.support.procs import status_kb
 from tests.support.server_process import ServerProcess
 from tests.support.waiting import wait_for
-from tunewire.v1 import job_pb2
+from tunewire.v1 import dataset_pb2, job_pb2
 from tunewire.v1 import tuning_service_pb2 as pb
 from tunewire.v1 import tuning_service_pb2_grpc as pb_grpc
 
@@ -119,6 +122,7 @@ class FuzzServer:
         self._connect()
         self.blocker_pid: int | None = None
         self.jobs: dict[str, str] = {}
+        self.dataset: dataset_pb2.UploadedDataset | None = None
 
     def _connect(self) -> None:
         self.channel = grpc.insecure_channel(self.process.address, options=[
@@ -139,12 +143,22 @@ class FuzzServer:
         self.stub.Predict(pb.PredictRequest(job_id=self.jobs["classification"], inputs=["good"]), timeout=120)
         self.stub.Predict(pb.PredictRequest(job_id=self.jobs["sft"], inputs=["the"],
                                             generation=pb.GenerationParams(max_new_tokens=2)), timeout=120)
+        self.dataset = self.upload(self.root / "data" / "datasets" / "train.jsonl")
         blocker = dict(CLASSIFICATION_SPEC, hyperparameters={"max_steps": 100000}, display_name="blocker")
         self.jobs["blocker"] = self.stub.SubmitJob(pb.SubmitJobRequest(spec=spec(blocker)), timeout=60).job.id
         self.blocker_pid = wait_for(self.process.training_workers, timeout=30, interval=0.005)[0]
         os.kill(self.blocker_pid, signal.SIGSTOP)
         state = self.stub.GetJob(pb.GetJobRequest(job_id=self.jobs["blocker"]), timeout=60).job.state
         assert state == job_pb2.JOB_STATE_RUNNING, state
+
+    def upload(self, path: Path) -> dataset_pb2.UploadedDataset:
+        """Upload a file in one stream (the fuzzer's UploadDataset and StartUpload name its content)."""
+        data = path.read_bytes()
+        header = dataset_pb2.UploadHeader(upload_id="fuzz-base", name=path.name, size_bytes=len(data),
+                                          sha256=hashlib.sha256(data).hexdigest())
+        messages = [pb.UploadDatasetRequest(header=header),
+                    pb.UploadDatasetRequest(chunk=dataset_pb2.UploadChunk(offset=0, data=data))]
+        return self.stub.UploadDataset(iter(messages), timeout=60).dataset
 
     def _terminal(self, job_id: str):
         job = self.stub.GetJob(pb.GetJobRequest(job_id=job_id), timeout=60).job

@@ -25,7 +25,8 @@ pytestmark = pytest.mark.slow
 
 EXAMPLES = int(os.environ.get("TUNEWIRE_FUZZ_EXAMPLES", "30"))
 CASES = ["SubmitJob/classification", "SubmitJob/inline", "SubmitJob/sft", "GetJob", "ListJobs", "CancelJob",
-         "StreamMetrics", "Predict/classification", "Predict/sft", "PredictStream/sft"]
+         "StreamMetrics", "Predict/classification", "Predict/sft", "PredictStream/sft",
+         "StartUpload", "UploadDataset", "ListDatasets", "GetDataset", "DeleteDataset"]
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True,
                 database=None, phases=[Phase.explicit, Phase.generate])  # no shrinking: one field per example
 
@@ -61,7 +62,9 @@ def test_every_field_of_every_request_message_is_fuzzed():
     assert all(_is_message(f) for f in containers), sorted(containers)
     assert {"tunewire.v1.SftTask.completion_only_loss", "tunewire.v1.InlineDataset.rows",
             "tunewire.v1.ChatMessage.content", "tunewire.v1.ListJobsRequest.states",
-            "tunewire.v1.PredictStreamRequest.text", "tunewire.v1.LoraConfig.bias"} <= walked
+            "tunewire.v1.PredictStreamRequest.text", "tunewire.v1.LoraConfig.bias",
+            "tunewire.v1.UploadChunk.data", "tunewire.v1.UploadHeader.sha256",
+            "tunewire.v1.UploadedDatasetSource.dataset_id"} <= walked
 
 
 def _is_message(full_name: str) -> bool:

@@ -30,7 +30,20 @@ def test_every_rpc_has_its_own_request_and_response():
 
     service = tuning_service_pb2.DESCRIPTOR.services_by_name["TuningService"]
     assert {m.name for m in service.methods} >= {
-        "SubmitJob", "GetJob", "ListJobs", "CancelJob", "StreamMetrics", "Predict", "PredictStream"}
+        "SubmitJob", "GetJob", "ListJobs", "CancelJob", "StreamMetrics", "Predict", "PredictStream",
+        "StartUpload", "UploadDataset", "ListDatasets", "GetDataset", "DeleteDataset"}
     for method in service.methods:
         assert method.input_type.name == f"{method.name}Request"
         assert method.output_type.name == f"{method.name}Response"
+
+
+def test_uploads_stream_from_the_client_and_a_job_names_an_uploaded_dataset():
+    from tunewire.v1 import job_pb2, tuning_service_pb2
+
+    methods = tuning_service_pb2.DESCRIPTOR.services_by_name["TuningService"].methods_by_name
+    upload = methods["UploadDataset"]
+    assert upload.client_streaming and not upload.server_streaming
+    assert not methods["StartUpload"].client_streaming
+    source = job_pb2.Dataset.DESCRIPTOR.oneofs_by_name["source"]
+    assert [f.name for f in source.fields] == ["hub", "file", "inline", "uploaded"]
+    assert job_pb2.Dataset.DESCRIPTOR.fields_by_name["uploaded"].number == 5  # max_samples keeps 4

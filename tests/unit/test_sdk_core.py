@@ -164,3 +164,59 @@ def test_predict_builds_inputs_conversations_and_generation_settings():
     assert core.predict_stream_request("j1", "a prompt", {}).text == "a prompt"
     chat = core.predict_stream_request("j1", [{"role": "user", "content": "hi"}], {"seed": 3})
     assert chat.conversation.messages[0].role == "user" and chat.generation.seed == 3
+
+
+# --- uploads ---------------------------------------------------------------------------------------------
+
+def test_an_upload_hashes_the_file_and_sends_it_from_an_offset(tmp_path):
+    import hashlib
+
+    from tunewire.v1 import dataset_pb2
+
+    path = tmp_path / "train.csv"
+    path.write_bytes(b"x" * 2500)
+    seen = []
+    upload = core.Upload(path, progress=lambda done, total: seen.append((done, total)), chunk_size=1000,
+                         upload_id="up-1", label_column="label")
+    head = upload.header
+    assert (head.upload_id, head.name, head.format, head.size_bytes, head.sha256, head.label_column) == (
+        "up-1", "train.csv", job_pb2.FILE_FORMAT_UNSPECIFIED, 2500, hashlib.sha256(b"x" * 2500).hexdigest(), "label")
+    start = upload.start()
+    assert start.method == "StartUpload" and start.request.header == head
+    assert start.convert(pb.StartUploadResponse(offset=1200)) == (1200, None)
+    messages = list(upload.requests(1200))
+    assert messages[0].header == head
+    assert [(m.chunk.offset, len(m.chunk.data)) for m in messages[1:]] == [(1200, 1000), (2200, 300)]
+    assert upload.sent == 1300 and seen == [(1200, 2500), (2200, 2500), (2500, 2500)]
+    stored = pb.StartUploadResponse(offset=2500, dataset=dataset_pb2.UploadedDataset(id="ds-1", size_bytes=2500))
+    assert start.convert(stored)[1].id == "ds-1" and seen[-1] == (2500, 2500)
+
+
+@pytest.mark.parametrize("value, expected", [
+    (None, job_pb2.FILE_FORMAT_UNSPECIFIED), ("jsonl", job_pb2.FILE_FORMAT_JSONL), ("CSV", job_pb2.FILE_FORMAT_CSV),
+    (".tsv", job_pb2.FILE_FORMAT_TSV), ("FILE_FORMAT_PARQUET", job_pb2.FILE_FORMAT_PARQUET), (2, 2)])
+def test_formats_are_named_short_or_in_full(value, expected):
+    assert core.file_format(value) == expected
+
+
+def test_an_upload_retries_unavailable_until_it_stops_making_progress(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_bytes(b"{}\n" * 10)
+    upload = core.Upload(path, delays=(0.1, 0.2), retries=3)
+    assert upload.retry_delay(grpc.StatusCode.INVALID_ARGUMENT) is None
+    assert [upload.retry_delay(grpc.StatusCode.UNAVAILABLE) for _ in range(4)] == [0.1, 0.2, 0.2, None]
+    upload.start().convert(pb.StartUploadResponse(offset=10))  # the server holds more than before: progress
+    assert upload.retry_delay(grpc.StatusCode.UNAVAILABLE) == 0.1
+
+
+def test_the_dataset_pager_follows_tokens_and_stops_at_the_limit():
+    from tunewire.v1 import dataset_pb2
+
+    pager = core.DatasetPager(page_size=2, limit=3)
+    first = pager.next_call()
+    assert first.method == "ListDatasets" and first.request.page_size == 2 and first.request.page_token == ""
+    page = pb.ListDatasetsResponse(datasets=[dataset_pb2.UploadedDataset(id=f"ds-{i}") for i in (1, 2)],
+                                   next_page_token="t")
+    assert [d.id for d in pager.take(page)] == ["ds-1", "ds-2"]
+    assert pager.next_call().request.page_token == "t"
+    assert [d.id for d in pager.take(page)] == ["ds-1"] and pager.next_call() is None

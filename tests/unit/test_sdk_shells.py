@@ -5,6 +5,7 @@ pages, put a deadline on every unary call, wait for the end, and raise rich erro
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import threading
 from concurrent import futures
 
@@ -15,7 +16,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 import tunewire
-from tunewire.v1 import job_pb2
+from tunewire.v1 import dataset_pb2, job_pb2
 from tunewire.v1 import tuning_service_pb2 as pb
 from tunewire.v1 import tuning_service_pb2_grpc as pb_grpc
 
@@ -127,3 +128,93 @@ def test_the_asyncio_client(scripted):
         return seqs, jobs, limited, error.value, waited.value
 
     check(service, *asyncio.run(main()))
+
+
+# --- uploads ---------------------------------------------------------------------------------------------
+
+CUT_AT = 3000  # the first UploadDataset stream breaks (UNAVAILABLE) once the server holds this many bytes
+
+
+class ScriptedUploads(pb_grpc.TuningServiceServicer):
+    """Holds the bytes it is sent; its first upload stream is cut at CUT_AT; one dataset to get, list, delete."""
+
+    def __init__(self) -> None:
+        self.held = bytearray()
+        self.starts: list[int] = []  # the offset each StartUpload answered
+        self.first_offsets: list[int] = []  # the offset of each stream's first chunk
+
+    def StartUpload(self, request, context):
+        self.starts.append(len(self.held))
+        return pb.StartUploadResponse(offset=len(self.held))
+
+    def UploadDataset(self, request_iterator, context):
+        first_stream = not self.first_offsets
+        head = next(request_iterator).header
+        for i, request in enumerate(request_iterator):
+            if i == 0:
+                self.first_offsets.append(request.chunk.offset)
+            assert request.chunk.offset == len(self.held)
+            self.held += request.chunk.data
+            if first_stream and len(self.held) >= CUT_AT:
+                context.abort(grpc.StatusCode.UNAVAILABLE, "the link dropped")
+        return pb.UploadDatasetResponse(dataset=self._dataset(head.name, hashlib.sha256(self.held).hexdigest()))
+
+    @staticmethod
+    def _dataset(name: str = "d.jsonl", sha: str = "0" * 64) -> dataset_pb2.UploadedDataset:
+        return dataset_pb2.UploadedDataset(id="ds-" + sha, name=name, format=job_pb2.FILE_FORMAT_JSONL, sha256=sha)
+
+    def GetDataset(self, request, context):
+        return pb.GetDatasetResponse(dataset=self._dataset())
+
+    def ListDatasets(self, request, context):
+        return pb.ListDatasetsResponse(datasets=[self._dataset()])
+
+    def DeleteDataset(self, request, context):
+        return pb.DeleteDatasetResponse(deleted=True)
+
+
+@pytest.fixture
+def uploads(tmp_path):
+    service = ScriptedUploads()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    pb_grpc.add_TuningServiceServicer_to_server(service, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    path = tmp_path / "d.jsonl"
+    path.write_bytes(b'{"text": "a row"}\n' * 500)
+    try:
+        yield service, f"127.0.0.1:{port}", path
+    finally:
+        server.stop(None)
+
+
+def check_upload(service: ScriptedUploads, path, dataset, seen, rest) -> None:
+    data = path.read_bytes()
+    assert bytes(service.held) == data and dataset.sha256 == hashlib.sha256(data).hexdigest()
+    assert service.starts == [0, CUT_AT] and service.first_offsets == [0, CUT_AT]  # only the rest went again
+    assert seen[-1] == (len(data), len(data)) and (CUT_AT, len(data)) in seen
+    assert [d.id for d in rest[0]] == [rest[1].id] and rest[2] is True
+
+
+def test_the_sync_client_resumes_an_upload_by_itself(uploads):
+    service, address, path = uploads
+    seen = []
+    with tunewire.Client(address, timeout=20) as client:
+        dataset = client.upload_dataset(path, progress=lambda *p: seen.append(p), chunk_size=500)
+        rest = (list(client.list_datasets()), client.get_dataset("ds-x"), client.delete_dataset("ds-x"))
+    check_upload(service, path, dataset, seen, rest)
+
+
+def test_the_asyncio_client_resumes_an_upload_by_itself(uploads):
+    service, address, path = uploads
+    seen = []
+
+    async def main():
+        async with tunewire.AsyncClient(address, timeout=20) as client:
+            dataset = await client.upload_dataset(path, progress=lambda *p: seen.append(p), chunk_size=500)
+            rest = ([d async for d in client.list_datasets()], await client.get_dataset("ds-x"),
+                    await client.delete_dataset("ds-x"))
+        return dataset, rest
+
+    dataset, rest = asyncio.run(main())
+    check_upload(service, path, dataset, seen, rest)

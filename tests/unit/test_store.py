@@ -10,7 +10,7 @@ import json
 import pytest
 
 from tunewire_server.jobs.states import JobState
-from tunewire_server.store import BACK_OF_QUEUE, SQLiteStore, Store
+from tunewire_server.store import BACK_OF_QUEUE, SQLiteStore, Store, UploadRecord
 
 
 @pytest.fixture(params=["sqlite"])
@@ -265,3 +265,53 @@ def test_list_sizes_filter_like_the_listing(store):
     assert store.jobs_by_ordinals([]) == [] and store.jobs_by_ordinals([10**6]) == []
     [(_, failed_size)] = store.list_sizes([JobState.FAILED])
     assert failed_size > sizes[0][1] + 100
+
+
+# --- uploads and datasets ------------------------------------------------------------------------
+
+
+def _upload(upload_id: str = "up-1", sha: str = "a" * 64, size: int = 10) -> UploadRecord:
+    return UploadRecord(upload_id, "train.jsonl", "jsonl", size, sha, "label", 123.0)
+
+
+def _dataset(store: Store, sha: str, upload_id: str | None = None, name: str = "train.jsonl"):
+    return store.add_dataset("ds-" + sha, name, "jsonl", 10, sha, f"{sha}.jsonl", '{"num_rows": 1}', upload_id)
+
+
+def test_an_upload_is_durable_and_begun_once(make_store):
+    store = make_store()
+    assert store.get_upload("up-1") is None
+    assert store.begin_upload(_upload()) == _upload()
+    assert store.begin_upload(_upload(size=99)).size == 10  # the stored one stays; the caller compares
+    store.close()
+    reopened = make_store()
+    assert reopened.get_upload("up-1") == _upload()
+    reopened.delete_upload("up-1")
+    reopened.delete_upload("up-1")  # nothing to forget is not an error
+    assert reopened.get_upload("up-1") is None
+
+
+def test_a_dataset_is_stored_once_per_id_and_ends_its_upload(make_store):
+    store = make_store()
+    store.begin_upload(_upload())
+    first = _dataset(store, "a" * 64, "up-1")
+    assert (first.id, first.name, first.format, first.size, first.sha256, first.file_name, first.report) == \
+        ("ds-" + "a" * 64, "train.jsonl", "jsonl", 10, "a" * 64, "a" * 64 + ".jsonl", {"num_rows": 1})
+    assert first.created_at > 0 and store.get_upload("up-1") is None
+    store.begin_upload(_upload("up-2"))
+    again = _dataset(store, "a" * 64, "up-2", name="other.jsonl")
+    assert again == first and store.get_upload("up-2") is None  # kept as it was; the second upload ends too
+    store.close()
+    assert make_store().get_dataset(first.id) == first
+
+
+def test_datasets_list_newest_first_in_pages_and_delete(store):
+    records = [_dataset(store, c * 64) for c in "abcde"]
+    assert [r.ordinal for r in records] == [1, 2, 3, 4, 5]
+    assert store.list_datasets(limit=2) == records[::-1][:2]
+    assert store.list_datasets(before_ordinal=4, limit=10) == records[:3][::-1]
+    assert store.delete_dataset(records[1].id) is True
+    assert store.delete_dataset(records[1].id) is False
+    assert store.get_dataset(records[1].id) is None and store.get_dataset("ds-nope") is None
+    assert [r.id for r in store.list_datasets()] == [r.id for r in records[::-1] if r is not records[1]]
+    assert _dataset(store, "f" * 64).ordinal == 6  # the next after the newest

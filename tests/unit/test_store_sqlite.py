@@ -58,6 +58,21 @@ def test_jobs_stored_before_plans_were_have_none_and_new_ones_keep_theirs(tmp_pa
     assert job.id == "old" and job.plan is None
 
 
+def test_a_version_2_database_upgrades_to_hold_datasets_and_keeps_its_jobs(tmp_path):
+    path = tmp_path / "v2.sqlite"
+    db = sqlite3.connect(path)
+    db.executescript(SCHEMA)
+    db.executescript(MIGRATIONS[0] + ";" + MIGRATIONS[1] + "; PRAGMA user_version = 2;")  # as issue 13 left it
+    db.execute("INSERT INTO jobs (id, ordinal, spec, state, created_at, queue_seq) VALUES ('old', 1, '{}', 'QUEUED', 0, 1)")
+    db.commit()
+    db.close()
+    store = SQLiteStore(path)
+    assert store.pragma("user_version") == SCHEMA_VERSION == 3
+    assert [j.id for j in store.jobs_in_states([JobState.QUEUED])] == ["old"]
+    record = store.add_dataset("ds-" + "a" * 64, "x.jsonl", "jsonl", 3, "a" * 64, "x", "{}")
+    assert store.list_datasets() == [record]
+
+
 @pytest.fixture
 def small_disk(tmp_path):
     """A 2 MB tmpfs, unmounted afterwards."""

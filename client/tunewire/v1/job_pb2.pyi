@@ -137,16 +137,24 @@ class JobSpec(_message.Message):
     def __init__(self, base_model: _Optional[str] = ..., classification: _Optional[_Union[ClassificationTask, _Mapping]] = ..., sft: _Optional[_Union[SftTask, _Mapping]] = ..., train_dataset: _Optional[_Union[Dataset, _Mapping]] = ..., eval_dataset: _Optional[_Union[Dataset, _Mapping]] = ..., hyperparameters: _Optional[_Union[Hyperparameters, _Mapping]] = ..., lora: _Optional[_Union[LoraConfig, _Mapping]] = ..., display_name: _Optional[str] = ..., max_retries: _Optional[int] = ...) -> None: ...
 
 class Dataset(_message.Message):
-    __slots__ = ("hub", "file", "inline", "max_samples")
+    __slots__ = ("hub", "file", "inline", "uploaded", "max_samples")
     HUB_FIELD_NUMBER: _ClassVar[int]
     FILE_FIELD_NUMBER: _ClassVar[int]
     INLINE_FIELD_NUMBER: _ClassVar[int]
+    UPLOADED_FIELD_NUMBER: _ClassVar[int]
     MAX_SAMPLES_FIELD_NUMBER: _ClassVar[int]
     hub: HubDataset
     file: FileDataset
     inline: InlineDataset
+    uploaded: UploadedDatasetSource
     max_samples: int
-    def __init__(self, hub: _Optional[_Union[HubDataset, _Mapping]] = ..., file: _Optional[_Union[FileDataset, _Mapping]] = ..., inline: _Optional[_Union[InlineDataset, _Mapping]] = ..., max_samples: _Optional[int] = ...) -> None: ...
+    def __init__(self, hub: _Optional[_Union[HubDataset, _Mapping]] = ..., file: _Optional[_Union[FileDataset, _Mapping]] = ..., inline: _Optional[_Union[InlineDataset, _Mapping]] = ..., uploaded: _Optional[_Union[UploadedDatasetSource, _Mapping]] = ..., max_samples: _Optional[int] = ...) -> None: ...
+
+class UploadedDatasetSource(_message.Message):
+    __slots__ = ("dataset_id",)
+    DATASET_ID_FIELD_NUMBER: _ClassVar[int]
+    dataset_id: str
+    def __init__(self, dataset_id: _Optional[str] = ...) -> None: ...
 
 class HubDataset(_message.Message):
     __slots__ = ("name", "config", "split")

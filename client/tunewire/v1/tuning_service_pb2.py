@@ -22,58 +22,79 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from tunewire.v1 import dataset_pb2 as tunewire_dot_v1_dot_dataset__pb2
 from tunewire.v1 import job_pb2 as tunewire_dot_v1_dot_job__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n tunewire/v1/tuning_service.proto\x12\x0btunewire.v1\x1a\x15tunewire/v1/job.proto\"J\n\x10SubmitJobRequest\x12\"\n\x04spec\x18\x01 \x01(\x0b\x32\x14.tunewire.v1.JobSpec\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"2\n\x11SubmitJobResponse\x12\x1d\n\x03job\x18\x01 \x01(\x0b\x32\x10.tunewire.v1.Job\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"/\n\x0eGetJobResponse\x12\x1d\n\x03job\x18\x01 \x01(\x0b\x32\x10.tunewire.v1.Job\"_\n\x0fListJobsRequest\x12%\n\x06states\x18\x01 \x03(\x0e\x32\x15.tunewire.v1.JobState\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\"K\n\x10ListJobsResponse\x12\x1e\n\x04jobs\x18\x01 \x03(\x0b\x32\x10.tunewire.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\"\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"2\n\x11\x43\x61ncelJobResponse\x12\x1d\n\x03job\x18\x01 \x01(\x0b\x32\x10.tunewire.v1.Job\"L\n\x14StreamMetricsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x11\n\tafter_seq\x18\x02 \x01(\x04\x12\x11\n\tmax_batch\x18\x03 \x01(\r\"d\n\x15StreamMetricsResponse\x12$\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x15.tunewire.v1.JobEvent\x12%\n\x06\x65vents\x18\x02 \x03(\x0b\x32\x15.tunewire.v1.JobEvent\",\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\":\n\x0c\x43onversation\x12*\n\x08messages\x18\x01 \x03(\x0b\x32\x18.tunewire.v1.ChatMessage\"\xef\x01\n\x10GenerationParams\x12\x1b\n\x0emax_new_tokens\x18\x01 \x01(\rH\x00\x88\x01\x01\x12\x11\n\tdo_sample\x18\x02 \x01(\x08\x12\x18\n\x0btemperature\x18\x03 \x01(\x01H\x01\x88\x01\x01\x12\x12\n\x05top_p\x18\x04 \x01(\x01H\x02\x88\x01\x01\x12\x12\n\x05top_k\x18\x05 \x01(\rH\x03\x88\x01\x01\x12\x16\n\x0estop_sequences\x18\x06 \x03(\t\x12\x11\n\x04seed\x18\x07 \x01(\x03H\x04\x88\x01\x01\x42\x11\n\x0f_max_new_tokensB\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x08\n\x06_top_kB\x07\n\x05_seed\"\x95\x01\n\x0ePredictRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06inputs\x18\x02 \x03(\t\x12\x30\n\rconversations\x18\x03 \x03(\x0b\x32\x19.tunewire.v1.Conversation\x12\x31\n\ngeneration\x18\x04 \x01(\x0b\x32\x1d.tunewire.v1.GenerationParams\"?\n\x0fPredictResponse\x12,\n\x0bpredictions\x18\x01 \x03(\x0b\x32\x17.tunewire.v1.Prediction\"|\n\nPrediction\x12\x35\n\x0e\x63lassification\x18\x01 \x01(\x0b\x32\x1b.tunewire.v1.ClassificationH\x00\x12-\n\ngeneration\x18\x02 \x01(\x0b\x32\x17.tunewire.v1.GenerationH\x00\x42\x08\n\x06result\"*\n\nLabelScore\x12\r\n\x05label\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\"W\n\x0e\x43lassification\x12\r\n\x05label\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\x12\'\n\x06scores\x18\x03 \x03(\x0b\x32\x17.tunewire.v1.LabelScore\"E\n\nGeneration\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x12\n\nnum_tokens\x18\x02 \x01(\r\x12\x15\n\rfinish_reason\x18\x03 \x01(\t\"\xa5\x01\n\x14PredictStreamRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x04text\x18\x02 \x01(\tH\x00\x12\x31\n\x0c\x63onversation\x18\x03 \x01(\x0b\x32\x19.tunewire.v1.ConversationH\x00\x12\x31\n\ngeneration\x18\x04 \x01(\x0b\x32\x1d.tunewire.v1.GenerationParamsB\x07\n\x05input\"S\n\x15PredictStreamResponse\x12\x12\n\ntext_delta\x18\x01 \x01(\t\x12&\n\x05\x66inal\x18\x02 \x01(\x0b\x32\x17.tunewire.v1.Generation2\xad\x04\n\rTuningService\x12J\n\tSubmitJob\x12\x1d.tunewire.v1.SubmitJobRequest\x1a\x1e.tunewire.v1.SubmitJobResponse\x12\x41\n\x06GetJob\x12\x1a.tunewire.v1.GetJobRequest\x1a\x1b.tunewire.v1.GetJobResponse\x12G\n\x08ListJobs\x12\x1c.tunewire.v1.ListJobsRequest\x1a\x1d.tunewire.v1.ListJobsResponse\x12J\n\tCancelJob\x12\x1d.tunewire.v1.CancelJobRequest\x1a\x1e.tunewire.v1.CancelJobResponse\x12X\n\rStreamMetrics\x12!.tunewire.v1.StreamMetricsRequest\x1a\".tunewire.v1.StreamMetricsResponse0\x01\x12\x44\n\x07Predict\x12\x1b.tunewire.v1.PredictRequest\x1a\x1c.tunewire.v1.PredictResponse\x12X\n\rPredictStream\x12!.tunewire.v1.PredictStreamRequest\x1a\".tunewire.v1.PredictStreamResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n tunewire/v1/tuning_service.proto\x12\x0btunewire.v1\x1a\x19tunewire/v1/dataset.proto\x1a\x15tunewire/v1/job.proto\"J\n\x10SubmitJobRequest\x12\"\n\x04spec\x18\x01 \x01(\x0b\x32\x14.tunewire.v1.JobSpec\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"2\n\x11SubmitJobResponse\x12\x1d\n\x03job\x18\x01 \x01(\x0b\x32\x10.tunewire.v1.Job\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"/\n\x0eGetJobResponse\x12\x1d\n\x03job\x18\x01 \x01(\x0b\x32\x10.tunewire.v1.Job\"_\n\x0fListJobsRequest\x12%\n\x06states\x18\x01 \x03(\x0e\x32\x15.tunewire.v1.JobState\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\"K\n\x10ListJobsResponse\x12\x1e\n\x04jobs\x18\x01 \x03(\x0b\x32\x10.tunewire.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\"\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"2\n\x11\x43\x61ncelJobResponse\x12\x1d\n\x03job\x18\x01 \x01(\x0b\x32\x10.tunewire.v1.Job\"L\n\x14StreamMetricsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x11\n\tafter_seq\x18\x02 \x01(\x04\x12\x11\n\tmax_batch\x18\x03 \x01(\r\"d\n\x15StreamMetricsResponse\x12$\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x15.tunewire.v1.JobEvent\x12%\n\x06\x65vents\x18\x02 \x03(\x0b\x32\x15.tunewire.v1.JobEvent\",\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\":\n\x0c\x43onversation\x12*\n\x08messages\x18\x01 \x03(\x0b\x32\x18.tunewire.v1.ChatMessage\"\xef\x01\n\x10GenerationParams\x12\x1b\n\x0emax_new_tokens\x18\x01 \x01(\rH\x00\x88\x01\x01\x12\x11\n\tdo_sample\x18\x02 \x01(\x08\x12\x18\n\x0btemperature\x18\x03 \x01(\x01H\x01\x88\x01\x01\x12\x12\n\x05top_p\x18\x04 \x01(\x01H\x02\x88\x01\x01\x12\x12\n\x05top_k\x18\x05 \x01(\rH\x03\x88\x01\x01\x12\x16\n\x0estop_sequences\x18\x06 \x03(\t\x12\x11\n\x04seed\x18\x07 \x01(\x03H\x04\x88\x01\x01\x42\x11\n\x0f_max_new_tokensB\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x08\n\x06_top_kB\x07\n\x05_seed\"\x95\x01\n\x0ePredictRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06inputs\x18\x02 \x03(\t\x12\x30\n\rconversations\x18\x03 \x03(\x0b\x32\x19.tunewire.v1.Conversation\x12\x31\n\ngeneration\x18\x04 \x01(\x0b\x32\x1d.tunewire.v1.GenerationParams\"?\n\x0fPredictResponse\x12,\n\x0bpredictions\x18\x01 \x03(\x0b\x32\x17.tunewire.v1.Prediction\"|\n\nPrediction\x12\x35\n\x0e\x63lassification\x18\x01 \x01(\x0b\x32\x1b.tunewire.v1.ClassificationH\x00\x12-\n\ngeneration\x18\x02 \x01(\x0b\x32\x17.tunewire.v1.GenerationH\x00\x42\x08\n\x06result\"*\n\nLabelScore\x12\r\n\x05label\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\"W\n\x0e\x43lassification\x12\r\n\x05label\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\x12\'\n\x06scores\x18\x03 \x03(\x0b\x32\x17.tunewire.v1.LabelScore\"E\n\nGeneration\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x12\n\nnum_tokens\x18\x02 \x01(\r\x12\x15\n\rfinish_reason\x18\x03 \x01(\t\"\xa5\x01\n\x14PredictStreamRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x04text\x18\x02 \x01(\tH\x00\x12\x31\n\x0c\x63onversation\x18\x03 \x01(\x0b\x32\x19.tunewire.v1.ConversationH\x00\x12\x31\n\ngeneration\x18\x04 \x01(\x0b\x32\x1d.tunewire.v1.GenerationParamsB\x07\n\x05input\"S\n\x15PredictStreamResponse\x12\x12\n\ntext_delta\x18\x01 \x01(\t\x12&\n\x05\x66inal\x18\x02 \x01(\x0b\x32\x17.tunewire.v1.Generation\"?\n\x12StartUploadRequest\x12)\n\x06header\x18\x01 \x01(\x0b\x32\x19.tunewire.v1.UploadHeader\"T\n\x13StartUploadResponse\x12\x0e\n\x06offset\x18\x01 \x01(\x04\x12-\n\x07\x64\x61taset\x18\x02 \x01(\x0b\x32\x1c.tunewire.v1.UploadedDataset\"v\n\x14UploadDatasetRequest\x12+\n\x06header\x18\x01 \x01(\x0b\x32\x19.tunewire.v1.UploadHeaderH\x00\x12)\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x18.tunewire.v1.UploadChunkH\x00\x42\x06\n\x04part\"F\n\x15UploadDatasetResponse\x12-\n\x07\x64\x61taset\x18\x01 \x01(\x0b\x32\x1c.tunewire.v1.UploadedDataset\"<\n\x13ListDatasetsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\r\x12\x12\n\npage_token\x18\x02 \x01(\t\"_\n\x14ListDatasetsResponse\x12.\n\x08\x64\x61tasets\x18\x01 \x03(\x0b\x32\x1c.tunewire.v1.UploadedDataset\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"=\n\x11GetDatasetRequest\x12\x12\n\ndataset_id\x18\x01 \x01(\t\x12\x14\n\x0clabel_column\x18\x02 \x01(\t\"C\n\x12GetDatasetResponse\x12-\n\x07\x64\x61taset\x18\x01 \x01(\x0b\x32\x1c.tunewire.v1.UploadedDataset\"*\n\x14\x44\x65leteDatasetRequest\x12\x12\n\ndataset_id\x18\x01 \x01(\t\"(\n\x15\x44\x65leteDatasetResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x08\x32\xd5\x07\n\rTuningService\x12J\n\tSubmitJob\x12\x1d.tunewire.v1.SubmitJobRequest\x1a\x1e.tunewire.v1.SubmitJobResponse\x12\x41\n\x06GetJob\x12\x1a.tunewire.v1.GetJobRequest\x1a\x1b.tunewire.v1.GetJobResponse\x12G\n\x08ListJobs\x12\x1c.tunewire.v1.ListJobsRequest\x1a\x1d.tunewire.v1.ListJobsResponse\x12J\n\tCancelJob\x12\x1d.tunewire.v1.CancelJobRequest\x1a\x1e.tunewire.v1.CancelJobResponse\x12X\n\rStreamMetrics\x12!.tunewire.v1.StreamMetricsRequest\x1a\".tunewire.v1.StreamMetricsResponse0\x01\x12\x44\n\x07Predict\x12\x1b.tunewire.v1.PredictRequest\x1a\x1c.tunewire.v1.PredictResponse\x12X\n\rPredictStream\x12!.tunewire.v1.PredictStreamRequest\x1a\".tunewire.v1.PredictStreamResponse0\x01\x12P\n\x0bStartUpload\x12\x1f.tunewire.v1.StartUploadRequest\x1a .tunewire.v1.StartUploadResponse\x12X\n\rUploadDataset\x12!.tunewire.v1.UploadDatasetRequest\x1a\".tunewire.v1.UploadDatasetResponse(\x01\x12S\n\x0cListDatasets\x12 .tunewire.v1.ListDatasetsRequest\x1a!.tunewire.v1.ListDatasetsResponse\x12M\n\nGetDataset\x12\x1e.tunewire.v1.GetDatasetRequest\x1a\x1f.tunewire.v1.GetDatasetResponse\x12V\n\rDeleteDataset\x12!.tunewire.v1.DeleteDatasetRequest\x1a\".tunewire.v1.DeleteDatasetResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'tunewire.v1.tuning_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SUBMITJOBREQUEST']._serialized_start=72
-  _globals['_SUBMITJOBREQUEST']._serialized_end=146
-  _globals['_SUBMITJOBRESPONSE']._serialized_start=148
-  _globals['_SUBMITJOBRESPONSE']._serialized_end=198
-  _globals['_GETJOBREQUEST']._serialized_start=200
-  _globals['_GETJOBREQUEST']._serialized_end=231
-  _globals['_GETJOBRESPONSE']._serialized_start=233
-  _globals['_GETJOBRESPONSE']._serialized_end=280
-  _globals['_LISTJOBSREQUEST']._serialized_start=282
-  _globals['_LISTJOBSREQUEST']._serialized_end=377
-  _globals['_LISTJOBSRESPONSE']._serialized_start=379
-  _globals['_LISTJOBSRESPONSE']._serialized_end=454
-  _globals['_CANCELJOBREQUEST']._serialized_start=456
-  _globals['_CANCELJOBREQUEST']._serialized_end=490
-  _globals['_CANCELJOBRESPONSE']._serialized_start=492
-  _globals['_CANCELJOBRESPONSE']._serialized_end=542
-  _globals['_STREAMMETRICSREQUEST']._serialized_start=544
-  _globals['_STREAMMETRICSREQUEST']._serialized_end=620
-  _globals['_STREAMMETRICSRESPONSE']._serialized_start=622
-  _globals['_STREAMMETRICSRESPONSE']._serialized_end=722
-  _globals['_CHATMESSAGE']._serialized_start=724
-  _globals['_CHATMESSAGE']._serialized_end=768
-  _globals['_CONVERSATION']._serialized_start=770
-  _globals['_CONVERSATION']._serialized_end=828
-  _globals['_GENERATIONPARAMS']._serialized_start=831
-  _globals['_GENERATIONPARAMS']._serialized_end=1070
-  _globals['_PREDICTREQUEST']._serialized_start=1073
-  _globals['_PREDICTREQUEST']._serialized_end=1222
-  _globals['_PREDICTRESPONSE']._serialized_start=1224
-  _globals['_PREDICTRESPONSE']._serialized_end=1287
-  _globals['_PREDICTION']._serialized_start=1289
-  _globals['_PREDICTION']._serialized_end=1413
-  _globals['_LABELSCORE']._serialized_start=1415
-  _globals['_LABELSCORE']._serialized_end=1457
-  _globals['_CLASSIFICATION']._serialized_start=1459
-  _globals['_CLASSIFICATION']._serialized_end=1546
-  _globals['_GENERATION']._serialized_start=1548
-  _globals['_GENERATION']._serialized_end=1617
-  _globals['_PREDICTSTREAMREQUEST']._serialized_start=1620
-  _globals['_PREDICTSTREAMREQUEST']._serialized_end=1785
-  _globals['_PREDICTSTREAMRESPONSE']._serialized_start=1787
-  _globals['_PREDICTSTREAMRESPONSE']._serialized_end=1870
-  _globals['_TUNINGSERVICE']._serialized_start=1873
-  _globals['_TUNINGSERVICE']._serialized_end=2430
+  _globals['_SUBMITJOBREQUEST']._serialized_start=99
+  _globals['_SUBMITJOBREQUEST']._serialized_end=173
+  _globals['_SUBMITJOBRESPONSE']._serialized_start=175
+  _globals['_SUBMITJOBRESPONSE']._serialized_end=225
+  _globals['_GETJOBREQUEST']._serialized_start=227
+  _globals['_GETJOBREQUEST']._serialized_end=258
+  _globals['_GETJOBRESPONSE']._serialized_start=260
+  _globals['_GETJOBRESPONSE']._serialized_end=307
+  _globals['_LISTJOBSREQUEST']._serialized_start=309
+  _globals['_LISTJOBSREQUEST']._serialized_end=404
+  _globals['_LISTJOBSRESPONSE']._serialized_start=406
+  _globals['_LISTJOBSRESPONSE']._serialized_end=481
+  _globals['_CANCELJOBREQUEST']._serialized_start=483
+  _globals['_CANCELJOBREQUEST']._serialized_end=517
+  _globals['_CANCELJOBRESPONSE']._serialized_start=519
+  _globals['_CANCELJOBRESPONSE']._serialized_end=569
+  _globals['_STREAMMETRICSREQUEST']._serialized_start=571
+  _globals['_STREAMMETRICSREQUEST']._serialized_end=647
+  _globals['_STREAMMETRICSRESPONSE']._serialized_start=649
+  _globals['_STREAMMETRICSRESPONSE']._serialized_end=749
+  _globals['_CHATMESSAGE']._serialized_start=751
+  _globals['_CHATMESSAGE']._serialized_end=795
+  _globals['_CONVERSATION']._serialized_start=797
+  _globals['_CONVERSATION']._serialized_end=855
+  _globals['_GENERATIONPARAMS']._serialized_start=858
+  _globals['_GENERATIONPARAMS']._serialized_end=1097
+  _globals['_PREDICTREQUEST']._serialized_start=1100
+  _globals['_PREDICTREQUEST']._serialized_end=1249
+  _globals['_PREDICTRESPONSE']._serialized_start=1251
+  _globals['_PREDICTRESPONSE']._serialized_end=1314
+  _globals['_PREDICTION']._serialized_start=1316
+  _globals['_PREDICTION']._serialized_end=1440
+  _globals['_LABELSCORE']._serialized_start=1442
+  _globals['_LABELSCORE']._serialized_end=1484
+  _globals['_CLASSIFICATION']._serialized_start=1486
+  _globals['_CLASSIFICATION']._serialized_end=1573
+  _globals['_GENERATION']._serialized_start=1575
+  _globals['_GENERATION']._serialized_end=1644
+  _globals['_PREDICTSTREAMREQUEST']._serialized_start=1647
+  _globals['_PREDICTSTREAMREQUEST']._serialized_end=1812
+  _globals['_PREDICTSTREAMRESPONSE']._serialized_start=1814
+  _globals['_PREDICTSTREAMRESPONSE']._serialized_end=1897
+  _globals['_STARTUPLOADREQUEST']._serialized_start=1899
+  _globals['_STARTUPLOADREQUEST']._serialized_end=1962
+  _globals['_STARTUPLOADRESPONSE']._serialized_start=1964
+  _globals['_STARTUPLOADRESPONSE']._serialized_end=2048
+  _globals['_UPLOADDATASETREQUEST']._serialized_start=2050
+  _globals['_UPLOADDATASETREQUEST']._serialized_end=2168
+  _globals['_UPLOADDATASETRESPONSE']._serialized_start=2170
+  _globals['_UPLOADDATASETRESPONSE']._serialized_end=2240
+  _globals['_LISTDATASETSREQUEST']._serialized_start=2242
+  _globals['_LISTDATASETSREQUEST']._serialized_end=2302
+  _globals['_LISTDATASETSRESPONSE']._serialized_start=2304
+  _globals['_LISTDATASETSRESPONSE']._serialized_end=2399
+  _globals['_GETDATASETREQUEST']._serialized_start=2401
+  _globals['_GETDATASETREQUEST']._serialized_end=2462
+  _globals['_GETDATASETRESPONSE']._serialized_start=2464
+  _globals['_GETDATASETRESPONSE']._serialized_end=2531
+  _globals['_DELETEDATASETREQUEST']._serialized_start=2533
+  _globals['_DELETEDATASETREQUEST']._serialized_end=2575
+  _globals['_DELETEDATASETRESPONSE']._serialized_start=2577
+  _globals['_DELETEDATASETRESPONSE']._serialized_end=2617
+  _globals['_TUNINGSERVICE']._serialized_start=2620
+  _globals['_TUNINGSERVICE']._serialized_end=3601
 # @@protoc_insertion_point(module_scope)

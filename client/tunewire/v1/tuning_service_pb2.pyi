@@ -1,3 +1,4 @@
+from tunewire.v1 import dataset_pb2 as _dataset_pb2
 from tunewire.v1 import job_pb2 as _job_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
@@ -186,3 +187,73 @@ class PredictStreamResponse(_message.Message):
     text_delta: str
     final: Generation
     def __init__(self, text_delta: _Optional[str] = ..., final: _Optional[_Union[Generation, _Mapping]] = ...) -> None: ...
+
+class StartUploadRequest(_message.Message):
+    __slots__ = ("header",)
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    header: _dataset_pb2.UploadHeader
+    def __init__(self, header: _Optional[_Union[_dataset_pb2.UploadHeader, _Mapping]] = ...) -> None: ...
+
+class StartUploadResponse(_message.Message):
+    __slots__ = ("offset", "dataset")
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    offset: int
+    dataset: _dataset_pb2.UploadedDataset
+    def __init__(self, offset: _Optional[int] = ..., dataset: _Optional[_Union[_dataset_pb2.UploadedDataset, _Mapping]] = ...) -> None: ...
+
+class UploadDatasetRequest(_message.Message):
+    __slots__ = ("header", "chunk")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    header: _dataset_pb2.UploadHeader
+    chunk: _dataset_pb2.UploadChunk
+    def __init__(self, header: _Optional[_Union[_dataset_pb2.UploadHeader, _Mapping]] = ..., chunk: _Optional[_Union[_dataset_pb2.UploadChunk, _Mapping]] = ...) -> None: ...
+
+class UploadDatasetResponse(_message.Message):
+    __slots__ = ("dataset",)
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    dataset: _dataset_pb2.UploadedDataset
+    def __init__(self, dataset: _Optional[_Union[_dataset_pb2.UploadedDataset, _Mapping]] = ...) -> None: ...
+
+class ListDatasetsRequest(_message.Message):
+    __slots__ = ("page_size", "page_token")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListDatasetsResponse(_message.Message):
+    __slots__ = ("datasets", "next_page_token")
+    DATASETS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    datasets: _containers.RepeatedCompositeFieldContainer[_dataset_pb2.UploadedDataset]
+    next_page_token: str
+    def __init__(self, datasets: _Optional[_Iterable[_Union[_dataset_pb2.UploadedDataset, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class GetDatasetRequest(_message.Message):
+    __slots__ = ("dataset_id", "label_column")
+    DATASET_ID_FIELD_NUMBER: _ClassVar[int]
+    LABEL_COLUMN_FIELD_NUMBER: _ClassVar[int]
+    dataset_id: str
+    label_column: str
+    def __init__(self, dataset_id: _Optional[str] = ..., label_column: _Optional[str] = ...) -> None: ...
+
+class GetDatasetResponse(_message.Message):
+    __slots__ = ("dataset",)
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    dataset: _dataset_pb2.UploadedDataset
+    def __init__(self, dataset: _Optional[_Union[_dataset_pb2.UploadedDataset, _Mapping]] = ...) -> None: ...
+
+class DeleteDatasetRequest(_message.Message):
+    __slots__ = ("dataset_id",)
+    DATASET_ID_FIELD_NUMBER: _ClassVar[int]
+    dataset_id: str
+    def __init__(self, dataset_id: _Optional[str] = ...) -> None: ...
+
+class DeleteDatasetResponse(_message.Message):
+    __slots__ = ("deleted",)
+    DELETED_FIELD_NUMBER: _ClassVar[int]
+    deleted: bool
+    def __init__(self, deleted: _Optional[bool] = ...) -> None: ...

@@ -70,6 +70,31 @@ class TuningServiceStub:
                 request_serializer=tunewire_dot_v1_dot_tuning__service__pb2.PredictStreamRequest.SerializeToString,
                 response_deserializer=tunewire_dot_v1_dot_tuning__service__pb2.PredictStreamResponse.FromString,
                 _registered_method=True)
+        self.StartUpload = channel.unary_unary(
+                '/tunewire.v1.TuningService/StartUpload',
+                request_serializer=tunewire_dot_v1_dot_tuning__service__pb2.StartUploadRequest.SerializeToString,
+                response_deserializer=tunewire_dot_v1_dot_tuning__service__pb2.StartUploadResponse.FromString,
+                _registered_method=True)
+        self.UploadDataset = channel.stream_unary(
+                '/tunewire.v1.TuningService/UploadDataset',
+                request_serializer=tunewire_dot_v1_dot_tuning__service__pb2.UploadDatasetRequest.SerializeToString,
+                response_deserializer=tunewire_dot_v1_dot_tuning__service__pb2.UploadDatasetResponse.FromString,
+                _registered_method=True)
+        self.ListDatasets = channel.unary_unary(
+                '/tunewire.v1.TuningService/ListDatasets',
+                request_serializer=tunewire_dot_v1_dot_tuning__service__pb2.ListDatasetsRequest.SerializeToString,
+                response_deserializer=tunewire_dot_v1_dot_tuning__service__pb2.ListDatasetsResponse.FromString,
+                _registered_method=True)
+        self.GetDataset = channel.unary_unary(
+                '/tunewire.v1.TuningService/GetDataset',
+                request_serializer=tunewire_dot_v1_dot_tuning__service__pb2.GetDatasetRequest.SerializeToString,
+                response_deserializer=tunewire_dot_v1_dot_tuning__service__pb2.GetDatasetResponse.FromString,
+                _registered_method=True)
+        self.DeleteDataset = channel.unary_unary(
+                '/tunewire.v1.TuningService/DeleteDataset',
+                request_serializer=tunewire_dot_v1_dot_tuning__service__pb2.DeleteDatasetRequest.SerializeToString,
+                response_deserializer=tunewire_dot_v1_dot_tuning__service__pb2.DeleteDatasetResponse.FromString,
+                _registered_method=True)
 
 
 class TuningServiceServicer:
@@ -124,6 +149,55 @@ class TuningServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StartUpload(self, request, context):
+        """Uploads take two calls: StartUpload (unary) says where to go on, UploadDataset (client streaming)
+        sends the bytes from there. A unary call rather than a bidi stream, because a client streaming call
+        has no answer until it ends, a resume needs a new call anyway after a drop, and a unary call is
+        simple to retry with a deadline from any gRPC client; it also checks the header before any byte is
+        sent and answers at once when the content is stored already. StartUpload is optional for a new
+        upload: UploadDataset's header begins one too.
+
+        Begins an upload, or finds one begun before with the same upload id, and says where to go on:
+        the offset the server holds (send the file from there with UploadDataset), or the dataset itself
+        when the server already stores these bytes (then nothing needs to be sent). Checks the header
+        (name, format, size against the server's cap and free disk) before any byte is sent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UploadDataset(self, request_iterator, context):
+        """Sends a file: the first message carries the header, the others chunks in order from the offset the
+        server holds. When the last byte has arrived and the stream closes, the server checks size and
+        sha256, validates the file in its format and makes it visible by one rename; on a mismatch nothing
+        is kept. A stream that breaks (or closes early) keeps what arrived, to be resumed with the same
+        upload id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListDatasets(self, request, context):
+        """Uploaded datasets, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetDataset(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteDataset(self, request, context):
+        """Removes an uploaded dataset; refused (FAILED_PRECONDITION) while a queued or running job names it.
+        Deleting a dataset that is not there is not an error (deleted is false).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TuningServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -161,6 +235,31 @@ def add_TuningServiceServicer_to_server(servicer, server):
                     servicer.PredictStream,
                     request_deserializer=tunewire_dot_v1_dot_tuning__service__pb2.PredictStreamRequest.FromString,
                     response_serializer=tunewire_dot_v1_dot_tuning__service__pb2.PredictStreamResponse.SerializeToString,
+            ),
+            'StartUpload': grpc.unary_unary_rpc_method_handler(
+                    servicer.StartUpload,
+                    request_deserializer=tunewire_dot_v1_dot_tuning__service__pb2.StartUploadRequest.FromString,
+                    response_serializer=tunewire_dot_v1_dot_tuning__service__pb2.StartUploadResponse.SerializeToString,
+            ),
+            'UploadDataset': grpc.stream_unary_rpc_method_handler(
+                    servicer.UploadDataset,
+                    request_deserializer=tunewire_dot_v1_dot_tuning__service__pb2.UploadDatasetRequest.FromString,
+                    response_serializer=tunewire_dot_v1_dot_tuning__service__pb2.UploadDatasetResponse.SerializeToString,
+            ),
+            'ListDatasets': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDatasets,
+                    request_deserializer=tunewire_dot_v1_dot_tuning__service__pb2.ListDatasetsRequest.FromString,
+                    response_serializer=tunewire_dot_v1_dot_tuning__service__pb2.ListDatasetsResponse.SerializeToString,
+            ),
+            'GetDataset': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDataset,
+                    request_deserializer=tunewire_dot_v1_dot_tuning__service__pb2.GetDatasetRequest.FromString,
+                    response_serializer=tunewire_dot_v1_dot_tuning__service__pb2.GetDatasetResponse.SerializeToString,
+            ),
+            'DeleteDataset': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteDataset,
+                    request_deserializer=tunewire_dot_v1_dot_tuning__service__pb2.DeleteDatasetRequest.FromString,
+                    response_serializer=tunewire_dot_v1_dot_tuning__service__pb2.DeleteDatasetResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -353,6 +452,141 @@ class TuningService:
             '/tunewire.v1.TuningService/PredictStream',
             tunewire_dot_v1_dot_tuning__service__pb2.PredictStreamRequest.SerializeToString,
             tunewire_dot_v1_dot_tuning__service__pb2.PredictStreamResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StartUpload(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tunewire.v1.TuningService/StartUpload',
+            tunewire_dot_v1_dot_tuning__service__pb2.StartUploadRequest.SerializeToString,
+            tunewire_dot_v1_dot_tuning__service__pb2.StartUploadResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UploadDataset(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/tunewire.v1.TuningService/UploadDataset',
+            tunewire_dot_v1_dot_tuning__service__pb2.UploadDatasetRequest.SerializeToString,
+            tunewire_dot_v1_dot_tuning__service__pb2.UploadDatasetResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDatasets(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tunewire.v1.TuningService/ListDatasets',
+            tunewire_dot_v1_dot_tuning__service__pb2.ListDatasetsRequest.SerializeToString,
+            tunewire_dot_v1_dot_tuning__service__pb2.ListDatasetsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDataset(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tunewire.v1.TuningService/GetDataset',
+            tunewire_dot_v1_dot_tuning__service__pb2.GetDatasetRequest.SerializeToString,
+            tunewire_dot_v1_dot_tuning__service__pb2.GetDatasetResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteDataset(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tunewire.v1.TuningService/DeleteDataset',
+            tunewire_dot_v1_dot_tuning__service__pb2.DeleteDatasetRequest.SerializeToString,
+            tunewire_dot_v1_dot_tuning__service__pb2.DeleteDatasetResponse.FromString,
             options,
             channel_credentials,
             insecure,

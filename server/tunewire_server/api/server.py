@@ -15,6 +15,8 @@ from tunewire_server.api.auth import BearerTokenInterceptor
 from tunewire_server.api.servicer import TuningServicer, tuning_handlers
 from tunewire_server.api.tls import check_pem, server_credentials
 from tunewire_server.config import Settings
+from tunewire_server.datasets.catalog import Catalog
+from tunewire_server.datasets.uploads import Uploads
 from tunewire_server.jobs.manager import JobManager
 from tunewire_server.observability import Metrics
 from tunewire_server.store import SQLiteStore, Store
@@ -74,8 +76,9 @@ class TunewireServer:
         tokens = s.accepted_tokens()
         interceptors = [BearerTokenInterceptor(tokens)] if tokens else []
         server = grpc.aio.server(options=options, interceptors=interceptors)
-        server.add_generic_rpc_handlers(
-            (tuning_handlers(TuningServicer(self.manager, s.max_streams, self.metrics)),))
+        servicer = TuningServicer(self.manager, s.max_streams, self.metrics, uploads=Uploads(s, self.store),
+                                  catalog=Catalog(s, self.store))
+        server.add_generic_rpc_handlers((tuning_handlers(servicer),))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),

@@ -1,4 +1,5 @@
-"""The thin servicer: protobuf in, a JobManager call, protobuf out. Errors go through status.to_status."""
+"""The thin servicer: protobuf in, a JobManager (or datasets) call, protobuf out. Errors go through
+status.to_status."""
 
 from __future__ import annotations
 
@@ -15,7 +16,10 @@ from tunewire.v1 import job_pb2
 from tunewire.v1 import tuning_service_pb2 as pb
 from tunewire.v1 import tuning_service_pb2_grpc as pb_grpc
 from tunewire_server.api import convert
+from tunewire_server.api import datasets as datasets_api
 from tunewire_server.api.status import to_status
+from tunewire_server.datasets.catalog import Catalog
+from tunewire_server.datasets.uploads import Uploads, UploadStream
 from tunewire_server.errors import FieldViolation, InvalidSpec, ResourceExhausted, TunewireError
 from tunewire_server.jobs.manager import JobManager
 from tunewire_server.observability import Metrics
@@ -61,7 +65,12 @@ def tuning_handlers(servicer: TuningServicer) -> grpc.GenericRpcHandler:
         if method.name == "StreamMetrics":  # yields bytes serialized once per event, shared by all streams
             kwargs["response_serializer"] = _passthrough(kwargs["response_serializer"])
         fn = getattr(servicer, method.name)
-        factory = grpc.unary_stream_rpc_method_handler if method.server_streaming else grpc.unary_unary_rpc_method_handler
+        if method.client_streaming:
+            factory = grpc.stream_unary_rpc_method_handler
+        elif method.server_streaming:
+            factory = grpc.unary_stream_rpc_method_handler
+        else:
+            factory = grpc.unary_unary_rpc_method_handler
         handlers[method.name] = factory(fn, **kwargs)
     return grpc.method_handlers_generic_handler(service.full_name, handlers)
 
@@ -156,9 +165,19 @@ def _require_job_id(job_id: str) -> str:
     return check_job_id(job_id)
 
 
+def _message(request):
+    """A streamed request message, or INVALID_ARGUMENT when its bytes did not parse."""
+    if isinstance(request, Malformed):
+        raise request.refuse()
+    return request
+
+
 class TuningServicer(pb_grpc.TuningServiceServicer):
-    def __init__(self, manager: JobManager, max_streams: int = 1000, metrics: Metrics | None = None) -> None:
+    def __init__(self, manager: JobManager, max_streams: int = 1000, metrics: Metrics | None = None,
+                 uploads: Uploads | None = None, catalog: Catalog | None = None) -> None:
         self.manager = manager
+        self.uploads = uploads
+        self.catalog = catalog
         self.max_streams = max_streams
         self.open_streams = 0
         self._wire = _WireCache()
@@ -220,3 +239,53 @@ class TuningServicer(pb_grpc.TuningServiceServicer):
         body.pop("job_id", None)
         async for message in self.manager.predict_stream(job_id, body):
             yield convert.stream_message_to_proto(message)
+
+    # --- datasets -------------------------------------------------------------------------------
+
+    @unary
+    async def StartUpload(self, request: pb.StartUploadRequest, context) -> pb.StartUploadResponse:
+        result = await self.uploads.start(datasets_api.header_from_proto(request.header, self.uploads))
+        response = pb.StartUploadResponse(offset=result.offset)
+        if result.dataset is not None:
+            response.dataset.CopyFrom(datasets_api.dataset_to_proto(result.dataset))
+        return response
+
+    @unary
+    async def UploadDataset(self, request_iterator, context) -> pb.UploadDatasetResponse:
+        messages = aiter(request_iterator)
+        first = _message(await anext(messages, None) or pb.UploadDatasetRequest())
+        if first.WhichOneof("part") != "header":
+            raise InvalidSpec(FieldViolation("header", "the stream's first message must carry the header"))
+        if self.open_streams >= self.max_streams:  # uploads count among the open streams
+            raise ResourceExhausted(f"this server allows {self.max_streams} open streams; try again later")
+        self.open_streams += 1
+        stream: UploadStream | None = None
+        try:
+            stream = await self.uploads.open(datasets_api.header_from_proto(first.header, self.uploads))
+            async for request in messages:
+                if _message(request).WhichOneof("part") != "chunk":
+                    raise InvalidSpec(FieldViolation("chunk", "every message after the first must carry a chunk"))
+                await stream.write(request.chunk.offset, request.chunk.data)
+            record = await stream.finish()
+        finally:
+            self.open_streams -= 1
+            if stream is not None:
+                stream.release()  # a broken stream keeps the bytes held, for a resume
+        return pb.UploadDatasetResponse(dataset=datasets_api.dataset_to_proto(record))
+
+    @unary
+    async def ListDatasets(self, request: pb.ListDatasetsRequest, context) -> pb.ListDatasetsResponse:
+        check_page_token(request.page_token)
+        records, token = self.catalog.list(request.page_size, request.page_token)
+        return pb.ListDatasetsResponse(datasets=[datasets_api.dataset_to_proto(r) for r in records],
+                                       next_page_token=token)
+
+    @unary
+    async def GetDataset(self, request: pb.GetDatasetRequest, context) -> pb.GetDatasetResponse:
+        record = self.catalog.get(request.dataset_id)
+        report = await self.catalog.report(record, request.label_column)
+        return pb.GetDatasetResponse(dataset=datasets_api.dataset_to_proto(record, report))
+
+    @unary
+    async def DeleteDataset(self, request: pb.DeleteDatasetRequest, context) -> pb.DeleteDatasetResponse:
+        return pb.DeleteDatasetResponse(deleted=await self.catalog.delete(request.dataset_id))

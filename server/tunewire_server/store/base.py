@@ -1,7 +1,8 @@
-"""The Store protocol: the only way the job core touches persistence, and the records it deals in.
+"""The Store protocol: the only way the server touches persistence, and the records it deals in.
 
 A store holds jobs (a spec, the plan validation resolved for it, its state and progress fields) and each
-job's events, numbered 1, 2, 3... per job with no gaps. SQLite implements it today (sqlite.py); a
+job's events, numbered 1, 2, 3... per job with no gaps; uploaded datasets' metadata and the uploads in
+progress (the bytes themselves are files: see tunewire_server.datasets). SQLite implements it today (sqlite.py); a
 PostgreSQL store shared by several replicas can replace it (claim_next is where `FOR UPDATE SKIP LOCKED`
 and leases go). tests/unit/test_store.py is the contract every implementation must pass.
 """
@@ -56,6 +57,38 @@ class JobRecord:
     @property
     def plan(self) -> dict | None:
         return json.loads(self.plan_json) if self.plan_json is not None else None
+
+
+@dataclass(frozen=True)
+class UploadRecord:
+    """An upload in progress: what its client declared. The bytes received so far are its partial file."""
+
+    upload_id: str
+    name: str
+    format: str  # "jsonl" | "csv" | "tsv" | "parquet"
+    size: int
+    sha256: str  # lowercase hex
+    label_column: str = ""
+    created_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class DatasetRecord:
+    """An uploaded dataset: stored once per content (`sha256`), its id derived from it."""
+
+    id: str
+    ordinal: int  # the listing's order: 1, 2, 3... by arrival, never reused
+    name: str
+    format: str
+    size: int
+    sha256: str
+    created_at: float
+    file_name: str  # the stored file, relative to the uploaded datasets' folder
+    report_json: str  # the validation report, as JSON
+
+    @property
+    def report(self) -> dict:
+        return json.loads(self.report_json)
 
 
 @dataclass(frozen=True)
@@ -165,4 +198,35 @@ class Store(Protocol):
     def events_after(self, job_id: str, after_seq: int, limit: int = 1000) -> list[Event]:
         """At most `limit` of the job's events with a seq above after_seq, in seq order. after_seq is a
         signed 64-bit integer (the servicer clamps a client's value)."""
+        ...
+
+    # --- uploads and datasets ----------------------------------------------------------------------
+
+    def begin_upload(self, upload: UploadRecord) -> UploadRecord:
+        """Store an upload in progress, unless one with its upload_id is stored: then return that one
+        unchanged (the caller compares what was declared). A write method."""
+        ...
+
+    def get_upload(self, upload_id: str) -> UploadRecord | None:
+        ...
+
+    def delete_upload(self, upload_id: str) -> None:
+        """Forget an upload in progress (nothing if there is none). A write method."""
+        ...
+
+    def add_dataset(self, dataset_id: str, name: str, fmt: str, size: int, sha256: str, file_name: str,
+                    report_json: str, upload_id: str | None = None) -> DatasetRecord:
+        """Store a dataset (the next ordinal) and forget the upload `upload_id`, atomically. If a dataset
+        with this id is stored already, it is kept as it is and returned. A write method."""
+        ...
+
+    def get_dataset(self, dataset_id: str) -> DatasetRecord | None:
+        ...
+
+    def list_datasets(self, before_ordinal: int | None = None, limit: int = 50) -> list[DatasetRecord]:
+        """At most `limit` datasets with an ordinal below before_ordinal, newest first."""
+        ...
+
+    def delete_dataset(self, dataset_id: str) -> bool:
+        """Remove a dataset's record; False if there was none. A write method."""
         ...

@@ -22,11 +22,13 @@ from pathlib import Path
 from tunewire_server.jobs.states import JobState
 from tunewire_server.store.base import (
     BACK_OF_QUEUE,
+    DatasetRecord,
     DiskFull,
     Event,
     EventItem,
     JobRecord,
     T,
+    UploadRecord,
     is_disk_full,
     started_message,
 )
@@ -70,6 +72,29 @@ MIGRATIONS: list[str] = [
     # 2: the plan is stored with its job (before, in jobs/<id>/plan.json: those jobs keep a NULL plan).
     """
     ALTER TABLE jobs ADD COLUMN plan TEXT;
+    """,
+    # 3: uploaded datasets (metadata; the files live under the upload dir) and uploads in progress.
+    """
+    CREATE TABLE IF NOT EXISTS datasets (
+        id          TEXT PRIMARY KEY,
+        ordinal     INTEGER NOT NULL UNIQUE,
+        name        TEXT NOT NULL,
+        format      TEXT NOT NULL,
+        size        INTEGER NOT NULL,
+        sha256      TEXT NOT NULL UNIQUE,
+        created_at  REAL NOT NULL,
+        file_name   TEXT NOT NULL,
+        report      TEXT NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS uploads (
+        upload_id     TEXT PRIMARY KEY,
+        name          TEXT NOT NULL,
+        format        TEXT NOT NULL,
+        size          INTEGER NOT NULL,
+        sha256        TEXT NOT NULL,
+        label_column  TEXT NOT NULL DEFAULT '',
+        created_at    REAL NOT NULL
+    );
     """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -119,6 +144,17 @@ def _row_to_job(row: sqlite3.Row) -> JobRecord:
         queue_seq=row["queue_seq"],
         plan_json=row["plan"],
     )
+
+
+def _row_to_dataset(row: sqlite3.Row) -> DatasetRecord:
+    return DatasetRecord(id=row["id"], ordinal=row["ordinal"], name=row["name"], format=row["format"],
+                         size=row["size"], sha256=row["sha256"], created_at=row["created_at"],
+                         file_name=row["file_name"], report_json=row["report"])
+
+
+def _row_to_upload(row: sqlite3.Row) -> UploadRecord:
+    return UploadRecord(upload_id=row["upload_id"], name=row["name"], format=row["format"], size=row["size"],
+                        sha256=row["sha256"], label_column=row["label_column"], created_at=row["created_at"])
 
 
 class SQLiteStore:
@@ -331,3 +367,55 @@ class SQLiteStore:
         rows = self._read("SELECT seq, time, kind, payload FROM events WHERE job_id = ? AND seq > ? ORDER BY seq LIMIT ?",
                           (job_id, after_seq, limit))
         return [Event(job_id, r["seq"], r["time"], r["kind"], json.loads(r["payload"])) for r in rows]
+
+    # --- uploads and datasets ---------------------------------------------------------------
+
+    def begin_upload(self, upload: UploadRecord) -> UploadRecord:
+        """Insert the upload unless its id is stored; return the stored one."""
+        with self._lock, self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute(
+                "INSERT OR IGNORE INTO uploads (upload_id, name, format, size, sha256, label_column, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (upload.upload_id, upload.name, upload.format, upload.size, upload.sha256, upload.label_column,
+                 upload.created_at or time.time()))
+            row = self._db.execute("SELECT * FROM uploads WHERE upload_id = ?", (upload.upload_id,)).fetchone()
+        return _row_to_upload(row)
+
+    def get_upload(self, upload_id: str) -> UploadRecord | None:
+        rows = self._read("SELECT * FROM uploads WHERE upload_id = ?", (upload_id,))
+        return _row_to_upload(rows[0]) if rows else None
+
+    def delete_upload(self, upload_id: str) -> None:
+        with self._lock, self._db:
+            self._db.execute("DELETE FROM uploads WHERE upload_id = ?", (upload_id,))
+
+    def add_dataset(self, dataset_id: str, name: str, fmt: str, size: int, sha256: str, file_name: str,
+                    report_json: str, upload_id: str | None = None) -> DatasetRecord:
+        """Insert the dataset unless its id is stored, and forget the upload, in one transaction."""
+        with self._lock, self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            if self._db.execute("SELECT 1 FROM datasets WHERE id = ?", (dataset_id,)).fetchone() is None:
+                ordinal = self._db.execute("SELECT COALESCE(MAX(ordinal), 0) + 1 FROM datasets").fetchone()[0]
+                self._db.execute(
+                    "INSERT INTO datasets (id, ordinal, name, format, size, sha256, created_at, file_name, report)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (dataset_id, ordinal, name, fmt, size, sha256, time.time(), file_name, report_json))
+            if upload_id is not None:
+                self._db.execute("DELETE FROM uploads WHERE upload_id = ?", (upload_id,))
+            row = self._db.execute("SELECT * FROM datasets WHERE id = ?", (dataset_id,)).fetchone()
+        return _row_to_dataset(row)
+
+    def get_dataset(self, dataset_id: str) -> DatasetRecord | None:
+        rows = self._read("SELECT * FROM datasets WHERE id = ?", (dataset_id,))
+        return _row_to_dataset(rows[0]) if rows else None
+
+    def list_datasets(self, before_ordinal: int | None = None, limit: int = 50) -> list[DatasetRecord]:
+        """Newest first."""
+        where, args = ("ordinal < ?", [before_ordinal]) if before_ordinal is not None else ("1=1", [])
+        rows = self._read(f"SELECT * FROM datasets WHERE {where} ORDER BY ordinal DESC LIMIT ?", [*args, limit])
+        return [_row_to_dataset(r) for r in rows]
+
+    def delete_dataset(self, dataset_id: str) -> bool:
+        with self._lock, self._db:
+            return self._db.execute("DELETE FROM datasets WHERE id = ?", (dataset_id,)).rowcount > 0

@@ -1,4 +1,4 @@
-"""Where a dataset comes from (hub, file under the dataset root, or inline rows): checked and resolved
+"""Where a dataset comes from (hub, file under the dataset root, inline rows, or an uploaded dataset): checked and resolved
 into the DatasetPlan the worker loads. The rows themselves are scanned later (dataset_scan.scan_dataset).
 """
 
@@ -8,7 +8,8 @@ import os
 
 from tunewire.v1 import job_pb2
 from tunewire_server.config import Settings
-from tunewire_server.errors import preview
+from tunewire_server.datasets import layout
+from tunewire_server.errors import InvalidSpec, preview
 from tunewire_server.validation import dataset_scan, limits
 from tunewire_server.validation.common import FILE_FORMATS, DatasetPlan, Violations
 from tunewire_server.validation.dataset_scan import DatasetProblem
@@ -19,8 +20,10 @@ def check_dataset_source(ds: job_pb2.Dataset, field: str, default_split: str, se
                           v: Violations) -> DatasetPlan | None:
     source = ds.WhichOneof("source")
     if source is None:
-        v.add(field, "set one source: hub, file or inline")
+        v.add(field, "set one source: hub, file, inline or uploaded")
         return None
+    if source == "uploaded":
+        return _uploaded(ds, field, settings, v)
     if source == "hub":
         name = ds.hub.name
         if not looks_like_hub_id(name) or "/" not in name:
@@ -80,3 +83,29 @@ def check_dataset_source(ds: job_pb2.Dataset, field: str, default_split: str, se
         return None
     return DatasetPlan("file", path=str(path), format=fmt, max_samples=ds.max_samples,
                        root=str(settings.dataset_root), relative=ds.file.path, max_bytes=settings.max_dataset_bytes)
+
+
+def _uploaded(ds: job_pb2.Dataset, field: str, settings: Settings, v: Violations) -> DatasetPlan | None:
+    """An uploaded dataset's stored file, planned as a file: the same checks and the same safe open."""
+    ifield = f"{field}.uploaded.dataset_id"
+    try:
+        dataset_id = layout.check_dataset_id(ds.uploaded.dataset_id, ifield)
+    except InvalidSpec as exc:
+        v.items.extend(exc.violations)
+        return None
+    found = layout.find_stored(settings.upload_dir, dataset_id)
+    if found is None:
+        v.add(ifield, f"no uploaded dataset {dataset_id} (ListDatasets shows those there are)")
+        return None
+    file_name, fmt = found
+    root = layout.datasets_dir(settings.upload_dir)
+    try:
+        size = (root / file_name).stat().st_size
+    except OSError:  # deleted since it was found
+        v.add(ifield, f"no uploaded dataset {dataset_id} (ListDatasets shows those there are)")
+        return None
+    if size > settings.max_dataset_bytes:
+        v.add(ifield, f"dataset {dataset_id} is {size} bytes; the limit for jobs is {settings.max_dataset_bytes}")
+        return None
+    return DatasetPlan("file", path=str(root / file_name), format=fmt, max_samples=ds.max_samples,
+                       root=str(root), relative=file_name, max_bytes=settings.max_dataset_bytes)
