@@ -8,9 +8,24 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo demo-sft serve test proto lint bench bench-gpu clean
+.PHONY: install postgres-server demo demo-sft serve test proto lint bench bench-gpu clean
 
-install: $(VENV)/.installed
+install: $(VENV)/.installed postgres-server
+
+# PostgreSQL's server binaries, which the PostgreSQL store's tests start (tests/support/postgres.py):
+# Debian's `postgresql`, installed with apt only where no initdb is found (as root; otherwise a notice,
+# and those tests skip).
+postgres-server:
+	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing PostgreSQL (Debian's postgresql) for the PostgreSQL store's tests"; \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get update -qq && apt-get install -y -qq --no-install-recommends postgresql >/dev/null; \
+	  else \
+	    echo "note: no PostgreSQL server binaries and no root apt-get: the PostgreSQL store's tests will skip" \
+	         "(install Debian's postgresql)"; \
+	  fi; \
+	fi
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

@@ -1,0 +1,598 @@
+"""The PostgreSQL store (base.Store), shared by several replicas: psycopg 3 and a psycopg_pool pool.
+
+The same semantics as the SQLite store (sqlite.py), method for method. Where SQLite serialises every
+write with BEGIN IMMEDIATE, PostgreSQL serialises only what must be: a transaction-scoped advisory lock
+orders the writes that number jobs (create_job's ordinal and queue position, a job sent to the back of
+the queue), a job's row lock numbers its events (the seq is taken from jobs.last_seq in the same
+transaction as the insert: no gaps, no duplicates), and claim_next takes the first queued job with
+`FOR UPDATE SKIP LOCKED`, so replicas claiming at once never take the same job nor wait for each other.
+
+Leases (beyond the Store protocol, for the many-replica scheduler): a claim may hold the job's lease
+(owner, attempt; expiry on the database's clock), renewed by heartbeat (renew_lease); writes given a
+`fence` apply only while that lease is the job's, else LeaseLost; a job whose lease expired is taken
+over by a write fenced with Lease(..., expired=True) that queues it again (expired_leases lists them).
+
+Schema migrations are numbered (the `schema_version` table: one row per migration applied), each in
+one transaction, under a session advisory lock: replicas starting at once migrate once.
+
+The methods are synchronous, like SQLite's: the control plane runs writes through `write` (one writer
+thread per store, so this process's writes keep their order) and reads from any thread, each on a
+pooled connection in autocommit mode (a read never waits for a write: MVCC).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg.conninfo import conninfo_to_dict
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from tunewire_server.jobs.states import JobState
+from tunewire_server.store.base import (
+    BACK_OF_QUEUE,
+    DatasetRecord,
+    DiskFull,
+    Event,
+    EventItem,
+    JobRecord,
+    T,
+    UploadRecord,
+    started_message,
+)
+
+# Migration n brings a database from version n-1 to n (`schema_version` holds the versions applied).
+MIGRATIONS: list[str] = [
+    # 1: the SQLite store's schema at its version 3: jobs (with queue positions and plans), events, the
+    # probe row, uploaded datasets and uploads in progress. JSON is stored as text, as SQLite stores it,
+    # so list_sizes counts the same bytes.
+    """
+    CREATE TABLE jobs (
+        id          TEXT PRIMARY KEY,
+        ordinal     BIGINT NOT NULL UNIQUE,
+        request_id  TEXT UNIQUE,
+        spec        TEXT NOT NULL,
+        plan        TEXT,
+        state       TEXT NOT NULL,
+        error       TEXT,
+        created_at  DOUBLE PRECISION NOT NULL,
+        started_at  DOUBLE PRECISION,
+        ended_at    DOUBLE PRECISION,
+        attempts    INTEGER NOT NULL DEFAULT 0,
+        last_seq    BIGINT NOT NULL DEFAULT 0,
+        progress    DOUBLE PRECISION NOT NULL DEFAULT 0,
+        metrics     TEXT NOT NULL DEFAULT '{}',
+        queue_seq   BIGINT NOT NULL DEFAULT 0
+    );
+    CREATE INDEX jobs_state ON jobs (state, ordinal);
+    CREATE INDEX jobs_queue ON jobs (state, queue_seq, ordinal);
+    CREATE TABLE events (
+        job_id   TEXT NOT NULL REFERENCES jobs (id),
+        seq      BIGINT NOT NULL,
+        time     DOUBLE PRECISION NOT NULL,
+        kind     TEXT NOT NULL,
+        payload  TEXT NOT NULL,
+        PRIMARY KEY (job_id, seq)
+    );
+    CREATE TABLE probe (id INTEGER PRIMARY KEY, at DOUBLE PRECISION NOT NULL);
+    CREATE TABLE datasets (
+        id          TEXT PRIMARY KEY,
+        ordinal     BIGINT NOT NULL UNIQUE,
+        name        TEXT NOT NULL,
+        format      TEXT NOT NULL,
+        size        BIGINT NOT NULL,
+        sha256      TEXT NOT NULL UNIQUE,
+        created_at  DOUBLE PRECISION NOT NULL,
+        file_name   TEXT NOT NULL,
+        report      TEXT NOT NULL
+    );
+    CREATE TABLE uploads (
+        upload_id     TEXT PRIMARY KEY,
+        name          TEXT NOT NULL,
+        format        TEXT NOT NULL,
+        size          BIGINT NOT NULL,
+        sha256        TEXT NOT NULL,
+        label_column  TEXT NOT NULL DEFAULT '',
+        created_at    DOUBLE PRECISION NOT NULL
+    )
+    """,
+    # 2: leases. The replica running a job holds it until lease_expires_at (the database's clock, so
+    # replicas' clocks need not agree), renewing it by heartbeat; (lease_owner, attempts) fences its writes.
+    """
+    ALTER TABLE jobs ADD COLUMN lease_owner TEXT;
+    ALTER TABLE jobs ADD COLUMN lease_expires_at DOUBLE PRECISION;
+    CREATE INDEX jobs_lease ON jobs (lease_expires_at) WHERE lease_owner IS NOT NULL
+    """,
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+# Advisory lock keys (pg_advisory_lock(int, int)): tunewire's namespace, then what the lock guards.
+_LOCK_SPACE = 0x74756E65  # "tune"
+_LOCK_MIGRATIONS = 1
+_LOCK_JOB_ORDER = 2  # ordinals and queue positions of jobs: numbered one writer at a time
+_LOCK_DATASET_ORDER = 3
+
+_BACK_SQL = "(SELECT COALESCE(MAX(queue_seq), 0) + 1 FROM jobs)"  # BACK_OF_QUEUE
+_NOW_SQL = "extract(epoch FROM clock_timestamp())::float8"  # the database's clock, the same for every replica
+_HELD = (JobState.RUNNING, JobState.CANCELLING)  # the states in which a job's lease is held
+_CONNECT_TIMEOUT_S = 5
+_PASSWORD_PARAM = re.compile(r"(password\s*=\s*)('[^']*'|[^\s&]+)", re.IGNORECASE)
+_POOL_TIMEOUT_S = 10.0
+
+
+class StoreUnavailable(DiskFull):
+    """A store write failed because PostgreSQL could not be reached (down, restarting, a lost connection).
+
+    A DiskFull so that the job core treats it as it treats a full disk: the store reports itself not
+    writable, writes are retried after pauses and a probe tells when the store can write again."""
+
+
+class LeaseLost(Exception):
+    """A fenced write refused: the job's lease is no longer the one the writer holds (another replica
+    took the job over, or it left RUNNING/CANCELLING). Nothing was written."""
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A claim on a running job: who holds it and for which attempt (the fencing token: every claim adds
+    one to the job's attempts). As a `fence` on a write, the write applies only while this lease is the
+    job's; with `expired=True` (a replica taking an abandoned job over) only once it has also expired."""
+
+    owner: str
+    attempt: int
+    expires_at: float = 0.0  # the database's clock, in seconds since the epoch (as read; not compared)
+    expired: bool = False
+
+
+class StoreConnectError(ValueError):
+    """The `store` setting names no PostgreSQL this server can use (a malformed URL, an unreachable or
+    refusing server, a schema newer than this version knows). A ValueError: a bad setting at start."""
+
+
+def redact(url: str) -> str:
+    """The URL (or key=value connection string) as it can be shown: any password replaced by ***."""
+    with contextlib.suppress(ValueError):
+        parts = urlsplit(url)
+        if parts.password:
+            url = parts._replace(netloc=parts.netloc.replace(":" + parts.password + "@", ":***@", 1)).geturl()
+    return _PASSWORD_PARAM.sub(r"\1***", url)
+
+
+def _scrub(message: str, url: str) -> str:
+    """The first line of an error message, with the URL's password (if any) replaced by ***."""
+    password = None
+    with contextlib.suppress(ValueError):
+        password = urlsplit(url).password
+    if password:
+        message = message.replace(password, "***")
+    lines = _PASSWORD_PARAM.sub(r"\1***", message).strip().splitlines()
+    return lines[0] if lines else ""
+
+
+def _is_unavailable(exc: BaseException) -> bool:
+    """Whether a write failed because the server is out of reach (rather than for what the write did)."""
+    if isinstance(exc, PoolTimeout):
+        return True
+    if isinstance(exc, (pg_errors.AdminShutdown, pg_errors.CannotConnectNow, pg_errors.CrashShutdown)):
+        return True
+    sqlstate = getattr(exc, "sqlstate", None)
+    if sqlstate is not None:
+        return sqlstate.startswith("08")  # connection exceptions
+    return isinstance(exc, psycopg.OperationalError)  # a lost connection has no SQLSTATE
+
+
+def _set_clause(fields: dict) -> tuple[str, list]:
+    """`col = %s, ...` and its values for a job's fields, each encoded as the jobs table stores it."""
+    cols, values = [], []
+    for key, value in fields.items():
+        if key == "state":
+            value = value.value
+        elif key in ("error", "metrics") and value is not None:
+            value = json.dumps(value)
+        if value is BACK_OF_QUEUE:
+            cols.append(f"{key} = {_BACK_SQL}")
+        else:
+            cols.append(f"{key} = %s")
+            values.append(value)
+    state = fields.get("state")
+    if state is not None and state not in _HELD:  # queued again or ended: nobody holds it any more
+        cols += ["lease_owner = NULL", "lease_expires_at = NULL"]
+    return ", ".join(cols), values
+
+
+def _fence_clause(fence: Lease | None) -> tuple[str, list]:
+    """` AND ...` restricting a job update to the lease `fence` (nothing without one)."""
+    if fence is None:
+        return "", []
+    clause = " AND lease_owner = %s AND attempts = %s"
+    if fence.expired:
+        clause += f" AND lease_expires_at < {_NOW_SQL}"
+    return clause, [fence.owner, fence.attempt]
+
+
+def _row_to_job(row: dict) -> JobRecord:
+    return JobRecord(
+        id=row["id"],
+        ordinal=row["ordinal"],
+        request_id=row["request_id"],
+        spec_json=row["spec"],
+        state=JobState(row["state"]),
+        error=json.loads(row["error"]) if row["error"] else None,
+        created_at=row["created_at"],
+        started_at=row["started_at"],
+        ended_at=row["ended_at"],
+        attempts=row["attempts"],
+        last_seq=row["last_seq"],
+        progress=row["progress"],
+        metrics=json.loads(row["metrics"]),
+        queue_seq=row["queue_seq"],
+        plan_json=row["plan"],
+    )
+
+
+def _row_to_dataset(row: dict) -> DatasetRecord:
+    return DatasetRecord(id=row["id"], ordinal=row["ordinal"], name=row["name"], format=row["format"],
+                         size=row["size"], sha256=row["sha256"], created_at=row["created_at"],
+                         file_name=row["file_name"], report_json=row["report"])
+
+
+def _row_to_upload(row: dict) -> UploadRecord:
+    return UploadRecord(upload_id=row["upload_id"], name=row["name"], format=row["format"], size=row["size"],
+                        sha256=row["sha256"], label_column=row["label_column"], created_at=row["created_at"])
+
+
+def _in(values: Sequence) -> str:
+    return ", ".join(["%s"] * len(values))
+
+
+class PostgresStore:
+    """A base.Store in a PostgreSQL database, which several replicas may share. Thread-safe."""
+
+    def __init__(self, url: str, *, pool_size: int = 8, pool_timeout_s: float = _POOL_TIMEOUT_S):
+        self.url = url
+        conninfo = self._conninfo(url)
+        kwargs = {"autocommit": True, "row_factory": dict_row}
+        if "connect_timeout" not in conninfo:
+            kwargs["connect_timeout"] = _CONNECT_TIMEOUT_S
+        self._connect_kwargs = kwargs
+        self._migrate()
+        # check_connection: a connection lost while idle (a server restart) is replaced at checkout.
+        self._pool = ConnectionPool(url, min_size=1, max_size=pool_size, kwargs=kwargs, open=False,
+                                    check=ConnectionPool.check_connection, timeout=pool_timeout_s,
+                                    name="tunewire-store")
+        self._pool.open(wait=True, timeout=pool_timeout_s)
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tunewire-store")
+        self._closed = threading.Event()
+        self.writable = True  # False from a write that failed for want of space (or of the server) to the next
+
+    @staticmethod
+    def _conninfo(url: str) -> dict:
+        try:
+            return conninfo_to_dict(url)
+        except psycopg.Error as exc:
+            raise StoreConnectError(f"store: not a valid PostgreSQL URL ({_scrub(str(exc), url)}); expected "
+                                    "postgresql://USER:PASSWORD@HOST:PORT/DATABASE") from None
+
+    def _connect(self) -> psycopg.Connection:
+        try:
+            return psycopg.connect(self.url, **self._connect_kwargs)
+        except psycopg.Error as exc:
+            raise StoreConnectError(f"store: cannot connect to PostgreSQL at {redact(self.url)}: "
+                                    f"{_scrub(str(exc), self.url)}") from None
+
+    def _migrate(self) -> None:
+        """Apply the migrations this database lacks, each in its own transaction, one replica at a time."""
+        with self._connect() as conn:
+            conn.execute("SELECT pg_advisory_lock(%s, %s)", (_LOCK_SPACE, _LOCK_MIGRATIONS))
+            try:
+                conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY,"
+                             " applied_at TIMESTAMPTZ NOT NULL DEFAULT now())")
+                version = conn.execute("SELECT COALESCE(MAX(version), 0) AS v FROM schema_version").fetchone()["v"]
+                if version > SCHEMA_VERSION:
+                    raise StoreConnectError(f"store: the database at {redact(self.url)} has schema version "
+                                            f"{version}, newer than this server's {SCHEMA_VERSION}: run a newer "
+                                            "tunewire-server")
+                for number in range(version + 1, SCHEMA_VERSION + 1):
+                    with conn.transaction():
+                        conn.execute(MIGRATIONS[number - 1])
+                        conn.execute("INSERT INTO schema_version (version) VALUES (%s)", (number,))
+            finally:
+                if not conn.closed:
+                    conn.execute("SELECT pg_advisory_unlock(%s, %s)", (_LOCK_SPACE, _LOCK_MIGRATIONS))
+
+    def schema_versions(self) -> list[int]:
+        """The migrations applied to this database, in order."""
+        return [r["version"] for r in self._read("SELECT version FROM schema_version ORDER BY version")]
+
+    # --- connections --------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[psycopg.Connection]:
+        """A pooled connection inside one transaction: committed when the block ends, rolled back if it raises."""
+        with self._pool.connection() as conn, conn.transaction():
+            yield conn
+
+    def _read(self, sql: str, args: Sequence = ()) -> list[dict]:
+        with self._pool.connection() as conn:
+            return conn.execute(sql, args).fetchall()
+
+    @staticmethod
+    def _lock(conn: psycopg.Connection, what: int) -> None:
+        """Take a transaction-scoped advisory lock: released at commit or rollback."""
+        conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (_LOCK_SPACE, what))
+
+    async def write(self, method: Callable[..., T], *args, **kwargs) -> T:
+        """Run a write method on this store's writer thread: in order, off the event loop. Raises DiskFull
+        when the database's disk is full, StoreUnavailable (a DiskFull) when the server cannot be reached."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._writer, functools.partial(self._guarded, method, *args, **kwargs))
+
+    def _guarded(self, method: Callable[..., T], *args, **kwargs) -> T:
+        try:
+            result = method(*args, **kwargs)
+        except Exception as exc:
+            if isinstance(exc, pg_errors.DiskFull):
+                self.writable = False
+                raise DiskFull(f"the database's disk is full: {_scrub(str(exc), self.url)}") from None
+            if _is_unavailable(exc):
+                self.writable = False
+                raise StoreUnavailable(f"the store (PostgreSQL at {redact(self.url)}) cannot be reached: "
+                                       f"{_scrub(str(exc), self.url) or type(exc).__name__}") from None
+            raise
+        self.writable = True
+        return result
+
+    def probe(self) -> None:
+        """A small real write: whether the store can write again (run it through `write`)."""
+        with self._tx() as conn:
+            conn.execute("INSERT INTO probe (id, at) VALUES (1, %s) ON CONFLICT (id) DO UPDATE SET at = EXCLUDED.at",
+                         (time.time(),))
+
+    def close(self) -> None:
+        """Finish pending writes and close the pool; a second call does nothing."""
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        self._writer.shutdown(wait=True)
+        self._pool.close()
+
+    # --- jobs -------------------------------------------------------------------------------
+
+    def create_job(self, job_id: str, spec_json: str, request_id: str | None, first_event: tuple[str, dict],
+                   plan_json: str | None = None) -> JobRecord:
+        """Insert a QUEUED job and its first event in one transaction. A used request_id raises
+        psycopg.errors.UniqueViolation (the unique index decides, across replicas)."""
+        now = time.time()
+        kind, payload = first_event
+        with self._tx() as conn:
+            self._lock(conn, _LOCK_JOB_ORDER)
+            row = conn.execute(
+                "INSERT INTO jobs (id, ordinal, request_id, spec, plan, state, created_at, last_seq, queue_seq)"
+                " VALUES (%s, (SELECT COALESCE(MAX(ordinal), 0) + 1 FROM jobs), %s, %s, %s, %s, %s, 1,"
+                f" {_BACK_SQL}) RETURNING *",
+                (job_id, request_id, spec_json, plan_json, JobState.QUEUED.value, now)).fetchone()
+            conn.execute("INSERT INTO events (job_id, seq, time, kind, payload) VALUES (%s, 1, %s, %s, %s)",
+                         (job_id, now, kind, json.dumps(payload)))
+        return _row_to_job(row)
+
+    def claim_next(self, describe: Callable[[int], str] = started_message, *, owner: str | None = None,
+                   lease_s: float | None = None) -> tuple[JobRecord, Event] | None:
+        """The first QUEUED job in queue order, moved to RUNNING with its state_change event (base.Store).
+        SKIP LOCKED: a job another transaction holds (claimed by another replica right now) is passed over.
+        With `owner` and `lease_s`, the claim holds the job's lease for lease_s seconds (`lease`)."""
+        if (owner is None) != (lease_s is None):
+            raise ValueError("claim_next: a lease needs both its owner and lease_s")
+        now = time.time()
+        with self._tx() as conn:
+            row = conn.execute(
+                "WITH next AS (SELECT id FROM jobs WHERE state = %s ORDER BY queue_seq, ordinal LIMIT 1"
+                " FOR UPDATE SKIP LOCKED)"
+                # a started_at of 0 counts as unset, as in the SQLite store
+                " UPDATE jobs SET state = %s, attempts = jobs.attempts + 1,"
+                " started_at = COALESCE(NULLIF(jobs.started_at, 0), %s), last_seq = jobs.last_seq + 1,"
+                f" lease_owner = %s, lease_expires_at = {_NOW_SQL} + %s"
+                " FROM next WHERE jobs.id = next.id RETURNING jobs.*",
+                (JobState.QUEUED.value, JobState.RUNNING.value, now, owner, lease_s)).fetchone()
+            if row is None:
+                return None
+            payload = {"state": JobState.RUNNING.value, "message": describe(row["attempts"])}
+            conn.execute("INSERT INTO events (job_id, seq, time, kind, payload) VALUES (%s, %s, %s, 'state_change', %s)",
+                         (row["id"], row["last_seq"], now, json.dumps(payload)))
+        return _row_to_job(row), Event(row["id"], row["last_seq"], now, "state_change", payload)
+
+    # --- leases ----------------------------------------------------------------------------------
+
+    def lease(self, job_id: str) -> Lease | None:
+        """The lease held on the job (None if nobody holds one); `expired` says whether it has run out."""
+        rows = self._read(f"SELECT lease_owner, attempts, lease_expires_at, lease_expires_at < {_NOW_SQL} AS expired"
+                          " FROM jobs WHERE id = %s AND lease_owner IS NOT NULL", (job_id,))
+        if not rows:
+            return None
+        r = rows[0]
+        return Lease(r["lease_owner"], r["attempts"], r["lease_expires_at"], bool(r["expired"]))
+
+    def renew_lease(self, lease: Lease, job_id: str, lease_s: float) -> bool:
+        """Hold the job lease_s seconds more (a heartbeat); False if the lease is no longer `lease` (taken
+        over, or the job left RUNNING/CANCELLING): its holder must stop writing for the job. A write method."""
+        clause, args = _fence_clause(Lease(lease.owner, lease.attempt))
+        with self._tx() as conn:
+            return conn.execute(f"UPDATE jobs SET lease_expires_at = {_NOW_SQL} + %s WHERE id = %s{clause}",
+                                (lease_s, job_id, *args)).rowcount == 1
+
+    def expired_leases(self) -> list[JobRecord]:
+        """The RUNNING or CANCELLING jobs whose lease ran out (their replica died or stopped renewing), in
+        the queue's order: another replica takes each over with a write fenced by Lease(..., expired=True)."""
+        rows = self._read(f"SELECT * FROM jobs WHERE state = ANY(%s) AND lease_expires_at < {_NOW_SQL}"
+                          " ORDER BY queue_seq, ordinal", ([s.value for s in _HELD],))
+        return [_row_to_job(r) for r in rows]
+
+    # --- jobs, continued -----------------------------------------------------------------------
+
+    def get_job(self, job_id: str) -> JobRecord | None:
+        rows = self._read("SELECT * FROM jobs WHERE id = %s", (job_id,))
+        return _row_to_job(rows[0]) if rows else None
+
+    def get_job_by_request_id(self, request_id: str) -> JobRecord | None:
+        rows = self._read("SELECT * FROM jobs WHERE request_id = %s", (request_id,))
+        return _row_to_job(rows[0]) if rows else None
+
+    def list_jobs(self, states: Sequence[JobState] = (), before_ordinal: int | None = None,
+                  limit: int = 50) -> list[JobRecord]:
+        """Newest first."""
+        where, args = self._list_filter(states, before_ordinal)
+        rows = self._read(f"SELECT * FROM jobs WHERE {where} ORDER BY ordinal DESC LIMIT %s", [*args, limit])
+        return [_row_to_job(r) for r in rows]
+
+    def list_sizes(self, states: Sequence[JobState] = (), before_ordinal: int | None = None,
+                   limit: int = 50) -> list[tuple[int, int]]:
+        """(ordinal, stored bytes of its spec, error, metrics and request id) of what `list_jobs` would
+        return, newest first, without reading the records: a page can be sized before it is read."""
+        size = ("octet_length(spec) + COALESCE(octet_length(error), 0) + octet_length(metrics)"
+                " + COALESCE(octet_length(request_id), 0)")
+        where, args = self._list_filter(states, before_ordinal)
+        rows = self._read(f"SELECT ordinal, {size} AS size FROM jobs WHERE {where} ORDER BY ordinal DESC LIMIT %s",
+                          [*args, limit])
+        return [(r["ordinal"], r["size"]) for r in rows]
+
+    def jobs_by_ordinals(self, ordinals: Sequence[int]) -> list[JobRecord]:
+        """The jobs with these ordinals (those that exist), newest first."""
+        if not ordinals:
+            return []
+        rows = self._read("SELECT * FROM jobs WHERE ordinal = ANY(%s) ORDER BY ordinal DESC", (list(ordinals),))
+        return [_row_to_job(r) for r in rows]
+
+    @staticmethod
+    def _list_filter(states: Sequence[JobState], before_ordinal: int | None) -> tuple[str, list]:
+        where, args = "TRUE", []
+        if states:
+            where += f" AND state IN ({_in(states)})"
+            args += [s.value for s in states]
+        if before_ordinal is not None:
+            where += " AND ordinal < %s"
+            args.append(before_ordinal)
+        return where, args
+
+    def jobs_in_states(self, states: Iterable[JobState]) -> list[JobRecord]:
+        """In the queue's order: by queue position (a retried job behind those queued before its retry),
+        then by age."""
+        values = [s.value for s in states]
+        rows = self._read("SELECT * FROM jobs WHERE state = ANY(%s) ORDER BY queue_seq, ordinal", (values,))
+        return [_row_to_job(r) for r in rows]
+
+    def count_in_states(self, states: Iterable[JobState]) -> int:
+        values = [s.value for s in states]
+        return self._read("SELECT COUNT(*) AS n FROM jobs WHERE state = ANY(%s)", (values,))[0]["n"]
+
+    def update_job(self, job_id: str, *, fence: Lease | None = None, **fields) -> None:
+        """Set job fields without an event; with `fence`, only while that lease is the job's (else LeaseLost)."""
+        cols, values = _set_clause(fields)
+        clause, args = _fence_clause(fence)
+        with self._tx() as conn:
+            if any(v is BACK_OF_QUEUE for v in fields.values()):
+                self._lock(conn, _LOCK_JOB_ORDER)
+            updated = conn.execute(f"UPDATE jobs SET {cols} WHERE id = %s{clause}", (*values, job_id, *args)).rowcount
+            if fence is not None and updated == 0:
+                raise LeaseLost(f"job {job_id}: the lease of {fence.owner} (attempt {fence.attempt}) is not held")
+
+    # --- events -----------------------------------------------------------------------------
+
+    def append_event(self, job_id: str, kind: str, payload: dict, job_fields: dict | None = None,
+                     at: float | None = None, *, fence: Lease | None = None) -> Event:
+        """Store an event with the job's next seq, and optionally update the job, atomically."""
+        return self.append_events(job_id, [(kind, payload, job_fields, at)], fence=fence)[0]
+
+    def append_events(self, job_id: str, items: Sequence[EventItem], *, fence: Lease | None = None) -> list[Event]:
+        """Store several events with the job's next seqs and apply their job fields in order, in one
+        transaction. The seqs come from the job's row, updated (so locked) first: appends to one job
+        from several connections queue behind each other and number on. With `fence`, only while that
+        lease is the job's: else LeaseLost, and nothing is written."""
+        fields: dict = {}
+        rows = []
+        for kind, payload, job_fields, at in items:
+            rows.append((kind, payload, at or time.time()))
+            fields.update(job_fields or {})
+        cols, values = _set_clause(fields)
+        clause, args = _fence_clause(fence)
+        with self._tx() as conn:
+            if any(v is BACK_OF_QUEUE for v in fields.values()):
+                self._lock(conn, _LOCK_JOB_ORDER)
+            found = conn.execute(f"UPDATE jobs SET last_seq = last_seq + %s{', ' + cols if cols else ''}"
+                                 f" WHERE id = %s{clause} RETURNING last_seq",
+                                 (len(rows), *values, job_id, *args)).fetchone()
+            if found is None and fence is not None:
+                raise LeaseLost(f"job {job_id}: the lease of {fence.owner} (attempt {fence.attempt}) is not held")
+            if found is None:
+                raise LookupError(f"no job {job_id!r} in the store")
+            first = found["last_seq"] - len(rows) + 1
+            with conn.cursor() as cur:
+                cur.executemany("INSERT INTO events (job_id, seq, time, kind, payload) VALUES (%s, %s, %s, %s, %s)",
+                                [(job_id, first + i, now, kind, json.dumps(payload))
+                                 for i, (kind, payload, now) in enumerate(rows)])
+        return [Event(job_id, first + i, now, kind, payload) for i, (kind, payload, now) in enumerate(rows)]
+
+    def events_after(self, job_id: str, after_seq: int, limit: int = 1000) -> list[Event]:
+        rows = self._read("SELECT seq, time, kind, payload FROM events WHERE job_id = %s AND seq > %s"
+                          " ORDER BY seq LIMIT %s", (job_id, after_seq, limit))
+        return [Event(job_id, r["seq"], r["time"], r["kind"], json.loads(r["payload"])) for r in rows]
+
+    # --- uploads and datasets ---------------------------------------------------------------
+
+    def begin_upload(self, upload: UploadRecord) -> UploadRecord:
+        """Insert the upload unless its id is stored; return the stored one."""
+        with self._tx() as conn:
+            conn.execute(
+                "INSERT INTO uploads (upload_id, name, format, size, sha256, label_column, created_at)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (upload_id) DO NOTHING",
+                (upload.upload_id, upload.name, upload.format, upload.size, upload.sha256, upload.label_column,
+                 upload.created_at or time.time()))
+            row = conn.execute("SELECT * FROM uploads WHERE upload_id = %s", (upload.upload_id,)).fetchone()
+        return _row_to_upload(row)
+
+    def get_upload(self, upload_id: str) -> UploadRecord | None:
+        rows = self._read("SELECT * FROM uploads WHERE upload_id = %s", (upload_id,))
+        return _row_to_upload(rows[0]) if rows else None
+
+    def delete_upload(self, upload_id: str) -> None:
+        with self._tx() as conn:
+            conn.execute("DELETE FROM uploads WHERE upload_id = %s", (upload_id,))
+
+    def add_dataset(self, dataset_id: str, name: str, fmt: str, size: int, sha256: str, file_name: str,
+                    report_json: str, upload_id: str | None = None) -> DatasetRecord:
+        """Insert the dataset unless its id is stored, and forget the upload, in one transaction."""
+        with self._tx() as conn:
+            self._lock(conn, _LOCK_DATASET_ORDER)  # numbers datasets one at a time; a concurrent twin waits
+            conn.execute(
+                "INSERT INTO datasets (id, ordinal, name, format, size, sha256, created_at, file_name, report)"
+                " VALUES (%s, (SELECT COALESCE(MAX(ordinal), 0) + 1 FROM datasets), %s, %s, %s, %s, %s, %s, %s)"
+                " ON CONFLICT (id) DO NOTHING",
+                (dataset_id, name, fmt, size, sha256, time.time(), file_name, report_json))
+            if upload_id is not None:
+                conn.execute("DELETE FROM uploads WHERE upload_id = %s", (upload_id,))
+            row = conn.execute("SELECT * FROM datasets WHERE id = %s", (dataset_id,)).fetchone()
+        return _row_to_dataset(row)
+
+    def get_dataset(self, dataset_id: str) -> DatasetRecord | None:
+        rows = self._read("SELECT * FROM datasets WHERE id = %s", (dataset_id,))
+        return _row_to_dataset(rows[0]) if rows else None
+
+    def list_datasets(self, before_ordinal: int | None = None, limit: int = 50) -> list[DatasetRecord]:
+        """Newest first."""
+        where, args = ("ordinal < %s", [before_ordinal]) if before_ordinal is not None else ("TRUE", [])
+        rows = self._read(f"SELECT * FROM datasets WHERE {where} ORDER BY ordinal DESC LIMIT %s", [*args, limit])
+        return [_row_to_dataset(r) for r in rows]
+
+    def delete_dataset(self, dataset_id: str) -> bool:
+        with self._tx() as conn:
+            return conn.execute("DELETE FROM datasets WHERE id = %s", (dataset_id,)).rowcount > 0
