@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 
@@ -9,6 +10,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from prometheus_client.core import GaugeMetricFamily
 
 from tunewire_server.jobs.states import JobState
+from tunewire_server.protocol import TrainLog
 
 DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 14400, 43200, 86400)
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -62,14 +64,15 @@ class Metrics:
             self._http.shutdown()
             self._http.server_close()
 
-    def train_log(self, payload: dict) -> None:
-        now, step = time.monotonic(), payload.get("step")
+    def train_log(self, log: TrainLog) -> None:
+        """Update the running job's step and token rates from its train log."""
+        now, step = time.monotonic(), log.step
         if isinstance(step, (int, float)):
             if self._last_log is not None and step > self._last_log[1] and now > self._last_log[0]:
                 self.steps_per_second.set((step - self._last_log[1]) / (now - self._last_log[0]))
             self._last_log = (now, step)
-        tps = payload.get("tokens_per_second")
-        if isinstance(tps, (int, float)):
+        tps = log.tokens_per_second
+        if tps is not None and math.isfinite(tps):
             self.tokens_per_second.set(tps)
 
     def job_ended(self, state: JobState, started_at: float | None, ended_at: float) -> None:

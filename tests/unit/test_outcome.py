@@ -1,10 +1,11 @@
 """Every branch of the decision that ends a job's attempt (server/tunewire_server/outcome.py)."""
 
-from tunewire_server.jobs.outcome import RESUME, decide, retry_limit, system_error
+from tunewire_server.jobs.outcome import RESUME, decide, retry_limit
 from tunewire_server.jobs.states import JobState
+from tunewire_server.protocol import JobError, Result
 
-USER = {"code": "BAD_DATA", "kind": "USER", "field": "train_dataset", "message": "row 3 has no label"}
-SYSTEM = system_error("CUDA_OOM", "out of memory")
+USER = JobError("BAD_DATA", "USER", "row 3 has no label", "train_dataset")
+SYSTEM = JobError.system("CUDA_OOM", "out of memory")
 
 
 def ended(**facts):
@@ -15,20 +16,20 @@ def ended(**facts):
 
 
 def test_success_needs_exit_0_a_result_and_the_saved_model():
-    done = ended(exit_code=0, result={"metrics": {"loss": 0.5}}, model_saved=True)
+    done = ended(exit_code=0, result=Result({"loss": 0.5}), model_saved=True)
     assert (done.state, done.metrics, done.error) == (JobState.SUCCEEDED, {"loss": 0.5}, None)
-    assert ended(exit_code=0, result={"metrics": {}}, model_saved=False).state != JobState.SUCCEEDED
+    assert ended(exit_code=0, result=Result({}), model_saved=False).state != JobState.SUCCEEDED
     assert ended(exit_code=0, result=None, model_saved=True).state != JobState.SUCCEEDED
 
 
 def test_a_cancel_wins_over_everything():
-    assert ended(cancel_requested=True, error=SYSTEM, exit_code=0, result={}, model_saved=True,
-                 recording_error=system_error("DISK_FULL", "full"), stopping=True).state == JobState.CANCELLED
+    assert ended(cancel_requested=True, error=SYSTEM, exit_code=0, result=Result(), model_saved=True,
+                 recording_error=JobError.system("DISK_FULL", "full"), stopping=True).state == JobState.CANCELLED
 
 
 def test_a_job_whose_progress_could_not_be_stored_fails_with_that_error_and_is_not_retried():
-    disk = system_error("DISK_FULL", "the disk is full")
-    out = ended(recording_error=disk, error=SYSTEM, exit_code=0, result={}, model_saved=True)
+    disk = JobError.system("DISK_FULL", "the disk is full")
+    out = ended(recording_error=disk, error=SYSTEM, exit_code=0, result=Result(), model_saved=True)
     assert (out.state, out.error) == (JobState.FAILED, disk)
 
 
@@ -43,7 +44,7 @@ def test_a_user_error_is_never_retried():
 
 
 def test_an_error_without_a_known_kind_is_not_retried():
-    assert ended(error={"code": "X", "message": "?"}, max_retries=5).state == JobState.FAILED
+    assert ended(error=JobError.from_dict({"code": "X", "message": "?"}), max_retries=5).state == JobState.FAILED
 
 
 def test_a_system_error_is_retried_while_retries_are_left():
@@ -57,10 +58,10 @@ def test_a_system_error_is_retried_while_retries_are_left():
 
 def test_a_crash_without_a_message_is_a_retried_system_error_that_says_how_the_worker_ended():
     out = ended(exit_code=-9, exit_description="the training worker was killed by SIGKILL", attempt=1, max_retries=1)
-    assert out.state == JobState.QUEUED and out.error["code"] == "WORKER_CRASHED"
-    assert out.error["kind"] == "SYSTEM" and "SIGKILL" in out.error["message"]
+    assert out.state == JobState.QUEUED and out.error.code == "WORKER_CRASHED"
+    assert out.error.kind == "SYSTEM" and "SIGKILL" in out.error.message
     last = ended(exit_code=-9, exit_description="killed", attempt=2, max_retries=1)
-    assert (last.state, last.error["code"]) == (JobState.FAILED, "WORKER_CRASHED")
+    assert (last.state, last.error.code) == (JobState.FAILED, "WORKER_CRASHED")
 
 
 def test_retries_are_capped_by_the_setting():

@@ -13,6 +13,7 @@ from google.protobuf import json_format
 
 from tests.support.disk import tmpfs
 from tunewire.spec import spec_from_dict
+from tunewire_server.protocol import CheckpointSaved, ErrorMessage, JobError, JobRequest, Message
 from tunewire_server.worker.training import classification, sft
 from tunewire_server.worker.training.callback import Control
 from tunewire_server.worker.training.failures import MAX_MESSAGE, classify
@@ -23,14 +24,16 @@ KEY = "ab" * 32
 
 
 class Recorder:
+    """A MessageWriter that keeps the messages."""
+
     def __init__(self) -> None:
-        self.messages: list[dict] = []
+        self.messages: list[Message] = []
 
-    def send(self, kind=None, **payload) -> None:
-        self.messages.append({"kind": kind, **payload})
+    def send(self, message: Message) -> None:
+        self.messages.append(message)
 
-    def errors(self) -> list[dict]:
-        return [m["error"] for m in self.messages if m["kind"] == "error"]
+    def errors(self) -> list[JobError]:
+        return [m.error for m in self.messages if isinstance(m, ErrorMessage)]
 
 
 def run_classification(models_root: Path, job_dir: Path, dataset: dict, hp: dict | None = None):
@@ -39,8 +42,8 @@ def run_classification(models_root: Path, job_dir: Path, dataset: dict, hp: dict
                                 "logging_steps": 1, **(hp or {})}}
     plan = {"task": "classification", "base_model": str(models_root / "tiny-bert"), "label_names": ["neg", "pos"],
             "train_dataset": dataset, "eval_dataset": None}
-    request = {"job_id": "j1", "spec": json_format.MessageToDict(spec_from_dict(spec)), "plan": plan,
-               "job_dir": str(job_dir), "checkpoint_key": KEY}
+    request = JobRequest("j1", json_format.MessageToDict(spec_from_dict(spec)), plan, str(job_dir),
+                         str(job_dir / "worker.log"), KEY)
     out = Recorder()
     code, _ = run_job(request, out, Control(), {"classification": classification.run, "sft": sft.run})
     return code, out
@@ -68,9 +71,9 @@ def test_a_seed_numpy_refuses_is_a_user_config_error():
 
     exc = raised(lambda: set_seed(-(2**63)))
     error = classify(exc, "config")
-    assert (error["kind"], error["code"]) == ("USER", "INVALID_CONFIG")
+    assert (error.kind, error.code) == ("USER", "INVALID_CONFIG")
     # the same ValueError in the training loop is not the user's: it is a fault of the worker's own tensors
-    assert classify(exc, "train")["kind"] == "SYSTEM"
+    assert classify(exc, "train").kind == "SYSTEM"
 
 
 def test_unparseable_json_is_user_data_and_names_the_row_not_its_text(tmp_path):
@@ -81,8 +84,8 @@ def test_unparseable_json_is_user_data_and_names_the_row_not_its_text(tmp_path):
     exc = raised(lambda: datasets.load_dataset("json", data_files=str(path), split="train",
                                                cache_dir=str(tmp_path / "c")))
     error = classify(exc, "data", field="train_dataset")
-    assert (error["kind"], error["code"], error["field"]) == ("USER", "INVALID_DATA", "train_dataset")
-    assert "row" in error["message"] and SECRET not in error["message"]
+    assert (error.kind, error.code, error.field) == ("USER", "INVALID_DATA", "train_dataset")
+    assert "row" in error.message and SECRET not in error.message
 
 
 def test_a_model_without_the_task_head_is_a_user_error(tmp_path):
@@ -92,26 +95,26 @@ def test_a_model_without_the_task_head_is_a_user_error(tmp_path):
                      ).save_pretrained(tmp_path)
     exc = raised(lambda: AutoModelForSequenceClassification.from_pretrained(tmp_path))
     error = classify(exc, "model")
-    assert (error["kind"], error["code"], error["field"]) == ("USER", "MODEL_UNSUPPORTED", "base_model")
+    assert (error.kind, error.code, error.field) == ("USER", "MODEL_UNSUPPORTED", "base_model")
     missing = raised(lambda: AutoModelForSequenceClassification.from_pretrained(tmp_path / "nothing-here"))
     error = classify(missing, "model")
-    assert (error["kind"], error["code"]) == ("USER", "MODEL_UNAVAILABLE")
+    assert (error.kind, error.code) == ("USER", "MODEL_UNAVAILABLE")
 
 
 def test_machine_faults_stay_system_whatever_the_phase(tmp_path):
     import torch
 
     oom = raised(lambda: torch.empty(2**60, dtype=torch.uint8))
-    assert (classify(oom, "data")["kind"], classify(oom, "data")["code"]) == ("SYSTEM", "OUT_OF_MEMORY")
+    assert (classify(oom, "data").kind, classify(oom, "data").code) == ("SYSTEM", "OUT_OF_MEMORY")
     eio = OSError(errno.EIO, "Input/output error")
-    assert classify(eio, "data")["kind"] == "SYSTEM"
+    assert classify(eio, "data").kind == "SYSTEM"
     full = OSError(errno.ENOSPC, "No space left on device")
-    assert (classify(full, "data")["kind"], classify(full, "data")["code"]) == ("SYSTEM", "DISK_FULL")
+    assert (classify(full, "data").kind, classify(full, "data").code) == ("SYSTEM", "DISK_FULL")
 
 
 def test_messages_are_bounded():
     error = classify(RuntimeError("x" * 100_000), "train")
-    assert error["kind"] == "SYSTEM" and len(error["message"]) <= MAX_MESSAGE
+    assert error.kind == "SYSTEM" and len(error.message) <= MAX_MESSAGE
 
 
 # --- the real runner ------------------------------------------------------------------------------
@@ -124,16 +127,16 @@ def test_a_worker_data_failure_is_one_user_error_without_the_rows_text(models_ro
     code, out = run_classification(models_root, tmp_path / "job", dataset)
     [error] = out.errors()
     assert code == 1
-    assert (error["kind"], error["code"]) == ("USER", "INVALID_DATA") and error["field"].startswith("train_dataset")
-    assert SECRET not in error["message"] and "Ophelia" not in error["message"]
+    assert (error.kind, error.code) == ("USER", "INVALID_DATA") and error.field.startswith("train_dataset")
+    assert SECRET not in error.message and "Ophelia" not in error.message
 
 
 def test_a_label_that_is_data_is_never_quoted(models_root, tmp_path):
     rows = [{"text": "fine", "label": "pos"}, {"text": "also fine", "label": SECRET}]
     code, out = run_classification(models_root, tmp_path / "job", jsonl(tmp_path / "x.jsonl", map(json.dumps, rows)))
     [error] = out.errors()
-    assert (error["kind"], error["code"]) == ("USER", "INVALID_DATA")
-    assert "row 2" in error["message"] and "Ophelia" not in error["message"]
+    assert (error.kind, error.code) == ("USER", "INVALID_DATA")
+    assert "row 2" in error.message and "Ophelia" not in error.message
 
 
 def test_a_seed_numpy_refuses_fails_in_the_worker_as_a_user_error(models_root, tmp_path):
@@ -141,7 +144,7 @@ def test_a_seed_numpy_refuses_fails_in_the_worker_as_a_user_error(models_root, t
     code, out = run_classification(models_root, tmp_path / "job", jsonl(tmp_path / "x.jsonl", map(json.dumps, rows)),
                                    hp={"seed": -(2**63)})
     [error] = out.errors()
-    assert (error["kind"], error["code"]) == ("USER", "INVALID_CONFIG")
+    assert (error.kind, error.code) == ("USER", "INVALID_CONFIG")
 
 
 # --- a full disk ----------------------------------------------------------------------------------
@@ -166,7 +169,7 @@ def test_a_final_save_on_a_full_disk_is_disk_full_and_leaves_no_model(models_roo
     exc = raised(lambda: save_final_model(small_disk, model.save_pretrained, {"task": "classification"},
                                           key=bytes.fromhex(KEY)))
     error = classify(exc, "save", save_dir=small_disk)
-    assert (error["kind"], error["code"]) == ("SYSTEM", "DISK_FULL")
+    assert (error.kind, error.code) == ("SYSTEM", "DISK_FULL")
     assert not (small_disk / MODEL_DIR).exists() and not (small_disk / (MODEL_DIR + ".partial")).exists()
     assert not list(small_disk.rglob(MARKER))
 
@@ -183,8 +186,8 @@ def test_a_checkpoint_save_on_a_full_disk_is_disk_full_and_leaves_no_complete_ch
         code, out = run_classification(models_root, job_dir, jsonl(tmp_path / "x.jsonl", map(json.dumps, rows)),
                                        hp={"save_strategy": "steps", "save_steps": 1})
         [error] = out.errors()
-        assert code == 1 and (error["kind"], error["code"]) == ("SYSTEM", "DISK_FULL")
-        assert len(error["message"]) <= MAX_MESSAGE
+        assert code == 1 and (error.kind, error.code) == ("SYSTEM", "DISK_FULL")
+        assert len(error.message) <= MAX_MESSAGE
         assert not list(checkpoints.rglob(MARKER)) and latest_complete(checkpoints, bytes.fromhex(KEY)) is None
         assert not list(checkpoints.glob("checkpoint-*"))  # the half-written one was removed
-        assert not any(m["kind"] == "checkpoint_saved" for m in out.messages)
+        assert not any(isinstance(m, CheckpointSaved) for m in out.messages)

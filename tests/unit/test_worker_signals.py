@@ -11,6 +11,8 @@ import time
 
 import pytest
 
+from tunewire_server.protocol import Ready
+from tunewire_server.workers.launcher import TRAINING_MODULE, TrainingWorker
 from tunewire_server.workers.process import CHECKPOINT_SIGNAL, STOP_SIGNAL, WorkerProcess
 
 
@@ -22,9 +24,9 @@ def test_a_cancel_then_a_shutdown_end_a_waiting_worker_at_once_and_cleanly(tmp_p
     log = tmp_path / "worker.log"
 
     async def scenario() -> int:
-        worker = await WorkerProcess.start("tunewire_server.worker.training.main", log, tmp_path / "cwd",
-                                           {"TUNEWIRE_TORCH_THREADS": "1"})
-        assert (await worker.receive())["kind"] == "ready"  # now waiting for its job on stdin
+        worker = TrainingWorker(await WorkerProcess.start(TRAINING_MODULE, log, tmp_path / "cwd",
+                                                          {"TUNEWIRE_TORCH_THREADS": "1"}))
+        assert isinstance(await worker.receive(), Ready)  # now waiting for its job on stdin
         os.killpg(worker.pid, STOP_SIGNAL)
         time.sleep(gap_s)
         os.killpg(worker.pid, CHECKPOINT_SIGNAL)

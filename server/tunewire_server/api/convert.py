@@ -7,6 +7,7 @@ from google.protobuf import timestamp_pb2
 from tunewire.v1 import job_pb2
 from tunewire.v1 import tuning_service_pb2 as pb
 from tunewire_server.jobs.states import JobState
+from tunewire_server.protocol import JobError
 from tunewire_server.store import Event, JobRecord
 from tunewire_server.validation import spec_from_json
 
@@ -30,10 +31,11 @@ def _ts(seconds: float | None) -> timestamp_pb2.Timestamp | None:
 
 
 def error_to_proto(error: dict | None) -> job_pb2.JobError | None:
+    """A stored error (JobError.to_dict) as the API's JobError; None for none."""
     if not error:
         return None
-    return job_pb2.JobError(code=error.get("code", ""), message=error.get("message", ""),
-                            field=error.get("field", ""), kind=ERROR_KINDS.get(error.get("kind", ""), 0))
+    e = JobError.from_dict(error)
+    return job_pb2.JobError(code=e.code, message=e.message, field=e.field, kind=ERROR_KINDS.get(e.kind, 0))
 
 
 def job_to_proto(job: JobRecord) -> job_pb2.Job:

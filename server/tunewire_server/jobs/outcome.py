@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tunewire_server import validation
 from tunewire_server.jobs.states import JobState
+from tunewire_server.protocol import JobError, Result, payload
 
 RESUME = JobState.RUNNING  # left RUNNING: the next start of the server resumes the job
 
@@ -19,12 +21,8 @@ class Outcome:
 
     state: JobState
     message: str
-    error: dict | None = None
+    error: JobError | None = None
     metrics: dict | None = None
-
-
-def system_error(code: str, message: str) -> dict:
-    return {"code": code, "kind": "SYSTEM", "field": "", "message": message}
 
 
 def retry_limit(job_max_retries: int, setting: int) -> int:
@@ -33,8 +31,8 @@ def retry_limit(job_max_retries: int, setting: int) -> int:
     return max(0, min(job_max_retries, setting))
 
 
-def decide(*, exit_code: int | None, exit_description: str, result: dict | None, model_saved: bool,
-           error: dict | None, cancel_requested: bool, stopping: bool, recording_error: dict | None,
+def decide(*, exit_code: int | None, exit_description: str, result: Result | None, model_saved: bool,
+           error: JobError | None, cancel_requested: bool, stopping: bool, recording_error: JobError | None,
            attempt: int, max_retries: int) -> Outcome:
     """The end of attempt `attempt` (1 for the first run) of a job allowed `max_retries` retries.
 
@@ -44,13 +42,18 @@ def decide(*, exit_code: int | None, exit_description: str, result: dict | None,
     if cancel_requested:
         return Outcome(JobState.CANCELLED, "cancelled")
     if recording_error is not None:
-        return Outcome(JobState.FAILED, recording_error["message"], error=recording_error)
+        return Outcome(JobState.FAILED, recording_error.message, error=recording_error)
     if exit_code == 0 and result is not None and model_saved:
-        return Outcome(JobState.SUCCEEDED, "finished", metrics=result.get("metrics"))
+        return Outcome(JobState.SUCCEEDED, "finished", metrics=payload(result)["metrics"])
     if stopping and error is None:
         return Outcome(RESUME, "left RUNNING for the next start to resume")
-    error = error or system_error("WORKER_CRASHED", exit_description)
-    if error.get("kind") == "SYSTEM" and attempt <= max_retries:
-        return Outcome(JobState.QUEUED, f"{error.get('message', '')}; retrying from the last complete checkpoint "
+    error = error or JobError.system("WORKER_CRASHED", exit_description)
+    if error.kind == "SYSTEM" and attempt <= max_retries:
+        return Outcome(JobState.QUEUED, f"{error.message}; retrying from the last complete checkpoint "
                                         f"({attempt} of {max_retries} retries)", error=error)
-    return Outcome(JobState.FAILED, error.get("message", ""), error=error)
+    return Outcome(JobState.FAILED, error.message, error=error)
+
+
+def job_retry_limit(spec_json: str, setting: int) -> int:
+    """The retries the job stored with `spec_json` gets (retry_limit of its max_retries)."""
+    return retry_limit(validation.spec_from_json(spec_json).max_retries, setting)

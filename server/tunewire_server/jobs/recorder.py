@@ -5,25 +5,28 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
+from tunewire_server.protocol import Message
+
 
 class EventRecorder:
     """Stores and publishes a running job's progress events in the order they came, as many to a
     transaction as arrived during the previous one: a fast job's events never queue up behind an fsync
     each, and subscribers see them as soon as the store holds them."""
 
-    def __init__(self, write: Callable[[list[tuple[str, dict]]], Awaitable[None]],
+    def __init__(self, write: Callable[[list[Message]], Awaitable[None]],
                  on_failure: Callable[[Exception], None]) -> None:
         self._write = write
         self._on_failure = on_failure
         self.failure: Exception | None = None  # why storing stopped; nothing is stored after it
-        self._pending: list[tuple[str, dict]] = []
+        self._pending: list[Message] = []
         self._arrived = asyncio.Event()
         self._closed = False
         self._task = asyncio.create_task(self._run())
 
-    def add(self, kind: str, payload: dict) -> None:
+    def add(self, message: Message) -> None:
+        """Queue a progress message to be stored (dropped once storing failed)."""
         if self.failure is None:
-            self._pending.append((kind, payload))
+            self._pending.append(message)
             self._arrived.set()
 
     async def _run(self) -> None:

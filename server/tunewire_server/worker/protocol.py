@@ -3,23 +3,32 @@
 from __future__ import annotations
 
 import argparse
-import json
-import math
+import dataclasses
 import os
 import threading
 import time
 
+from tunewire_server.protocol import ErrorMessage, Message, encode, json_line
+
 
 class MessageWriter:
+    """Writes messages up the pipe: a protocol.Message (a training worker's), or an untyped one as keyword
+    fields (the inference and merge workers' own protocols)."""
+
     def __init__(self, fd: int) -> None:
         self._file = os.fdopen(fd, "w", buffering=1, encoding="utf-8")
         self._lock = threading.Lock()
 
-    def send(self, kind: str | None = None, **payload) -> None:
-        if kind is not None:
-            payload["kind"] = kind
+    def send(self, message: Message | str | None = None, **payload) -> None:
+        """Send a Message, stamped with the time it happened unless it has one; or, untyped, `payload`
+        with `kind` (and the time) when a kind is given."""
+        if isinstance(message, Message):
+            self.send_line(encode(stamped(message)))
+            return
+        if message is not None:
+            payload["kind"] = message
             payload["time"] = time.time()  # when it happened, not when the control plane got it
-        self.send_line(json.dumps(_finite(payload), separators=(",", ":")))
+        self.send_line(json_line(payload))
 
     def send_line(self, line: str) -> None:
         """One message already encoded as a JSON line (a rank's message forwarded as it came)."""
@@ -35,25 +44,17 @@ class ErrorOnlyWriter:
     def __init__(self, error_path: str | os.PathLike) -> None:
         self._path = os.fspath(error_path)
 
-    def send(self, kind: str | None = None, **payload) -> None:
-        if kind != "error":
+    def send(self, message: Message) -> None:
+        if not isinstance(message, ErrorMessage):
             return
-        payload["kind"] = kind
-        payload["time"] = time.time()
         fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(json.dumps(_finite(payload), separators=(",", ":")) + "\n")
+            f.write(encode(stamped(message)) + "\n")
 
 
-def _finite(value):
-    """JSON has no NaN/Infinity: send them as strings so the message stays valid."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    return value
+def stamped(message: Message) -> Message:
+    """The message with its time set to now, unless it has one (a forwarded rank's message keeps its own)."""
+    return message if message.time is not None else dataclasses.replace(message, time=time.time())
 
 
 def parse_args(ranks: bool = False) -> argparse.Namespace:

@@ -15,6 +15,10 @@ import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+from tunewire_server.protocol import CHECKPOINT_SIGNAL, STOP_SIGNAL
+
+__all__ = ["CHECKPOINT_SIGNAL", "STOP_SIGNAL", "WorkerProcess", "describe_exit", "worker_environment"]
+
 # The TUNEWIRE_* variables worker code reads (worker/runtime.py, training.py, inference.py, launcher.py).
 # Every other TUNEWIRE_* variable of the server's environment is a server setting (auth tokens, the TLS
 # key's path, ...) and stays out of workers: they run third-party model and data code.
@@ -24,9 +28,6 @@ WORKER_SETTINGS = frozenset({
 })
 SETTINGS_PREFIX = "TUNEWIRE_"
 
-# Signals the control plane sends a training worker.
-STOP_SIGNAL = signal.SIGUSR1  # stop at the next step, save nothing (cancel)
-CHECKPOINT_SIGNAL = signal.SIGUSR2  # save a checkpoint at the next step, then stop (shutdown)
 
 
 def worker_environment(extra: dict[str, str] | None = None, base: dict[str, str] | None = None) -> dict[str, str]:
@@ -73,30 +74,33 @@ class WorkerProcess:
         return self.proc.pid
 
     async def send(self, message: dict) -> None:
+        """Send one untyped message (the inference and merge protocols)."""
+        await self.send_line(json.dumps(message))
+
+    async def send_line(self, line: str) -> None:
+        """Send one message already encoded as a line (without its newline)."""
         assert self.proc.stdin is not None
-        self.proc.stdin.write(json.dumps(message).encode() + b"\n")
+        self.proc.stdin.write(line.encode() + b"\n")
         await self.proc.stdin.drain()
 
+    async def read_line(self) -> bytes | None:
+        """The worker's next line, None once it closed its pipe (it exited or crashed)."""
+        line = await self._reader.readline()
+        return line or None
+
     async def messages(self) -> AsyncIterator[dict]:
-        """Messages until the worker closes its pipe (it exited or crashed)."""
-        while True:
-            line = await self._reader.readline()
-            if not line:
-                return
-            try:
-                yield json.loads(line)
-            except ValueError:
-                continue  # a torn line from a crash mid-write
+        """Untyped messages until the worker closes its pipe (it exited or crashed)."""
+        while (message := await self.receive()) is not None:
+            yield message
 
     async def receive(self) -> dict | None:
-        while True:
-            line = await self._reader.readline()
-            if not line:
-                return None
+        """The next untyped message, None once the pipe is closed; torn lines are skipped."""
+        while (line := await self.read_line()) is not None:
             try:
                 return json.loads(line)
             except ValueError:
-                continue
+                continue  # a torn line from a crash mid-write
+        return None
 
     def signal(self, sig: int) -> None:
         if self.proc.returncode is None:

@@ -9,9 +9,9 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-MODEL_DIR = "model"
-META_FILE = "tunewire.json"
-RUN_DIR = "ranks"  # a multi-process run's working files (request, message FIFO, pids); removed when it ends
+from tunewire_server.layout import META_FILE, MODEL_DIR, PARTIAL_MODEL_DIR, RUN_DIR
+
+__all__ = ["META_FILE", "MODEL_DIR", "RUN_DIR", "read_meta", "save_final_model"]
 
 
 def _fsync_tree(path: Path) -> None:
@@ -54,7 +54,7 @@ def save_final_model(job_dir: Path, save: Callable[[str], None], meta: dict, *,
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
         return final
-    partial = job_dir / (MODEL_DIR + ".partial")
+    partial = job_dir / PARTIAL_MODEL_DIR
     shutil.rmtree(partial, ignore_errors=True)
     try:
         save(str(partial))

@@ -13,6 +13,7 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from tunewire_server.checkpoints import mark_complete, unmark
+from tunewire_server.protocol import CheckpointSaved, EvalResult, TrainLog
 from tunewire_server.worker.protocol import MessageWriter
 from tunewire_server.worker.runtime import UserError
 from tunewire_server.worker.training.failures import nearly_full
@@ -186,7 +187,7 @@ class EventCallback(TrainerCallback):
             self._last_tokens = (now, event["num_tokens"])
         event["extra"] = {k: float(v) for k, v in logs.items()
                           if k not in _OWN_FIELDS and isinstance(v, (int, float)) and not isinstance(v, bool)}
-        self.out.send("train_log", **event)
+        self.out.send(TrainLog(**event))
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
         clean = {}
@@ -194,7 +195,7 @@ class EventCallback(TrainerCallback):
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 clean[key.removeprefix("eval_")] = float(value)
         self.last_eval = {k: v for k, v in clean.items() if math.isfinite(v)}
-        self.out.send("eval_result", step=state.global_step, epoch=float(state.epoch or 0.0), metrics=clean)
+        self.out.send(EvalResult(state.global_step, float(state.epoch or 0.0), clean))
 
     def on_save(self, args, state, control, **kwargs):
         self.flags.enter("save")
@@ -207,4 +208,4 @@ class EventCallback(TrainerCallback):
         if self.flags.checkpoint_key is not None and folder.is_dir():
             mark_complete(folder, state.global_step, self.flags.checkpoint_key)
         self.flags.enter("train")
-        self.out.send("checkpoint_saved", step=state.global_step, name=name)
+        self.out.send(CheckpointSaved(state.global_step, name))

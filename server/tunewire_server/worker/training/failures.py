@@ -36,6 +36,7 @@ import shutil
 import traceback
 from pathlib import Path
 
+from tunewire_server.protocol import ErrorKind, JobError
 from tunewire_server.worker.runtime import UserError
 
 MAX_MESSAGE = 300
@@ -62,8 +63,9 @@ _ROW = re.compile(r"\b(row|line)\s+(\d{1,12})\b", re.IGNORECASE)
 _QUOTED = re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"")
 
 
-def error(code: str, kind: str, message: str, field: str = "") -> dict:
-    return {"code": code, "kind": kind, "field": field, "message": bound(message)}
+def error(code: str, kind: ErrorKind, message: str, field: str = "") -> JobError:
+    """The worker's report of a failure: its message cut to MAX_MESSAGE characters on one line."""
+    return JobError(code, kind, bound(message), field)
 
 
 def bound(message: str) -> str:
@@ -152,7 +154,7 @@ def _row_hint(chain: list[BaseException]) -> str:
 
 
 def classify(exc: BaseException, phase: str = "train", *, field: str = "", save_dir: Path | None = None,
-             allowed: set[str] = frozenset()) -> dict:
+             allowed: set[str] = frozenset()) -> JobError:
     """The error to report for `exc`, raised while the job was in `phase`.
 
     `field`: the spec field the phase works on (the dataset's, during "data"); `save_dir`: where the job
@@ -190,7 +192,7 @@ def classify(exc: BaseException, phase: str = "train", *, field: str = "", save_
     return error(code, "SYSTEM", f"{name} {what}{detail}")
 
 
-def _user_error(exc: BaseException, chain: list[BaseException], phase: str, field: str) -> dict | None:
+def _user_error(exc: BaseException, chain: list[BaseException], phase: str, field: str) -> JobError | None:
     name = type(exc).__name__
     what = _WHAT[phase]
     data_like = any(isinstance(c, _USER_TYPES) or _is_data_library(c) for c in chain)

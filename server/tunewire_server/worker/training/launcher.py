@@ -34,12 +34,21 @@ import sys
 import time
 from collections.abc import Callable
 from contextlib import suppress
+from dataclasses import replace
 from pathlib import Path
 
+from tunewire_server.protocol import (
+    CHECKPOINT_SIGNAL,
+    STOP_SIGNAL,
+    ErrorMessage,
+    JobRequest,
+    ProtocolError,
+    decode,
+    encode,
+)
 from tunewire_server.worker.protocol import ErrorOnlyWriter, MessageWriter, die_with_parent
 from tunewire_server.worker.training import failures
 from tunewire_server.worker.training.artifacts import RUN_DIR
-from tunewire_server.workers.process import CHECKPOINT_SIGNAL, STOP_SIGNAL
 
 log = logging.getLogger("tunewire.worker")
 
@@ -93,14 +102,14 @@ class Launch:
     """Run one job's ranks under `accelerate launch`, forward rank 0's messages and the control plane's
     signals, and report the outcome as a one-process worker would (messages and exit code)."""
 
-    def __init__(self, request: dict, processes: int, out: MessageWriter, control) -> None:
+    def __init__(self, request: JobRequest, processes: int, out: MessageWriter, control) -> None:
         self.request = request
         self.processes = processes
         self.out = out
         self.control = control
-        self.dir = Path(request["job_dir"]) / RUN_DIR
+        self.dir = Path(request.job_dir) / RUN_DIR
         self.proc: subprocess.Popen | None = None
-        self.rank0_error: str | None = None
+        self.rank0_error: ErrorMessage | None = None
         self._buffer = b""
         self._cancelled_at: float | None = None
 
@@ -112,11 +121,11 @@ class Launch:
             signal.signal(sig, self._on_signal)
         fifo = None
         try:
-            _write_private(self.dir / REQUEST_FILE, json.dumps(self.request))
+            _write_private(self.dir / REQUEST_FILE, encode(self.request))
             os.mkfifo(self.dir / FIFO, 0o600)
             fifo = os.open(self.dir / FIFO, os.O_RDWR | os.O_NONBLOCK)  # read-write: never EOF while ranks start
             command = self._command()
-            log.info("job %s: %d training processes: %s", self.request.get("job_id"), self.processes,
+            log.info("job %s: %d training processes: %s", self.request.job_id, self.processes,
                      " ".join(command[3:]))
             self.proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, env=self._env(), start_new_session=True)
             self._pump(fifo)
@@ -213,13 +222,13 @@ class Launch:
 
     def _forward(self, line: str) -> None:
         try:
-            kind = json.loads(line).get("kind")
-        except (ValueError, AttributeError):
+            message = decode(line)
+        except ProtocolError:
             return  # a torn line from a rank that died mid-write
-        if kind == "error":
-            self.rank0_error = line  # reported once the run is over, and then only if it is the cause
+        if isinstance(message, ErrorMessage):
+            self.rank0_error = message  # reported once the run is over, and then only if it is the cause
             return
-        self.out.send_line(line)
+        self.out.send_line(line)  # as it came
 
     # outcome
 
@@ -229,19 +238,19 @@ class Launch:
         stopping = self.control.stop or self.control.checkpoint_and_stop
         failures = self._failures()
         killed = [f for f in failures if f["rank"] != 0 and f.get("signal")]
-        line = self.rank0_error or self._other_rank_error()
-        if line is not None:
-            error = json.loads(line).get("error") or {}
-            if stopping and error.get("kind") == "SYSTEM":
+        reported = self.rank0_error or self._other_rank_error()
+        if reported is not None:
+            error = reported.error
+            if stopping and error.kind == "SYSTEM":
                 # When one rank stops before the others have started training, the others fail in their
                 # next collective: that is the stop, not a fault.
-                log.warning("a rank failed while the run was stopping: %s", error.get("message"))
+                log.warning("a rank failed while the run was stopping: %s", error.message)
                 return 0
-            if error.get("kind") == "SYSTEM" and killed:
+            if error.kind == "SYSTEM" and killed:
                 # Rank 0's error (a collective that lost its peer) follows from another rank's death: name that.
-                self._send_crash(f"{self._crash_message(code, failures)}; then {error.get('message', '')}")
+                self._send_crash(f"{self._crash_message(code, failures)}; then {error.message}")
                 return 1
-            self.out.send_line(line)
+            self.out.send(reported)
             return 1
         if code == 0 or stopping:
             return 0
@@ -249,7 +258,7 @@ class Launch:
         return 1
 
     def _send_crash(self, message: str) -> None:
-        self.out.send("error", error=failures.error("WORKER_CRASHED", "SYSTEM", message))
+        self.out.send(ErrorMessage(failures.error("WORKER_CRASHED", "SYSTEM", message)))
 
     def _failures(self) -> list[dict]:
         try:
@@ -258,13 +267,14 @@ class Launch:
             return []
         return sorted(failures, key=lambda f: (not f.get("signal"), f.get("time", 0), f["rank"]))  # causes first
 
-    def _other_rank_error(self) -> str | None:
+    def _other_rank_error(self) -> ErrorMessage | None:
         for rank in range(1, self.processes):
             path = self.dir / f"error.{rank}.json"
-            with suppress(OSError, ValueError):
-                message = json.loads(path.read_text())
-                message["error"]["message"] = failures.bound(f"(rank {rank}) {message['error'].get('message', '')}")
-                return json.dumps(message, separators=(",", ":"))
+            with suppress(OSError, ValueError):  # ProtocolError is a ValueError
+                message = decode(path.read_text())
+                if isinstance(message, ErrorMessage):
+                    error = replace(message.error, message=failures.bound(f"(rank {rank}) {message.error.message}"))
+                    return replace(message, error=error)
         return None
 
     def _crash_message(self, code: int, failures: list[dict]) -> str:
@@ -281,7 +291,7 @@ class Launch:
         return f"the training launcher ({n} processes) exited with code {code} without a result"
 
 
-def run_distributed(request: dict, processes: int, out: MessageWriter, control) -> int:
+def run_distributed(request: JobRequest, processes: int, out: MessageWriter, control) -> int:
     return Launch(request, processes, out, control).run()
 
 
@@ -310,8 +320,10 @@ class Rank:
             if (self.dir / f"signal.{int(signum)}").exists():
                 handler(signum, None)
 
-    def request(self) -> dict:
-        return json.loads((self.dir / REQUEST_FILE).read_text())
+    def request(self) -> JobRequest:
+        request = decode((self.dir / REQUEST_FILE).read_text())
+        assert isinstance(request, JobRequest)
+        return request
 
 
 # --- the launcher process ----------------------------------------------------------------------

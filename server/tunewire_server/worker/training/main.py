@@ -10,12 +10,13 @@ as a one-process worker would.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
 import sys
 
+from tunewire_server.layout import CHECKPOINTS_DIR
+from tunewire_server.protocol import ErrorMessage, JobRequest, ProtocolError, Ready, Result, decode
 from tunewire_server.worker.protocol import MessageWriter, die_with_parent, parse_args
 
 TRAINING_NICENESS = 10
@@ -44,7 +45,7 @@ def main() -> int:
     _lower_priority()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    from tunewire_server.workers.process import CHECKPOINT_SIGNAL, STOP_SIGNAL
+    from tunewire_server.protocol import CHECKPOINT_SIGNAL, STOP_SIGNAL
 
     rank = None
     try:
@@ -140,15 +141,17 @@ def _run(out: MessageWriter, control, rank=None) -> int:
         log.info("rank %d of %d started (pid %d)", rank.rank, rank.world_size, os.getpid())
     else:
         _prepare_for_first_step()
-        out.send("ready")  # signal handlers are installed and the heavy imports are done
+        out.send(Ready())  # signal handlers are installed and the heavy imports are done
         line = _read_job_line()
         if not line:
             return 0  # the control plane closed us without a job
-        request = json.loads(line)
-        _redirect_output(request["log_path"])
+        request = decode(line)
+        if not isinstance(request, JobRequest):
+            raise ProtocolError(f"expected the job request, got a {request.KIND} message")
+        _redirect_output(request.log_path)
         from tunewire_server.worker.training.launcher import resolve_processes, run_distributed
 
-        processes = resolve_processes(request.get("train_processes", 0))
+        processes = resolve_processes(request.train_processes)
         if processes > 1:
             return run_distributed(request, processes, out, control)
     configure_torch()
@@ -159,11 +162,11 @@ def _run(out: MessageWriter, control, rank=None) -> int:
         _log_rank(rank)
     if control.stop or control.checkpoint_and_stop:
         return 0
-    out.send("result", metrics=metrics)
+    out.send(Result(metrics))
     return 0
 
 
-def run_job(request: dict, out, control, runners: dict) -> tuple[int, dict]:
+def run_job(request: JobRequest, out, control, runners: dict) -> tuple[int, dict]:
     """Run one job's task in this process: (exit code, metrics). Resumes from the newest checkpoint that
     verifies (checkpoints.py); one that then fails to load is unmarked and the one before it is tried, down
     to a start from step 0. A failure is reported as one error message, classed by worker/failures.py; its
@@ -177,35 +180,35 @@ def run_job(request: dict, out, control, runners: dict) -> tuple[int, dict]:
     from tunewire_server.worker.training.failures import classify, format_traceback
 
     log = logging.getLogger("tunewire.worker")
-    spec = json_format.ParseDict(request["spec"], job_pb2.JobSpec())
-    plan = request["plan"]
-    job_dir = Path(request["job_dir"])
-    control.checkpoint_key = bytes.fromhex(request["checkpoint_key"])
-    control.nan_loss_steps = request.get("nan_loss_steps", 3)
-    checkpoints = job_dir / "checkpoints"
+    spec = json_format.ParseDict(request.spec, job_pb2.JobSpec())
+    plan = request.plan
+    job_dir = Path(request.job_dir)
+    control.checkpoint_key = bytes.fromhex(request.checkpoint_key)
+    control.nan_loss_steps = request.nan_loss_steps
+    checkpoints = job_dir / CHECKPOINTS_DIR
     candidates = complete_checkpoints(checkpoints, control.checkpoint_key)
     resume = next(candidates, None)
     if resume is None and checkpoints.is_dir() and any(checkpoints.glob("checkpoint-*")):
-        log.warning("job %s: no checkpoint verifies: starting from step 0", request["job_id"])
-    allowed = _names(request["spec"], plan)
+        log.warning("job %s: no checkpoint verifies: starting from step 0", request.job_id)
+    allowed = _names(request.spec, plan)
     while True:
-        log.info("job %s: %s on %s%s", request["job_id"], plan["task"], plan["base_model"],
+        log.info("job %s: %s on %s%s", request.job_id, plan["task"], plan["base_model"],
                  f", resuming from {resume.name}" if resume else "")
         control.enter("prepare")
         try:
             return 0, runners[plan["task"]](spec, plan, job_dir, out, control, str(resume) if resume else None)
         except Exception as exc:
             phase = control.phase
-            log.error("job %s failed (phase %s):\n%s", request["job_id"], phase, format_traceback(exc))
+            log.error("job %s failed (phase %s):\n%s", request.job_id, phase, format_traceback(exc))
             error = classify(exc, phase, field=control.field, save_dir=job_dir, allowed=allowed)
-        if (resume is not None and phase == "resume" and error["kind"] == "SYSTEM"
-                and error["code"] not in ("OUT_OF_MEMORY", "DISK_FULL", "DEVICE_ERROR")):
+        if (resume is not None and phase == "resume" and error.kind == "SYSTEM"
+                and error.code not in ("OUT_OF_MEMORY", "DISK_FULL", "DEVICE_ERROR")):
             failed, resume = resume, next(candidates, None)
             unmark(failed)  # never tried again, by this attempt or a later one
-            log.warning("job %s: %s failed to load (%s): %s", request["job_id"], failed.name, error["message"],
+            log.warning("job %s: %s failed to load (%s): %s", request.job_id, failed.name, error.message,
                         f"falling back to {resume.name}" if resume else "no checkpoint left: starting from step 0")
             continue
-        out.send("error", error=error)
+        out.send(ErrorMessage(error))
         return 1, {}
 
 

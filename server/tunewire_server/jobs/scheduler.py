@@ -1,0 +1,368 @@
+"""The scheduler: claim → run → record → decide, one job at a time, in queue order.
+
+The claim is a store operation (Store.claim_next); the only thing kept in memory is the one attempt this
+process supervises (`Scheduler.running`), so that a cancel can reach its worker. Nothing one job does
+ends the loop: a job whose end cannot be stored (a full disk) keeps its outcome in memory until the
+store can write again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json
+import math
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+
+from tunewire_server.config import Settings
+from tunewire_server.jobs.outcome import RESUME, Outcome, decide, job_retry_limit
+from tunewire_server.jobs.recorder import EventRecorder
+from tunewire_server.jobs.states import IllegalTransition, JobState
+from tunewire_server.jobs.transitions import Transitions
+from tunewire_server.layout import MODEL_DIR, PARTIAL_MODEL_DIR, PLAN_FILE, WORKER_LOG, WORKER_PID
+from tunewire_server.observability import Metrics
+from tunewire_server.protocol import (
+    PROGRESS,
+    ErrorMessage,
+    EvalResult,
+    JobError,
+    JobRequest,
+    Message,
+    Result,
+    TrainLog,
+    payload,
+)
+from tunewire_server.store import BACK_OF_QUEUE, DiskFull, JobRecord, Store
+from tunewire_server.workers.launcher import WorkerHandle
+from tunewire_server.workers.pool import WarmPool
+from tunewire_server.workers.process import CHECKPOINT_SIGNAL, STOP_SIGNAL, describe_exit
+
+log = structlog.get_logger("tunewire.manager")
+
+DISK_RETRY_S = (0.25, 5.0)  # first and longest pause between tries to write to a full disk
+LOOP_END_S = 5.0  # on stop, the longest wait for the loop to record a stopped worker's last messages
+
+
+@dataclass
+class Attempt:
+    """The attempt this process supervises: its job, its worker once it has one, whether it was cancelled."""
+
+    job_id: str
+    worker: WorkerHandle | None = None  # None while the worker is being taken or started
+    cancel_requested: bool = False
+
+
+def disk_full_error() -> JobError:
+    """The error of a job stopped because the store could not record its progress (a full disk)."""
+    return JobError.system("DISK_FULL", "the server's data disk filled up while the job ran: its progress could "
+                                     "not be stored, so it was stopped")
+
+
+class Scheduler:
+    """Runs queued jobs one at a time on workers from `pool` until `shutdown()`."""
+
+    def __init__(self, settings: Settings, store: Store, transitions: Transitions, pool: WarmPool,
+                 metrics: Metrics) -> None:
+        self.settings = settings
+        self.store = store
+        self.transitions = transitions
+        self.pool = pool
+        self.metrics = metrics
+        self.running: Attempt | None = None
+        self.stopping = False
+        self.checkpoint_key = b""  # sent to each worker: it signs and verifies the job's checkpoints
+        self._wakeup = asyncio.Event()
+        self._stopped = asyncio.Event()  # set by shutdown(): ends the pauses of a wait for disk space
+        self._tasks: set[asyncio.Task] = set()
+        self._loop: asyncio.Task | None = None
+        self._probe: asyncio.Task | None = None
+
+    def start(self) -> None:
+        """Start the loop (`run`) as a task of the running event loop."""
+        self._loop = asyncio.create_task(self.run(), name="tunewire-scheduler")
+
+    def serving(self) -> bool:
+        """False once stopping or if the loop ended, and while the store cannot write (a full disk): then a
+        probe (wait_writable) runs, so that the store finds out when it can write again."""
+        if self.stopping or self._loop is None or self._loop.done():
+            return False
+        if not self.store.writable:
+            if self._probe is None or self._probe.done():  # nothing else may write soon: find out
+                self._probe = asyncio.create_task(self.wait_writable(), name="tunewire-store-probe")
+            return False
+        return True
+
+    def wake(self) -> None:
+        """Look at the queue again (a job was queued)."""
+        self._wakeup.set()
+
+    def warm_next(self) -> None:
+        """Have the next job's worker started, unless the server is stopping."""
+        if not self.stopping:
+            self.pool.ensure_warm()
+
+    # --- the loop ------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Run queued jobs one at a time, in queue order, until stopped. Nothing one job does ends it."""
+        delay = DISK_RETRY_S[0]
+        while not self.stopping:
+            try:
+                self._wakeup.clear()  # before the claim: a job queued while it is under way sets it again
+                job = await self.claim()
+                if job is None:
+                    await self._wakeup.wait()
+                    continue
+                await self.supervise(job)
+                delay = DISK_RETRY_S[0]
+            except Exception:  # e.g. the store could not be read: pause, then look again
+                log.exception("the scheduler's pass failed; trying again")
+                await self.pause(delay)
+                delay = min(delay * 2, DISK_RETRY_S[1])
+
+    async def claim(self) -> JobRecord | None:
+        """Take the next queued job from the store, RUNNING now, and name it in `running`; None when
+        nothing is queued, or when the disk was full (returned once the store can write again)."""
+        try:
+            return await self.transitions.claim(self._claimed)
+        except DiskFull:
+            log.warning("the disk is full: the next job waits until the store can write")
+            await self.wait_writable()
+            self._wakeup.set()  # look again
+            return None
+
+    def _claimed(self, job: JobRecord) -> None:
+        """Called under the state lock with the job just claimed: a cancel now finds its attempt."""
+        self.running = Attempt(job.id)
+
+    async def supervise(self, job: JobRecord) -> None:
+        """Run one job and store how it ended; if the store cannot write that yet, keep it and retry."""
+        try:
+            outcome = await self._run(job)
+        except Exception as exc:
+            log.exception("job supervision failed", job_id=job.id)
+            current = self.store.get_job(job.id)
+            if current is None or current.terminal:
+                return
+            outcome = Outcome(JobState.FAILED, "", error=disk_full_error() if isinstance(exc, DiskFull)
+                              else JobError.system("INTERNAL", "the server could not run this job"))
+        await self.conclude(job.id, outcome)
+
+    async def conclude(self, job_id: str, outcome: Outcome) -> None:
+        """Store the outcome, trying again (with pauses) while the disk is full; on shutdown, the job stays
+        RUNNING and the next start resolves it. A cancel that came as it ended turns it into CANCELLED."""
+        delay = DISK_RETRY_S[0]
+        while True:
+            try:
+                await self._apply(job_id, outcome)
+                return
+            except DiskFull:
+                if self.stopping:
+                    log.warning("the job's end could not be stored before the server stopped", job_id=job_id)
+                    return
+                if delay == DISK_RETRY_S[0]:
+                    log.warning("the disk is full: the job's end is kept until it can be stored", job_id=job_id,
+                                state=outcome.state.value)
+                await self.pause(delay)
+                delay = min(delay * 2, DISK_RETRY_S[1])
+            except IllegalTransition:
+                current = self.store.get_job(job_id)
+                if current is None or current.terminal:
+                    return
+                if current.state != JobState.CANCELLING:
+                    raise
+                outcome = Outcome(JobState.CANCELLED, "cancelled")
+
+    async def _apply(self, job_id: str, outcome: Outcome) -> None:
+        """Record one outcome: RESUME changes nothing, QUEUED goes to the back of the queue, the rest ends it."""
+        if outcome.state == RESUME:
+            log.info(outcome.message, job_id=job_id)
+        elif outcome.state == JobState.QUEUED:  # a retry waits behind every job queued before it
+            await self.transitions.set_state(job_id, JobState.QUEUED, message=outcome.message, error=outcome.error,
+                                             extra={"queue_seq": BACK_OF_QUEUE})
+            self._wakeup.set()
+        else:
+            await self.transitions.finish(job_id, outcome.state, message=outcome.message, error=outcome.error,
+                                          metrics=outcome.metrics)
+
+    # --- one attempt ---------------------------------------------------------------------------
+
+    async def _run(self, job: JobRecord) -> Outcome:
+        """Run the attempt `job` was claimed for (it is RUNNING, `running` names it) on a ready worker, and
+        return how it ended. Whatever happens, `running` is cleared and the worker does not outlive it."""
+        job_dir = self.settings.jobs_dir / job.id
+        running = self.running
+        assert running is not None and running.job_id == job.id
+        try:
+            plan = job.plan  # a job queued before plans were stored with it has its plan.json
+            if plan is None:
+                plan = json.loads((job_dir / PLAN_FILE).read_text())
+            worker = running.worker = await self.pool.take(job_dir / WORKER_LOG)
+        except BaseException:
+            self.running = None
+            raise
+        try:
+            if self.store.count_in_states([JobState.QUEUED]):
+                self.warm_next()  # the next job is already waiting
+            return await self._watch(job, job_dir, plan, running, worker)
+        except BaseException:
+            worker.kill()  # supervision failed (or the server stops): the worker belongs to no job now
+            raise
+        finally:
+            self.running = None
+            with contextlib.suppress(OSError):
+                (job_dir / WORKER_PID).unlink(missing_ok=True)
+            self.warm_next()
+            log.debug("attempt ended", job_id=job.id, attempt=job.attempts)
+
+    async def _watch(self, job: JobRecord, job_dir: Path, plan: dict, running: Attempt,
+                     worker: WorkerHandle) -> Outcome:
+        """Hand the job to its worker, store its progress as it comes, and decide how the attempt ended."""
+        bound = log.bind(job_id=job.id)
+        try:
+            (job_dir / WORKER_PID).write_text(str(worker.pid))
+        except OSError as exc:  # only a killed server's next start needs it (to end an orphan)
+            bound.warning("could not write worker.pid", error=str(exc))
+        bound.info("worker assigned", pid=worker.pid, attempt=job.attempts)
+        try:
+            await worker.send(JobRequest(
+                job.id, json.loads(job.spec_json), plan, str(job_dir), str(job_dir / WORKER_LOG),
+                self.checkpoint_key.hex(), nan_loss_steps=self.settings.nan_loss_steps,
+                train_processes=self.settings.train_processes))
+        except ConnectionError:  # it died after `ready`: its exit code tells the outcome below
+            bound.warning("the worker was gone before it got its job")
+        if running.cancel_requested:  # cancelled while the worker was being readied
+            self.stop_worker(running)
+        elif self.stopping:
+            worker.signal(CHECKPOINT_SIGNAL)
+
+        def storing_failed(exc: Exception) -> None:
+            if isinstance(exc, DiskFull):
+                bound.warning("the disk is full: the job's progress cannot be stored; stopping its worker")
+            else:
+                bound.error("the job's progress could not be stored; stopping its worker", exc_info=exc)
+            self.stop_worker(running)
+
+        result: Result | None = None
+        error: JobError | None = None
+        recorder = EventRecorder(functools.partial(self._record, job.id), storing_failed)
+        try:
+            async for message in worker.messages():
+                if isinstance(message, Result):
+                    result = message
+                elif isinstance(message, ErrorMessage):
+                    error = message.error
+                elif isinstance(message, PROGRESS):
+                    recorder.add(message)
+        finally:
+            await recorder.close()
+        code = await worker.wait()
+        bound.info("worker exited", code=code)
+        recording_error = None
+        if recorder.failure is not None:
+            recording_error = (disk_full_error() if isinstance(recorder.failure, DiskFull)
+                               else JobError.system("INTERNAL", "the server could not store the job's progress"))
+        outcome = decide(exit_code=code, exit_description=describe_exit(code), result=result,
+                         model_saved=(job_dir / MODEL_DIR).is_dir(), error=error,
+                         cancel_requested=running.cancel_requested, stopping=self.stopping,
+                         recording_error=recording_error, attempt=job.attempts,
+                         max_retries=job_retry_limit(job.spec_json, self.settings.max_job_retries))
+        if outcome.state == JobState.CANCELLED:
+            shutil.rmtree(job_dir / PARTIAL_MODEL_DIR, ignore_errors=True)
+        return outcome
+
+    async def _record(self, job_id: str, messages: list[Message]) -> None:
+        """Store a worker's progress messages as events (one transaction), then publish them. A train log
+        sets the job's progress, an evaluation its metrics (the finite ones)."""
+        items = []
+        for message in messages:
+            fields: dict = {}
+            if isinstance(message, TrainLog):
+                self.metrics.train_log(message)
+                fields["progress"] = message.progress
+            elif isinstance(message, EvalResult):
+                fields["metrics"] = {k: v for k, v in message.metrics.items()
+                                     if isinstance(v, (int, float)) and math.isfinite(v)}
+            items.append((message.KIND, payload(message), fields, message.time))
+        for event in await self.store.write(self.store.append_events, job_id, items):
+            await self.transitions.hub.publish(event)
+
+    # --- cancel and shutdown -------------------------------------------------------------------
+
+    def attempt_of(self, job_id: str) -> Attempt | None:
+        """The attempt this process runs for `job_id`, if any."""
+        return self.running if self.running is not None and self.running.job_id == job_id else None
+
+    def stop_worker(self, attempt: Attempt) -> None:
+        """Ask the attempt's worker to stop at its next step; kill it if it has not exited after cancel_grace_s."""
+        assert attempt.worker is not None
+        attempt.worker.signal(STOP_SIGNAL)
+        task = asyncio.create_task(self._kill_after_grace(attempt))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _kill_after_grace(self, attempt: Attempt) -> None:
+        """Kill the attempt's worker if it outlives the cancel grace."""
+        try:
+            await asyncio.wait_for(asyncio.shield(attempt.worker.wait()), self.settings.cancel_grace_s)
+        except TimeoutError:
+            log.warning("worker ignored cancel; killing it", job_id=attempt.job_id)
+            attempt.worker.kill()
+
+    async def shutdown(self) -> bool:
+        """Take no more jobs; the running worker saves a checkpoint and stops (killed after
+        shutdown_grace_s), and its job stays RUNNING for the next start to resume. Whether a worker ran."""
+        self.stopping = True
+        self.pool.stop_warming()
+        self._stopped.set()
+        self._wakeup.set()
+        running = self.running
+        if running is not None and running.worker is not None:
+            running.worker.signal(CHECKPOINT_SIGNAL)
+            try:
+                await asyncio.wait_for(asyncio.shield(running.worker.wait()), self.settings.shutdown_grace_s)
+            except TimeoutError:
+                log.warning("worker did not checkpoint in time; killing it", job_id=running.job_id)
+                running.worker.kill()
+            return True
+        return False
+
+    async def stop(self) -> None:
+        """shutdown(); then let the loop record what the stopped worker sent last (for at most LOOP_END_S),
+        end the loop and the store probe, and kill a worker that was still starting."""
+        if await self.shutdown() and self._loop is not None:
+            await asyncio.wait([self._loop], timeout=LOOP_END_S)
+        for task in (self._loop, self._probe):
+            if task is not None:
+                task.cancel()
+                try:
+                    await task
+                except asyncio.CancelledError:
+                    pass
+                except Exception:  # it ended with an error before: say so, and go on stopping
+                    log.exception("a background task had failed", task=task.get_name())
+        if self.running is not None and self.running.worker is not None:
+            self.running.worker.kill()
+
+    # --- a full disk ---------------------------------------------------------------------------
+
+    async def wait_writable(self) -> None:
+        """Return once a small write to the store succeeds (at once if it does), or the server stops."""
+        delay = DISK_RETRY_S[0]
+        while not self.stopping:
+            try:
+                await self.store.write(self.store.probe)
+                return
+            except DiskFull:
+                await self.pause(delay)
+                delay = min(delay * 2, DISK_RETRY_S[1])
+
+    async def pause(self, seconds: float) -> None:
+        """Sleep, but no longer than until shutdown()."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopped.wait(), seconds)
