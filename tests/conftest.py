@@ -8,8 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.postgres import postgres_server  # noqa: F401 - fixture (the session's PostgreSQL)
 from tests.support.server_process import ServerProcess
 from tests.support.server_thread import ServerThread, make_settings
+
+SERVICE_TESTS = Path(__file__).parent / "service"
 
 # Everything offline, one torch thread: fast and deterministic on a 2-core machine.
 os.environ.update({
@@ -32,11 +35,26 @@ def models_root(tmp_path_factory) -> Path:
     return root
 
 
+def pytest_generate_tests(metafunc):
+    """The service tests run against both stores: each test with a server, once on SQLite (the default),
+    once on PostgreSQL (a fresh schema of the session's server)."""
+    if "server_factory" in metafunc.fixturenames and SERVICE_TESTS in Path(str(metafunc.definition.path)).parents:
+        metafunc.parametrize("store_kind", ["sqlite", "postgres"], indirect=True)
+
+
 @pytest.fixture
-def server_factory(tmp_path, models_root):
+def store_kind(request) -> str:
+    """The store the test's servers use: "sqlite" unless the test is parametrized (pytest_generate_tests)."""
+    return getattr(request, "param", "sqlite")
+
+
+@pytest.fixture
+def server_factory(tmp_path, models_root, store_kind, request):
     started: list[ServerThread] = []
+    store = request.getfixturevalue("postgres_server").new_schema() if store_kind == "postgres" else ""
 
     def start(data_dir: Path | None = None, **overrides) -> ServerThread:
+        overrides.setdefault("store", store)
         settings = make_settings(data_dir or tmp_path / "data", models_root, **overrides)
         st = ServerThread(settings).start()
         started.append(st)

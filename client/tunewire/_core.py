@@ -6,7 +6,8 @@ every loop. Nothing here waits, sends or receives (a grpc channel connects on it
 (stub method, request, conversion of the response); `StreamResumer` follows a StreamMetrics stream
 across reconnects; `Pager` walks ListJobs pages (`DatasetPager` ListDatasets pages); `Waiter` decides
 when `wait()` is done and what it returns; `Upload` reads a file for UploadDataset and decides where a
-resumed upload goes on.
+resumed upload goes on; `Download` writes a DownloadModel stream into a folder, checks every sha256 and
+decides where a resumed download goes on.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import hashlib
 import os
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -23,17 +25,20 @@ import grpc
 from google.protobuf.message import Message as ProtoMessage
 
 from tunewire import _requests as req
-from tunewire.errors import JobFailedError
+from tunewire.errors import IntegrityError, JobFailedError
 from tunewire.types import (
+    Checkpoints,
+    DownloadedModel,
     Job,
     JobEvent,
     JobState,
+    ModelFile,
     Prediction,
     StateChange,
     UploadedDataset,
     prediction_from_proto,
 )
-from tunewire.v1 import dataset_pb2, job_pb2
+from tunewire.v1 import dataset_pb2, job_pb2, model_pb2
 from tunewire.v1 import tuning_service_pb2 as pb
 from tunewire.v1 import tuning_service_pb2_grpc as pb_grpc
 
@@ -275,6 +280,7 @@ class Upload:
         self.failures = 0
         self.held = 0  # what the server held at the last StartUpload
         self.sent = 0  # bytes sent in chunks, over every try
+        self.callback_error: BaseException | None = None  # what `progress` raised inside the request stream
 
     def start(self) -> Unary[tuple[int, UploadedDataset | None]]:
         def convert(response: pb.StartUploadResponse) -> tuple[int, UploadedDataset | None]:
@@ -296,11 +302,24 @@ class Upload:
                 yield pb.UploadDatasetRequest(chunk=dataset_pb2.UploadChunk(offset=offset, data=data))
                 offset += len(data)
                 self.sent += len(data)
-                self._report(offset)
+                try:
+                    self._report(offset)
+                except BaseException as exc:  # noqa: BLE001 - handed to the caller by raise_callback_error
+                    # Raised here it would reach gRPC's request loop, which logs it and cancels the call
+                    # ("Exception iterating requests!"): the stream ends instead, and the shell raises it.
+                    self.callback_error = exc
+                    return
 
     def _report(self, done: int) -> None:
         if self.progress is not None:
             self.progress(done, self.size)
+
+    def raise_callback_error(self) -> None:
+        """Raise what the progress callback raised while the stream was sent, if it did (the shells call this
+        whenever an UploadDataset call ends; the bytes the server holds stay there for a resume)."""
+        error, self.callback_error = self.callback_error, None
+        if error is not None:
+            raise error from None  # not as a consequence of the call it ended
 
     def retry_delay(self, code: grpc.StatusCode | None) -> float | None:
         """Seconds to wait before the next try after a stream failed with `code`, or None: give up."""
@@ -331,3 +350,226 @@ class DatasetPager:
         self.token = page.next_page_token
         self.done = not self.token
         return out
+
+
+# --- models out ------------------------------------------------------------------------------------------
+
+DOWNLOAD_RETRIES = 8  # reconnects in a row without progress before download gives up
+PART_SUFFIX = ".tunewire-part"
+
+
+def list_checkpoints(job_id: str) -> Unary[Checkpoints]:
+    return Unary("ListCheckpoints", pb.ListCheckpointsRequest(job_id=job_id),
+                 lambda response: Checkpoints.from_proto(job_id, response))
+
+
+def delete_job(job_id: str) -> Unary[bool]:
+    return Unary("DeleteJob", pb.DeleteJobRequest(job_id=job_id), lambda response: response.deleted)
+
+
+def _safe_name(path: str) -> bool:
+    """A file name a download may write: one path component, inside the destination folder."""
+    return bool(path) and path not in (".", "..") and not any(c in path for c in "/\\\0")
+
+
+class Download:
+    """One DownloadModel into a folder: writes each file to a hidden partial file beside its final name,
+    hashes what it writes, and renames a file into place only once it is whole and its sha256 matches the
+    manifest's. A dropped connection (UNAVAILABLE) or a stream that ends early is resumed with the offsets of
+    the bytes held; partial files left by an earlier call (their names carry the file's sha256, so a partial
+    of other content is never continued) are continued too, and files already in place with the right
+    sha256 are not fetched again.
+
+    The shells call `request()`, hand each response to `take()` (False: reopen the call, now with the
+    offsets learnt from the manifest), `interrupted()` when a call ends without the download being
+    `complete`, `retry_delay(code)` for whether and when to try again, and `result()` at the end."""
+
+    RETRYABLE = req.RETRYABLE
+
+    def __init__(self, job_id: str, dest: str | os.PathLike, checkpoint: int | None = None, merged: bool = False,
+                 progress: Progress | None = None, *, chunk_size: int = 0,
+                 delays: Sequence[float] = req.RECONNECT_DELAYS, retries: int = DOWNLOAD_RETRIES) -> None:
+        self.job_id = job_id
+        self.dest = Path(dest)
+        self.checkpoint = checkpoint
+        self.merged = merged
+        self.progress = progress
+        self.chunk_size = chunk_size
+        self.delays = tuple(delays)
+        self.retries = retries
+        self.failures = 0
+        self.reconnects = 0
+        self.manifest: model_pb2.DownloadManifest | None = None
+        self.held: dict[str, int] = {}  # bytes of each file at the client (== size once whole)
+        self.whole: set[str] = set()  # files in place under their final name, sha256 checked
+        self.received = 0
+        self._asked: dict[str, int] = {}  # the offsets the open call asked for
+        self._file: tuple[str, Any, Any] | None = None  # (path, open partial file, its running sha256)
+        self._received_at_failure = 0
+        # Writing and hashing run on one thread beside the one that receives (each chunk's write overlaps
+        # the next chunk's arrival): one write in flight, so at most two chunks are held.
+        self._writer: ThreadPoolExecutor | None = None
+        self._writing: Future | None = None
+
+    # --- requests and responses ---
+
+    def request(self) -> pb.DownloadModelRequest:
+        """The request for the next call: from the bytes held (nothing held: from the start)."""
+        self._asked = {path: n for path, n in self.held.items() if n}
+        request = pb.DownloadModelRequest(job_id=self.job_id, offsets=self._asked, chunk_size=self.chunk_size,
+                                          form=model_pb2.MODEL_FORM_MERGED if self.merged
+                                          else model_pb2.MODEL_FORM_AS_TRAINED)
+        if self.checkpoint is not None:
+            request.checkpoint_step = self.checkpoint
+        return request
+
+    def take(self, response: pb.DownloadModelResponse) -> bool:
+        """Write what one response carries. False: the call must be reopened (the manifest showed bytes held
+        here that the call did not ask to skip)."""
+        part = response.WhichOneof("part")
+        if part == "manifest":
+            return self._manifest(response.manifest)
+        if part != "chunk" or self.manifest is None:
+            raise IntegrityError(f"the server sent a {part or 'empty'} message where the download expected "
+                                 f"{'a chunk' if self.manifest is not None else 'the manifest'}")
+        self._chunk(response.chunk)
+        return True
+
+    def _manifest(self, manifest: model_pb2.DownloadManifest) -> bool:
+        if self.manifest is not None:
+            if list(manifest.files) != list(self.manifest.files):
+                raise IntegrityError(f"the model of job {self.job_id} changed on the server during the download")
+            return True
+        names = [f.path for f in manifest.files]
+        if not all(_safe_name(n) for n in names) or len(set(names)) != len(names):
+            raise IntegrityError("the server's manifest names a file outside the download folder (or twice)")
+        self.manifest = manifest
+        self.dest.mkdir(parents=True, exist_ok=True)
+        for f in manifest.files:
+            final, part = self.dest / f.path, self._part(f)
+            if final.is_file() and final.stat().st_size == f.size_bytes and sha256_of(final) == f.sha256:
+                self.held[f.path] = f.size_bytes
+                self.whole.add(f.path)
+            elif part.is_file() and part.stat().st_size <= f.size_bytes:
+                self.held[f.path] = part.stat().st_size
+            else:
+                part.unlink(missing_ok=True)
+                self.held[f.path] = 0
+        self._report()
+        return not any(self.held.values())  # bytes held that this call did not ask to skip: ask again
+
+    def _part(self, f: model_pb2.ModelFile) -> Path:
+        return self.dest / f".{f.path}.{f.sha256[:16]}{PART_SUFFIX}"
+
+    def _entry(self, path: str) -> model_pb2.ModelFile:
+        assert self.manifest is not None
+        for f in self.manifest.files:
+            if f.path == path:
+                return f
+        raise IntegrityError(f"the server sent a chunk of {path[:64]!r}, which its manifest does not name")
+
+    def _chunk(self, chunk: model_pb2.ModelChunk) -> None:
+        f = self._entry(chunk.path)
+        if f.path in self.whole:
+            return  # held whole already: the server sends one empty last chunk for it
+        if chunk.offset != self.held[f.path] or chunk.offset + len(chunk.data) > f.size_bytes:
+            raise IntegrityError(f"the server sent bytes {chunk.offset}..{chunk.offset + len(chunk.data)} of "
+                                 f"{f.path}, expected them from {self.held[f.path]} (size {f.size_bytes})")
+        self._settle()  # the previous chunk is written (its error, if any, raised here)
+        if self._file is None or self._file[0] != f.path:
+            self._close()
+            self._file = (f.path, *self._open(f))
+        _, handle, digest = self._file
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(1, thread_name_prefix="tunewire-download")
+        self.held[f.path] += len(chunk.data)
+        self.received += len(chunk.data)
+        if self.received > self._received_at_failure:
+            self.failures = 0
+        self._writing = self._writer.submit(self._write, f, handle, digest, chunk.data, chunk.last)
+        if chunk.last:  # a file is whole (or refused) when take() returns: its last write is waited for
+            self._file = None  # that write closes it
+            self._settle()
+        self._report()
+
+    def _write(self, f: model_pb2.ModelFile, handle: Any, digest: Any, data: bytes, last: bool) -> None:
+        handle.write(data)
+        digest.update(data)
+        if last:
+            self._finish(f, handle, digest)
+
+    def _settle(self) -> None:
+        """Wait for the write in flight; raise its error (IntegrityError, OSError)."""
+        writing, self._writing = self._writing, None
+        if writing is not None:
+            writing.result()
+
+    def _open(self, f: model_pb2.ModelFile) -> tuple[Any, Any]:
+        """The partial file, open for appending at the bytes held, and the sha256 of those bytes."""
+        part = self._part(f)
+        digest = hashlib.sha256()
+        if self.held[f.path]:
+            with open(part, "rb") as existing:
+                while data := existing.read(UPLOAD_CHUNK):
+                    digest.update(data)
+        handle = open(part, "ab" if self.held[f.path] else "wb")  # noqa: SIM115 (closed by _close)
+        return handle, digest
+
+    def _finish(self, f: model_pb2.ModelFile, handle: Any, digest: Any) -> None:
+        handle.flush()
+        os.fsync(handle.fileno())
+        handle.close()
+        part = self._part(f)
+        if self.held[f.path] != f.size_bytes or digest.hexdigest() != f.sha256:
+            part.unlink(missing_ok=True)
+            self.held[f.path] = 0
+            raise IntegrityError(f"{f.path} of job {self.job_id} does not match the sha256 the server announced "
+                                 f"({digest.hexdigest()[:16]}... != {f.sha256[:16]}...); the partial file is removed")
+        os.replace(part, self.dest / f.path)
+        self.whole.add(f.path)
+
+    def _close(self) -> None:
+        if self._file is not None:
+            self._file[1].close()
+            self._file = None
+
+    def _report(self) -> None:
+        if self.progress is not None and self.manifest is not None:
+            self.progress(sum(self.held.values()), self.manifest.total_bytes)
+
+    # --- the loop's decisions ---
+
+    @property
+    def complete(self) -> bool:
+        return self.manifest is not None and len(self.whole) == len(self.manifest.files)
+
+    def interrupted(self) -> None:
+        """A call ended (broken, reopened, failed or done): wait for the write in flight, close the open file
+        (its bytes stay held). Raises the write's error, if it failed."""
+        try:
+            self._settle()
+        finally:
+            self._close()
+            if self._writer is not None:
+                self._writer.shutdown()
+                self._writer = None
+
+    def retry_delay(self, code: grpc.StatusCode | None) -> float | None:
+        """Seconds to wait before resuming after a call failed with `code` (None for a stream that ended
+        early), or None: give up. Tries in a row that bring no new byte count toward `retries`."""
+        if code is not None and code not in self.RETRYABLE or self.failures >= self.retries:
+            return None
+        delay = self.delays[min(self.failures, len(self.delays) - 1)] if self.delays else 0.0
+        self.failures += 1
+        self.reconnects += 1
+        self._received_at_failure = self.received
+        return delay
+
+    def result(self) -> DownloadedModel:
+        assert self.manifest is not None
+        m = self.manifest
+        return DownloadedModel(
+            path=self.dest, job_id=self.job_id, checkpoint=m.checkpoint_step if m.HasField("checkpoint_step") else None,
+            merged=m.form == model_pb2.MODEL_FORM_MERGED, step=m.step if m.HasField("step") else None,
+            files=[ModelFile(f.path, f.size_bytes, f.sha256) for f in m.files], total_bytes=m.total_bytes,
+            received_bytes=self.received, reconnects=self.reconnects)

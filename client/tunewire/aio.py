@@ -13,7 +13,7 @@ import grpc
 from tunewire import _core as core
 from tunewire import _requests as req
 from tunewire.errors import TunewireError, from_rpc_error
-from tunewire.types import Job, JobEvent, JobState, Prediction, UploadedDataset
+from tunewire.types import Checkpoints, DownloadedModel, Job, JobEvent, JobState, Prediction, UploadedDataset
 from tunewire.v1 import tuning_service_pb2 as pb
 
 T = TypeVar("T")
@@ -122,8 +122,10 @@ class AsyncClient(core.Connection):
                     return dataset
                 response = await self._stub.UploadDataset(_threaded(upload.requests(offset)),
                                                           metadata=self._metadata)
+                upload.raise_callback_error()
                 return UploadedDataset.from_proto(response.dataset)
             except grpc.RpcError as exc:
+                upload.raise_callback_error()
                 delay = upload.retry_delay(exc.code())
                 if delay is None:
                     raise from_rpc_error(exc) from None
@@ -146,6 +148,42 @@ class AsyncClient(core.Connection):
 
     async def delete_dataset(self, dataset_id: str, *, timeout: float | None = None) -> bool:
         return await self._unary(core.delete_dataset(dataset_id), timeout)
+
+    async def list_checkpoints(self, job_id: str, *, timeout: float | None = None) -> Checkpoints:
+        return await self._unary(core.list_checkpoints(job_id), timeout)
+
+    async def download(self, job_id: str, dest: str | os.PathLike, checkpoint: int | None = None,
+                       merged: bool = False, progress: core.Progress | None = None, *,
+                       chunk_size: int = 0) -> DownloadedModel:
+        """`Client.download`, awaitable: files are written and hashed on a thread (beside the one receiving)."""
+        download = core.Download(job_id, dest, checkpoint, merged, progress, chunk_size=chunk_size)
+        while True:
+            call = self._stub.DownloadModel(download.request(), metadata=self._metadata)
+            reopen = False
+            try:
+                async for response in call:
+                    if not await asyncio.to_thread(download.take, response):
+                        reopen = True
+                        break
+            except grpc.RpcError as exc:
+                delay = download.retry_delay(exc.code())
+                if delay is None:
+                    raise from_rpc_error(exc) from None
+                await asyncio.sleep(delay)
+                continue
+            finally:
+                call.cancel()
+                await asyncio.to_thread(download.interrupted)  # the last write and its fsync, off the loop
+            if download.complete:
+                return download.result()
+            if not reopen:
+                delay = download.retry_delay(None)
+                if delay is None:
+                    raise TunewireError(f"the download of job {job_id} kept ending before every file arrived")
+                await asyncio.sleep(delay)
+
+    async def delete_job(self, job_id: str, *, timeout: float | None = None) -> bool:
+        return await self._unary(core.delete_job(job_id), timeout)
 
     async def health(self, *, timeout: float = 5.0) -> bool:
         check = self._channel.unary_unary(core.HEALTH_CHECK_METHOD)

@@ -1,4 +1,5 @@
-"""`tunewire`: submit, watch, list, inspect, cancel and query fine-tuning jobs, and upload datasets, from a shell.
+"""`tunewire`: submit, watch, list, inspect, cancel, query and delete fine-tuning jobs, upload datasets and
+download models, from a shell.
 
 The server address comes from --address or TUNEWIRE_ADDRESS (default localhost:50051).
 """
@@ -179,19 +180,8 @@ def _dataset_dict(dataset) -> dict:
 
 def cmd_datasets_upload(client: Client, args) -> int:
     """Upload a file with a progress bar (bytes, rate, ETA); print the stored dataset and its report."""
-    from rich.progress import (
-        BarColumn,
-        DownloadColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-        TransferSpeedColumn,
-    )
-
     out, err = _console()
-    columns = (TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-               TimeRemainingColumn())
-    with Progress(*columns, console=err, transient=True, disable=args.json) as progress:
+    with _transfer_bar(err, args.json) as progress:
         bar = progress.add_task(os.path.basename(args.path), total=None)
 
         def advance(done: int, total: int) -> None:
@@ -237,6 +227,88 @@ def cmd_datasets_rm(client: Client, args) -> int:
     for dataset_id in args.dataset:
         deleted = client.delete_dataset(dataset_id)
         out.print(f"{dataset_id}: {'deleted' if deleted else 'not there'}", highlight=False)
+    return EXIT_OK
+
+
+def _transfer_bar(err, disable: bool):
+    """A rich progress bar for a transfer: bytes, rate and ETA."""
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+               TimeRemainingColumn())
+    return Progress(*columns, console=err, transient=True, disable=disable)
+
+
+def _when(moment) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M:%S") if moment else ""
+
+
+def cmd_checkpoints(client: Client, args) -> int:
+    """A job's complete checkpoints and its final model."""
+    from rich.table import Table
+
+    out, _ = _console()
+    listing = client.list_checkpoints(args.job)
+    if args.json:
+        rows = [{"step": c.step, "epoch": c.epoch, "saved": _when(c.saved), "size_bytes": c.size_bytes,
+                 "download_bytes": c.download_bytes, "eval_metrics": c.eval_metrics, "adapter": c.adapter}
+                for c in listing.checkpoints]
+        final = listing.final
+        print(json.dumps({"job_id": listing.job_id, "checkpoints": rows, "final": None if final is None else {
+            "step": final.step, "saved": _when(final.saved), "size_bytes": final.size_bytes,
+            "download_bytes": final.download_bytes, "metrics": final.metrics, "adapter": final.adapter,
+            "merged_ready": final.merged_ready}}))
+        return EXIT_OK
+    table = Table("WHICH", "STEP", "EPOCH", "SAVED", "SIZE", "DOWNLOAD", "METRICS")
+    for c in listing.checkpoints:
+        table.add_row("checkpoint", str(c.step), "" if c.epoch is None else f"{c.epoch:.2f}", _when(c.saved),
+                      str(c.size_bytes), str(c.download_bytes), _fmt_metrics(c.eval_metrics))
+    if listing.final is not None:
+        f = listing.final
+        table.add_row("final" + (" (adapter)" if f.adapter else ""), "" if f.step is None else str(f.step), "",
+                      _when(f.saved), str(f.size_bytes), str(f.download_bytes), _fmt_metrics(f.metrics))
+    out.print(table)
+    return EXIT_OK
+
+
+def cmd_download(client: Client, args) -> int:
+    """Download a job's model (or a checkpoint) into a folder with a progress bar; resumes by itself."""
+    out, err = _console()
+    with _transfer_bar(err, args.json) as progress:
+        what = f"{args.job} " + (f"checkpoint {args.checkpoint}" if args.checkpoint is not None else "final") + \
+            (" merged" if args.merged else "")
+        bar = progress.add_task(what, total=None)
+
+        def advance(done: int, total: int) -> None:
+            progress.update(bar, completed=done, total=total)
+
+        result = client.download(args.job, args.dir, checkpoint=args.checkpoint, merged=args.merged,
+                                 progress=advance)
+    if args.json:
+        print(json.dumps({"path": str(result.path), "job_id": result.job_id, "checkpoint": result.checkpoint,
+                          "merged": result.merged, "step": result.step, "total_bytes": result.total_bytes,
+                          "received_bytes": result.received_bytes,
+                          "files": [{"path": f.path, "size_bytes": f.size_bytes, "sha256": f.sha256}
+                                    for f in result.files]}))
+        return EXIT_OK
+    out.print(f"[green]{result.path}[/green]: {len(result.files)} files, {result.total_bytes} bytes, "
+              "every sha256 checked", highlight=False)
+    return EXIT_OK
+
+
+def cmd_rm(client: Client, args) -> int:
+    """Delete finished jobs: their artifacts, events and records."""
+    out, _ = _console()
+    for job_id in args.job:
+        deleted = client.delete_job(job_id)
+        out.print(f"{job_id}: {'deleted' if deleted else 'not there'}", highlight=False)
     return EXIT_OK
 
 
@@ -308,6 +380,23 @@ def build_parser() -> argparse.ArgumentParser:
     d = dsub.add_parser("rm", help="remove uploaded datasets (refused while a queued or running job uses one)")
     d.add_argument("dataset", nargs="+")
     d.set_defaults(fn=cmd_datasets_rm)
+
+    p = sub.add_parser("checkpoints", help="list a job's complete checkpoints and its final model")
+    p.add_argument("job")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=cmd_checkpoints)
+
+    p = sub.add_parser("download", help="download a job's model (or a checkpoint) into a folder (resumes by itself)")
+    p.add_argument("job")
+    p.add_argument("dir", help="the folder to write (created if missing); it loads with from_pretrained")
+    p.add_argument("--checkpoint", type=int, help="the checkpoint saved at this step instead of the final model")
+    p.add_argument("--merged", action="store_true", help="a LoRA adapter merged into its base model")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=cmd_download)
+
+    p = sub.add_parser("rm", help="delete finished jobs: artifacts, events and records (cancel a running one first)")
+    p.add_argument("job", nargs="+")
+    p.set_defaults(fn=cmd_rm)
     return parser
 
 

@@ -12,7 +12,7 @@ import grpc
 from tunewire import _core as core
 from tunewire import _requests as req
 from tunewire.errors import TunewireError, from_rpc_error
-from tunewire.types import Job, JobEvent, JobState, Prediction, UploadedDataset
+from tunewire.types import Checkpoints, DownloadedModel, Job, JobEvent, JobState, Prediction, UploadedDataset
 from tunewire.v1 import tuning_service_pb2 as pb
 
 T = TypeVar("T")
@@ -146,8 +146,10 @@ class Client(core.Connection):
                 if dataset is not None:
                     return dataset
                 response = self._stub.UploadDataset(upload.requests(offset), metadata=self._metadata)
+                upload.raise_callback_error()
                 return UploadedDataset.from_proto(response.dataset)
             except grpc.RpcError as exc:
+                upload.raise_callback_error()
                 delay = upload.retry_delay(exc.code())
                 if delay is None:
                     raise from_rpc_error(exc) from None
@@ -172,6 +174,56 @@ class Client(core.Connection):
         """Remove an uploaded dataset: True if it was there. FailedPreconditionError while a queued or
         running job uses it."""
         return self._unary(core.delete_dataset(dataset_id), timeout)
+
+    # --- models out ----------------------------------------------------------------------------------
+
+    def list_checkpoints(self, job_id: str, *, timeout: float | None = None) -> Checkpoints:
+        """The job's complete checkpoints (oldest first, each with its step, epoch, time, sizes and eval
+        metrics) and its final model once it succeeded."""
+        return self._unary(core.list_checkpoints(job_id), timeout)
+
+    def download(self, job_id: str, dest: str | os.PathLike, checkpoint: int | None = None, merged: bool = False,
+                 progress: core.Progress | None = None, *, chunk_size: int = 0) -> DownloadedModel:
+        """Download a job's final model (or the checkpoint saved at step `checkpoint`) into the folder `dest`,
+        which then loads with transformers' `from_pretrained` (an adapter with peft's
+        `PeftModel.from_pretrained` on its base). `merged=True`: a LoRA adapter merged into its base model
+        (merged on the server on the first request, which then waits for it).
+
+        Each file is written under a hidden partial name and renamed into place once whole and its sha256
+        matches (IntegrityError otherwise). A dropped connection is resumed by itself from the bytes held,
+        and so is a later call into the same folder; files already there are not fetched again.
+        `progress(done, total)` is called with byte counts as the files arrive."""
+        download = core.Download(job_id, dest, checkpoint, merged, progress, chunk_size=chunk_size)
+        while True:
+            call = self._stub.DownloadModel(download.request(), metadata=self._metadata)
+            reopen = False
+            try:
+                for response in call:
+                    if not download.take(response):
+                        reopen = True
+                        break
+            except grpc.RpcError as exc:
+                delay = download.retry_delay(exc.code())
+                if delay is None:
+                    raise from_rpc_error(exc) from None
+                time.sleep(delay)
+                continue
+            finally:
+                call.cancel()
+                download.interrupted()
+            if download.complete:
+                return download.result()
+            if not reopen:  # the stream ended before every file arrived
+                delay = download.retry_delay(None)
+                if delay is None:
+                    raise TunewireError(f"the download of job {job_id} kept ending before every file arrived")
+                time.sleep(delay)
+
+    def delete_job(self, job_id: str, *, timeout: float | None = None) -> bool:
+        """Delete a finished job: its checkpoints, model and logs on the server, its events and record (get()
+        raises NotFoundError afterwards). True if it was there; False if there is no such job (deleting
+        twice is not an error). FailedPreconditionError for a job still queued or running: cancel it first."""
+        return self._unary(core.delete_job(job_id), timeout)
 
     def health(self, *, timeout: float = 5.0) -> bool:
         """True when the server's grpc.health.v1 service reports the job service SERVING."""

@@ -72,6 +72,14 @@ class DeadlineExceededError(TunewireError):
     pass
 
 
+class IntegrityError(TunewireError):
+    """A download went wrong at the client: a file did not hash to the sha256 the server announced (the
+    partial file is removed), or the server sent what its manifest did not announce."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, grpc.StatusCode.DATA_LOSS)
+
+
 class JobFailedError(TunewireError):
     """Raised by `wait()` when a job ends FAILED or CANCELLED."""
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 
-from tunewire.v1 import dataset_pb2, job_pb2, tuning_service_pb2
+from tunewire.v1 import dataset_pb2, job_pb2, model_pb2, tuning_service_pb2
 
 
 class JobState(enum.StrEnum):
@@ -243,3 +244,79 @@ class UploadedDataset:
         return cls(id=msg.id, name=msg.name, format=job_pb2.FileFormat.Name(msg.format).removeprefix("FILE_FORMAT_"),
                    size_bytes=msg.size_bytes, sha256=msg.sha256, created=_time(msg, "create_time"),
                    report=DatasetReport.from_proto(msg.report))
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A complete checkpoint of a job: `client.download(job_id, dest, checkpoint=step)` fetches it."""
+
+    step: int
+    epoch: float | None
+    saved: datetime | None
+    size_bytes: int  # every file on the server, optimizer state included
+    download_bytes: int  # what a download of it (as trained) sends
+    eval_metrics: dict[str, float]  # logged at this step
+    adapter: bool  # a LoRA adapter: `merged=True` can be asked for
+
+    @classmethod
+    def from_proto(cls, msg: model_pb2.Checkpoint) -> Checkpoint:
+        return cls(step=msg.step, epoch=msg.epoch if msg.HasField("epoch") else None, saved=_time(msg, "save_time"),
+                   size_bytes=msg.size_bytes, download_bytes=msg.download_bytes, eval_metrics=dict(msg.eval_metrics),
+                   adapter=msg.adapter)
+
+
+@dataclass(frozen=True)
+class FinalModel:
+    """The final model of a succeeded job: `client.download(job_id, dest)` fetches it."""
+
+    step: int | None
+    saved: datetime | None
+    size_bytes: int
+    download_bytes: int
+    metrics: dict[str, float]  # the job's final metrics
+    adapter: bool
+    merged_ready: bool  # the merged form is on the server already (no merge on the first download)
+
+    @classmethod
+    def from_proto(cls, msg: model_pb2.FinalModel) -> FinalModel:
+        return cls(step=msg.step if msg.HasField("step") else None, saved=_time(msg, "save_time"),
+                   size_bytes=msg.size_bytes, download_bytes=msg.download_bytes, metrics=dict(msg.metrics),
+                   adapter=msg.adapter, merged_ready=msg.merged_ready)
+
+
+@dataclass(frozen=True)
+class Checkpoints:
+    """What `client.list_checkpoints` returns: the complete checkpoints, oldest first, and the final model
+    (None unless the job succeeded)."""
+
+    job_id: str
+    checkpoints: list[Checkpoint]
+    final: FinalModel | None
+
+    @classmethod
+    def from_proto(cls, job_id: str, msg: tuning_service_pb2.ListCheckpointsResponse) -> Checkpoints:
+        return cls(job_id, [Checkpoint.from_proto(c) for c in msg.checkpoints],
+                   FinalModel.from_proto(msg.final_model) if msg.HasField("final_model") else None)
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    path: str  # the file's name in the download folder
+    size_bytes: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class DownloadedModel:
+    """A finished download: `path` is a folder that loads with transformers' `from_pretrained` (or, for an
+    adapter, peft's `PeftModel.from_pretrained` on its base model). Every file's sha256 was checked."""
+
+    path: Path
+    job_id: str
+    checkpoint: int | None  # None for the final model
+    merged: bool
+    step: int | None  # the training step of these weights, where known
+    files: list[ModelFile]
+    total_bytes: int
+    received_bytes: int  # bytes received over the network (less than total_bytes after a resume)
+    reconnects: int  # times the download was resumed after a dropped connection

@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         settings = load_settings(argv)
         _runner(settings.event_loop)(serve(settings))
-    except ValueError as exc:  # bad settings
+    except ValueError as exc:  # bad settings, a `store` that cannot be opened included
         print(f"tunewire-server: {exc}", file=sys.stderr)
         sys.exit(2)
 

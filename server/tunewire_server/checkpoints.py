@@ -32,11 +32,22 @@ _CHUNK = 1 << 20
 
 
 def load_or_create_key(data_dir: Path) -> bytes:
+    """The checkpoint signing key under `data_dir`, created on first use. Replicas that share the folder may
+    start together: the key is written whole to a temporary file and linked into place (link fails if one is
+    there already), so nobody ever reads a key that is still being written."""
     path = data_dir / KEY_FILE
     if not path.exists():
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_hex(32))
+        tmp = data_dir / f".{KEY_FILE}.{os.getpid()}.{secrets.token_hex(4)}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_hex(32))
+                f.flush()
+                os.fsync(f.fileno())
+            with contextlib.suppress(FileExistsError):  # another replica's key won: use that one
+                os.link(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
     return bytes.fromhex(path.read_text().strip())
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,11 @@ class Settings:
     port: int = _opt(50051, "gRPC port; 0 picks a free one (the chosen port is logged).")
     metrics_port: int = _opt(9090, "Prometheus /metrics port (on HOST); 0 picks a free one, -1 turns metrics off.")
     data_dir: Path = _opt(Path("./tunewire-data"), "Holds the SQLite store and each job's artifacts.")
+    store: str = _opt("", "Where jobs and events are stored: empty = the SQLite file under DATA_DIR (one server); a postgresql://USER:PASSWORD@HOST:PORT/DATABASE URL = one queue that several replicas share (give them one DATA_DIR too).")
+    replica_id: str = _opt("", "This server's name in the shared queue (it owns the leases of the jobs it runs). Default: the POD_NAME environment variable, else HOSTNAME-PID.")
+    lease_s: float = _opt(30.0, "Seconds a replica's hold on a running job lasts unless renewed: after a replica dies, another takes its job over (from its last checkpoint) this long after its last heartbeat.")
+    heartbeat_s: float = _opt(10.0, "Seconds between renewals of a running job's lease (below lease_s); also how often a replica looks for jobs whose lease ran out.")
+    event_poll_s: float = _opt(1.0, "With a shared store: seconds between looks at the store for events and queued jobs when no notification came (the safety net under PostgreSQL's LISTEN/NOTIFY).")
     model_root: Path | None = _opt(None, "Folder that local base models are looked up in. Default: DATA_DIR/models.")
     dataset_root: Path | None = _opt(None, "Folder that dataset files are read from. Default: DATA_DIR/datasets.")
     allow_hub_models: bool = _opt(True, "Accept Hugging Face hub ids as base models (needs network or a cache).")
@@ -72,11 +78,23 @@ class Settings:
     max_upload_chunk_bytes: int = _opt(4 * 1024**2, "Largest data chunk one UploadDataset message may carry, in bytes; a chunk travels in one message, so at most max_message_bytes less 64 KiB is used.")
     upload_dir: Path | None = _opt(None, "Folder that uploaded datasets (and uploads in progress) live in. Default: DATA_DIR/uploads.")
     predict_stream_idle_s: float = _opt(60.0, "A PredictStream whose client reads nothing for this long (seconds) is stopped, freeing the inference worker.")
+    keep_checkpoints: int = _opt(1, "Checkpoints a SUCCEEDED job keeps beside its final model, newest first (1: the final model plus the newest checkpoint; 0: the final model only; -1: every checkpoint). Applied when the job succeeds and by each retention sweep; FAILED and CANCELLED jobs keep theirs.")
+    artifact_ttl_s: float = _opt(0.0, "Seconds a terminal job's artifacts (checkpoints, model, merged forms) are kept after it ended; its record, events and metrics stay. 0 keeps them until the job is deleted.")
+    merge_timeout_s: float = _opt(1800.0, "Seconds a merge of a LoRA adapter into its base (a MERGED download's first request) may take before it is stopped.")
+    retention_interval_s: float = _opt(600.0, "Seconds between retention sweeps, which remove artifacts past artifact_ttl_s (run only when artifact_ttl_s is set).")
+    artifacts: str = _opt("", "Shared artifact store for checkpoints, final models and uploaded datasets: empty (the local data folder only, no copies), a folder, or s3://bucket/prefix (credentials from the AWS_* variables). Every replica of one service names the same store.")
+    s3_endpoint_url: str = _opt("", "S3-compatible endpoint (e.g. http://minio:9000); empty: AWS, or AWS_ENDPOINT_URL.")
+    s3_region: str = _opt("", "S3 region; empty: AWS_REGION / AWS_DEFAULT_REGION, else us-east-1.")
+    s3_part_size: int = _opt(8 * 1024**2, "Multipart part size for S3 uploads, in bytes (at least 5 MiB); memory per upload is about part size x s3_max_concurrency.")
+    s3_max_concurrency: int = _opt(4, "Parts of one S3 upload in flight at once.")
+    s3_max_retries: int = _opt(5, "Retries of one S3 request (connection errors, 5xx, timeouts) before the artifact store counts as unavailable.")
+    s3_retry_timeout_s: float = _opt(60.0, "Seconds after a request's first try past which no S3 retry starts.")
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir).resolve()
         self.model_root = Path(self.model_root).resolve() if self.model_root else self.data_dir / "models"
         self.dataset_root = Path(self.dataset_root).resolve() if self.dataset_root else self.data_dir / "datasets"
+        self.replica_id = self.replica_id or os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
         self.upload_dir = Path(self.upload_dir).resolve() if self.upload_dir else self.data_dir / "uploads"
         problems = []
         if not 0 <= self.port <= 65535:
@@ -108,6 +126,24 @@ class Settings:
             problems.append("validation_timeout_s must be above 0")
         if self.predict_stream_idle_s <= 0:
             problems.append("predict_stream_idle_s must be above 0")
+        if self.keep_checkpoints < -1:
+            problems.append("keep_checkpoints must be -1 (keep all) or more")
+        if self.artifact_ttl_s < 0:
+            problems.append("artifact_ttl_s must not be negative (0 keeps artifacts)")
+        for name in ("merge_timeout_s", "retention_interval_s"):
+            if getattr(self, name) <= 0:
+                problems.append(f"{name} must be above 0")
+        if self.s3_part_size < 5 * 1024**2:
+            problems.append("s3_part_size must be at least 5 MiB (S3's smallest part)")
+        if self.s3_max_concurrency < 1 or self.s3_max_retries < 0 or self.s3_retry_timeout_s <= 0:
+            problems.append("s3_max_concurrency must be at least 1, s3_max_retries not negative, "
+                            "s3_retry_timeout_s above 0")
+        if self.store and not self.store.startswith(("postgresql://", "postgres://")):
+            problems.append("store must be empty (SQLite under data_dir) or a postgresql:// URL")
+        if not 0 < self.heartbeat_s < self.lease_s:
+            problems.append("heartbeat_s must be above 0 and below lease_s")
+        if self.event_poll_s <= 0:
+            problems.append("event_poll_s must be above 0")
         if self.keepalive_s < 1:
             problems.append("keepalive_s must be at least 1")
         if bool(self.tls_cert_file) != bool(self.tls_key_file):

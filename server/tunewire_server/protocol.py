@@ -78,7 +78,8 @@ class Message:
 @dataclass(frozen=True)
 class JobRequest(Message):
     """The job a training worker runs: `spec` is the JobSpec as the store holds it (protobuf JSON, parsed),
-    `plan` what validation resolved (opaque here), `checkpoint_key` the hex key that signs checkpoints."""
+    `plan` what validation resolved (opaque here), `checkpoint_key` the hex key that signs checkpoints,
+    `artifacts` and the s3_* fields the shared artifact store the job's checkpoints and model go to."""
 
     KIND: ClassVar[str] = "request"
     job_id: str
@@ -89,6 +90,15 @@ class JobRequest(Message):
     checkpoint_key: str
     nan_loss_steps: int = 3
     train_processes: int = 0
+    # The shared artifact store (shared_store.py): "" keeps everything in the local job folder. S3 credentials
+    # never travel here: the worker reads the AWS_* variables it inherits.
+    artifacts: str = ""
+    s3_endpoint_url: str = ""
+    s3_region: str = ""
+    s3_part_size: int = 8 << 20
+    s3_max_concurrency: int = 4
+    s3_max_retries: int = 5
+    s3_retry_timeout_s: float = 60.0
 
 
 @dataclass(frozen=True)

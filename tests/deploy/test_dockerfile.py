@@ -13,6 +13,7 @@ from pathlib import PurePosixPath
 import pytest
 
 from tests.deploy.tools import (
+    ALL_OVERLAYS,
     DOCKERFILE,
     ROOT,
     container_env,
@@ -139,7 +140,7 @@ def test_state_directories_are_volumes(final):
 def test_image_and_manifests_agree(final):
     """Where the image and the ConfigMap both set a variable, they set it the same way."""
     image_env = _env(final)
-    for overlay in ("gpu", "cpu-dev"):
+    for overlay in ALL_OVERLAYS:
         objects = render(overlay)
         pod_env = container_env(objects, server_container(only(objects, "Deployment")))
         for key in ("TUNEWIRE_DATA_DIR", "HF_HOME", "TUNEWIRE_PORT", "TUNEWIRE_HOST", "TUNEWIRE_LOG_FORMAT"):

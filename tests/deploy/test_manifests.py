@@ -9,7 +9,9 @@ from pathlib import PurePosixPath
 import pytest
 
 from tests.deploy.tools import (
+    ALL_OVERLAYS,
     OVERLAYS,
+    REPLICA_OVERLAYS,
     ROOT,
     container_env,
     of_kind,
@@ -35,7 +37,7 @@ def tuning_service_name() -> str:
     return tuning_service_pb2.DESCRIPTOR.services_by_name["TuningService"].full_name
 
 
-@pytest.fixture(params=OVERLAYS)
+@pytest.fixture(params=ALL_OVERLAYS)
 def overlay(request) -> str:
     return request.param
 
@@ -86,8 +88,11 @@ def settings_from(env: dict[str, str], tmp_path):
 
 # --- shape --------------------------------------------------------------------------------------------------------
 
-def test_one_replica_recreated_not_rolled(deployment):
-    """One GPU slot and one SQLite store: a rolling update would run two servers at once."""
+@pytest.mark.parametrize("single", OVERLAYS)
+def test_one_replica_recreated_not_rolled(single):
+    """One GPU slot and one SQLite store: a rolling update would run two servers at once.
+    (The replicas overlays share PostgreSQL instead: test_replicas.py.)"""
+    deployment = only(render(single), "Deployment")
     assert deployment["spec"]["replicas"] == 1
     assert deployment["spec"]["strategy"] == {"type": "Recreate"}
 
@@ -177,6 +182,17 @@ def test_config_and_secret_references_resolve(objects, overlay, container, pod):
         # Real credentials never live in the repository: the operator creates this one Secret.
         assert secrets == set() and secret_refs == {EXTERNAL_SECRET}
         assert f"create secret generic {EXTERNAL_SECRET}" in (ROOT / "docs" / "deploy.md").read_text()
+    elif overlay in REPLICA_OVERLAYS:
+        # The same, plus the store URL, the S3 credentials and the shared checkpoint key (docs/scaling.md);
+        # with CloudNativePG the store URL's Secret is the one its operator generates for the Cluster.
+        assert secrets == set()
+        clusters = [o["metadata"]["name"] for o in of_kind(objects, "Cluster")]
+        store = {f"{clusters[0]}-app"} if clusters else {"tunewire-store"}
+        operator_made = store if clusters else set()
+        assert secret_refs == {EXTERNAL_SECRET, "tunewire-s3", "tunewire-checkpoint-key"} | store
+        scaling = (ROOT / "docs" / "scaling.md").read_text()
+        for name in secret_refs - operator_made - {EXTERNAL_SECRET}:
+            assert f"create secret generic {name}" in scaling, name
     else:
         assert secret_refs <= secrets, f"unresolved: {secret_refs - secrets}"
 
@@ -221,11 +237,14 @@ def _volume_at(path: str, pod: dict, container: dict) -> dict:
     return volumes[best["name"]]
 
 
-def test_state_lives_on_persistent_volumes(env, pod, container, tmp_path):
+def test_state_lives_on_persistent_volumes(env, pod, container, tmp_path, overlay):
+    """One pod: on the PVCs. Many pods: each on volumes of its own (generic ephemeral PVCs), because what must
+    outlive a pod is in PostgreSQL and the artifact store (test_replicas.py)."""
     settings = settings_from(env, tmp_path)
+    kind = "ephemeral" if overlay in REPLICA_OVERLAYS else "persistentVolumeClaim"
     for what, path in (("data dir", str(settings.data_dir)), ("HF_HOME", env["HF_HOME"])):
         volume = _volume_at(path, pod, container)
-        assert "persistentVolumeClaim" in volume, f"the {what} {path} must be on a PVC, not {volume}"
+        assert kind in volume, f"the {what} {path} must be on a {kind} volume, not {volume}"
     data = _volume_at(str(settings.data_dir), pod, container)
     cache = _volume_at(env["HF_HOME"], pod, container)
     assert data["name"] != cache["name"], "the rebuildable cache and the job data have their own volumes"

@@ -23,7 +23,10 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "k8s"
-OVERLAYS = ("gpu", "cpu-dev")
+OVERLAYS = ("gpu", "cpu-dev")  # one pod, SQLite and a local folder
+# N GPU pods sharing PostgreSQL and S3 (docs/scaling.md): with the CloudNativePG operator, or an external URL.
+REPLICA_OVERLAYS = ("replicas", "replicas/external-postgres")
+ALL_OVERLAYS = OVERLAYS + REPLICA_OVERLAYS
 DOCKERFILE = ROOT / "Dockerfile"
 
 # Tools live next to the interpreter in a virtual environment, which need not be on PATH.

@@ -1,19 +1,18 @@
-"""Issue 14's equivalence test: models downloaded through models/ load with plain transformers / peft on a
+"""Issue 14's equivalence test: models downloaded through the API load with plain transformers / peft on a
 machine without tunewire and give the same outputs as Predict on the server.
 
-A classifier, a full SFT model, a LoRA adapter and its merged form are trained on the real server; each
-download is written into a fresh folder from the manifest and the chunk reader (every sha256 checked),
-loaded in this process with AutoModelFor... / PeftModel.from_pretrained (the tokenizer beside it), and
-compared with Predict through the SDK: classifier probabilities within 1e-4, greedy generations identical,
-and the merged model's logits within 1e-4 of the adapter on its base (the check that catches merge bugs that
-silently corrupt weights). The ModelService runs in this process beside the server, on its folders and its
-store, until the servicer serves DownloadModel itself.
+A classifier, a full SFT model, a LoRA adapter and its merged form are trained on the real server; each is
+downloaded with the SDK (`client.download`, DownloadModel: every sha256 checked) into a fresh folder, loaded
+in this process with AutoModelFor... / PeftModel.from_pretrained (the tokenizer beside it), and compared
+with Predict through the SDK: classifier probabilities within 1e-4, greedy generations identical, and the
+merged model's logits within 1e-4 of the adapter on its base (the check that catches merge bugs that
+silently corrupt weights).
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -21,8 +20,6 @@ import pytest
 from tests import tiny
 from tests.e2e.conftest import run_job
 from tunewire import JobState
-from tunewire_server.models.layout import Form, Which
-from tunewire_server.models.service import ModelService
 
 CLASSIFIER = {
     "base_model": "tiny-bert",
@@ -67,27 +64,16 @@ def trained(sft_server, sft_client):
 
 @pytest.fixture(scope="module")
 def service(sft_server):
-    s = sft_server.settings
-    store = sft_server.server.store
-    return ModelService(s.jobs_dir, s.data_dir, store, s.worker_cwd, torch_threads=1)
+    """The server's ModelService (to count its merges)."""
+    return sft_server.server.models
 
 
-def download(service: ModelService, job_id: str, dest: Path, which: Which | None = None,
-             form: Form = Form.AS_TRAINED) -> list[str]:
-    """Write a download into `dest` from the manifest and the chunks, as a client would: the file names."""
-    job = service.store.get_job(job_id)
-    manifest = asyncio.run(service.manifest(job, which or Which(), form))
-    dest.mkdir(parents=True)
-    digests = {}
-    for chunk in service.chunks(manifest, chunk_size=64 * 1024):
-        path = dest / chunk.path
-        with open(path, "r+b" if chunk.offset else "wb") as f:
-            f.seek(chunk.offset)
-            f.write(chunk.data)
-        digests.setdefault(chunk.path, hashlib.sha256()).update(chunk.data)
-        if chunk.last:
-            assert path.stat().st_size == chunk.size
-    assert {f.path: f.sha256 for f in manifest.files} == {p: d.hexdigest() for p, d in digests.items()}
+def download(client, job_id: str, dest: Path, checkpoint: int | None = None, merged: bool = False) -> list[str]:
+    """Download through the SDK into `dest`, as a user would: the file names."""
+    result = client.download(job_id, dest, checkpoint=checkpoint, merged=merged)
+    assert result.path == dest and result.received_bytes == result.total_bytes
+    assert {f.path: f.sha256 for f in result.files} == {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in dest.iterdir()}
     return sorted(p.name for p in dest.iterdir())
 
 
@@ -111,11 +97,11 @@ def served(client, job_id: str) -> list[str]:
     return [p.text for p in client.predict(job_id, PROMPTS, max_new_tokens=NEW_TOKENS)]
 
 
-def test_a_downloaded_classifier_scores_as_predict_does(trained, service, sft_client, tmp_path):
+def test_a_downloaded_classifier_scores_as_predict_does(trained, sft_client, tmp_path):
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    names = download(service, trained["classifier"], tmp_path / "clf")
+    names = download(sft_client, trained["classifier"], tmp_path / "clf")
     assert "model.safetensors" in names and "config.json" in names and "tokenizer.json" in names
     assert not {"training_args.bin", "tunewire.json", "tunewire-complete.json"} & set(names)
     model = AutoModelForSequenceClassification.from_pretrained(tmp_path / "clf").eval()
@@ -130,10 +116,10 @@ def test_a_downloaded_classifier_scores_as_predict_does(trained, service, sft_cl
         assert max(local, key=local.get) == prediction.label
 
 
-def test_a_downloaded_full_sft_model_generates_as_predict_does(trained, service, sft_client, tmp_path):
+def test_a_downloaded_full_sft_model_generates_as_predict_does(trained, sft_client, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    download(service, trained["full"], tmp_path / "full")
+    download(sft_client, trained["full"], tmp_path / "full")
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "full").eval()
     tokenizer = AutoTokenizer.from_pretrained(tmp_path / "full")
     assert [greedy(model, tokenizer, p) for p in PROMPTS] == served(sft_client, trained["full"])
@@ -146,7 +132,7 @@ def test_a_downloaded_adapter_and_its_merged_form_generate_as_predict_does(train
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     job_id = trained["lora"]
-    names = download(service, job_id, tmp_path / "adapter")
+    names = download(sft_client, job_id, tmp_path / "adapter")
     assert "adapter_model.safetensors" in names and "adapter_config.json" in names
     base = AutoModelForCausalLM.from_pretrained(lm_root / "tiny-llama").eval()
     tokenizer = AutoTokenizer.from_pretrained(tmp_path / "adapter")
@@ -155,15 +141,13 @@ def test_a_downloaded_adapter_and_its_merged_form_generate_as_predict_does(train
     adapter = PeftModel.from_pretrained(base, str(tmp_path / "adapter")).eval()
     assert [greedy(adapter, tokenizer, p) for p in PROMPTS] == expected
 
-    async def two_requests():  # concurrent requests for the same merge wait for one merge
-        job = service.store.get_job(job_id)
-        return await asyncio.gather(*(service.manifest(job, Which(), Form.MERGED) for _ in range(2)))
-
-    first, second = asyncio.run(two_requests())
+    with ThreadPoolExecutor(2) as pool:  # concurrent requests for the same merge wait for one merge
+        first, second = pool.map(lambda name: download(sft_client, job_id, tmp_path / name, merged=True),
+                                 ["merged", "merged-too"])
     assert service.merger.started == 1 and first == second
-    names = download(service, job_id, tmp_path / "merged", form=Form.MERGED)
+    names = first
     assert "model.safetensors" in names and not any(n.startswith("adapter_") for n in names)
-    asyncio.run(service.manifest(service.store.get_job(job_id), Which(), Form.MERGED))
+    download(sft_client, job_id, tmp_path / "merged-again", merged=True)
     assert service.merger.started == 1  # kept beside the adapter: not merged again
     merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged").eval()
     merged_tokenizer = AutoTokenizer.from_pretrained(tmp_path / "merged")
@@ -173,34 +157,37 @@ def test_a_downloaded_adapter_and_its_merged_form_generate_as_predict_does(train
         torch.testing.assert_close(merged(**batch).logits, adapter(**batch).logits, atol=1e-4, rtol=0)
 
 
-def test_a_lora_checkpoint_is_listed_and_downloads_as_an_adapter(trained, service, lm_root, tmp_path):
+def test_a_lora_checkpoint_is_listed_and_downloads_as_an_adapter(trained, sft_client, lm_root, tmp_path):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    job = service.store.get_job(trained["lora"])
-    listing = service.list_checkpoints(job)
-    assert [c.step for c in listing.checkpoints] == [2, 4]
+    listing = sft_client.list_checkpoints(trained["lora"])
+    steps = [c.step for c in listing.checkpoints]
+    assert steps[-1] == 4 and set(steps) <= {2, 4}  # checkpoint 2 unless retention pruned it
     assert all(c.adapter and c.epoch is not None and c.download_bytes < c.size_bytes for c in listing.checkpoints)
     assert listing.final is not None and listing.final.adapter and listing.final.merged_ready
-    download(service, job.id, tmp_path / "ckpt", Which(2))
+    download(sft_client, trained["lora"], tmp_path / "ckpt", checkpoint=steps[0])
     base = AutoModelForCausalLM.from_pretrained(lm_root / "tiny-llama")
     PeftModel.from_pretrained(base, str(tmp_path / "ckpt"))  # loads with plain peft
 
 
-def test_deleting_a_job_evicts_its_model_and_removes_everything(trained, sft_server, sft_client):
-    inference = sft_server.server.manager.inference  # the server's InferenceClient, on the server's loop
+def test_deleting_a_job_evicts_its_model_and_removes_everything(trained, sft_server, sft_client, service):
+    evict = service._evict  # the server's InferenceClient.evict, on the server's loop: count what it drops
     evicted: list[int] = []
 
-    async def evict(path: str) -> None:
-        evicted.append(await asyncio.wrap_future(
-            asyncio.run_coroutine_threadsafe(inference.evict(path), sft_server.loop)))
+    async def counting(path: str) -> int:
+        evicted.append(await evict(path))
+        return evicted[-1]
 
-    s = sft_server.settings
-    service = ModelService(s.jobs_dir, s.data_dir, sft_server.server.store, s.worker_cwd, evict=evict)
-    job_id = trained["full"]
-    served(sft_client, job_id)  # loaded in the inference worker
-    assert asyncio.run(service.delete(service.store.get_job(job_id))) is True
-    assert evicted == [1]
-    assert not (s.jobs_dir / job_id).exists()
-    assert asyncio.run(service.delete(service.store.get_job(job_id))) is False
-    assert evicted == [1, 0]
+    service._evict = counting
+    try:
+        s = sft_server.settings
+        job_id = trained["full"]
+        served(sft_client, job_id)  # loaded in the inference worker
+        assert sft_client.delete_job(job_id) is True
+        assert evicted == [1]
+        assert not (s.jobs_dir / job_id).exists()
+        assert sft_client.delete_job(job_id) is False
+        assert evicted == [1]  # nothing left to evict
+    finally:
+        service._evict = evict

@@ -71,7 +71,14 @@ def cases(server: FuzzServer) -> dict[str, Case]:
                            lambda s: s.strip(".")),
                        "header.name": st.text(alphabet=NAMES.replace(" ", ""), min_size=1, max_size=64).map(
                            lambda s: "x" + s + ".jsonl")}
+    # a download of the classifier's config.json alone: every other file is named as held whole
+    files = server.download_manifest(cls).files
+    held = {f.path: f.size_bytes for f in files if f.path != "config.json"}
     return {
+        "ListCheckpoints": Case("ListCheckpoints", pb.ListCheckpointsRequest(job_id=cls)),
+        "DownloadModel": Case("DownloadModel", pb.DownloadModelRequest(job_id=cls, offsets=held, chunk_size=4096), "",
+                              {"chunk_size": st.integers(256, 4 << 20)}),
+        "DeleteJob": Case("DeleteJob", pb.DeleteJobRequest(job_id="job-00000000fuzz0000")),
         "StartUpload": Case("StartUpload", pb.StartUploadRequest(header=header), "", upload_harmless),
         "UploadDataset": Case("UploadDataset", pb.UploadDatasetRequest(header=header), "", upload_harmless),
         "ListDatasets": Case("ListDatasets", pb.ListDatasetsRequest(page_size=10), "",

@@ -182,6 +182,11 @@ def mutations(base: Message, harmless: dict[str, st.SearchStrategy] | None = Non
             options.append(harmless[slot.path].map(lambda v: Mutation(slot, "harmless", v)))
         if fd.type == FD.TYPE_MESSAGE and fd.message_type.full_name == STRUCT:
             options.append(rows().map(lambda v: Mutation(slot, "rows", v)))
+        elif _is_map(fd):  # MANY entries, or one entry with an extreme key or value
+            key, value = fd.message_type.fields_by_name["key"], fd.message_type.fields_by_name["value"]
+            options.append(st.just(Mutation(slot, "extreme", ("many",))))
+            options.append(st.tuples(_values(key), _values(value)).map(
+                lambda kv: Mutation(slot, _kind_of(slot, kv[0]), ("entry", kv[0], kv[1]))))
         elif fd.type == FD.TYPE_MESSAGE and fd.is_repeated:
             options.append(st.just(Mutation(slot, "extreme", ("many",))))
         elif fd.type == FD.TYPE_MESSAGE:
@@ -203,6 +208,10 @@ def mutations(base: Message, harmless: dict[str, st.SearchStrategy] | None = Non
     focused = [s for s in usable if focus and s.path.startswith(focus)]
     chosen = st.one_of(st.sampled_from(usable), st.sampled_from(focused)) if focused else st.sampled_from(usable)
     return chosen.flatmap(for_slot)
+
+
+def _is_map(fd: FieldDescriptor) -> bool:
+    return fd.type == FD.TYPE_MESSAGE and fd.message_type.GetOptions().map_entry
 
 
 def _values(fd: FieldDescriptor):
@@ -243,6 +252,14 @@ def apply(base: Message, mutation: Mutation) -> bytes:
     name = fd.name
     if fd.type == FD.TYPE_MESSAGE and fd.message_type.full_name == STRUCT:
         _apply_rows(target, fd, value)
+    elif _is_map(fd):  # a map of scalars: MANY distinct keys, or the one entry
+        container = getattr(target, name)
+        container.clear()
+        if value[0] == "many":
+            default = fd.message_type.fields_by_name["value"].default_value
+            container.update({f"k{i}": default for i in range(MANY)})
+        else:
+            container[value[1]] = value[2]
     elif fd.type == FD.TYPE_MESSAGE:  # a repeated message: MANY default elements
         container = getattr(target, name)
         del container[:]

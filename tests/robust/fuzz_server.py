@@ -30,7 +30,7 @@ from tunewire.v1 import tuning_service_pb2 as pb
 from tunewire.v1 import tuning_service_pb2_grpc as pb_grpc
 
 HARD_CEILING = 2 * 1024**3  # bytes of control-plane RSS at which the watchdog kills the server
-STREAMING = {"StreamMetrics", "PredictStream"}
+STREAMING = {"StreamMetrics", "PredictStream", "DownloadModel"}
 
 CLASSIFICATION_SPEC = {
     "base_model": "tiny-bert", "display_name": "fuzz classification",
@@ -159,6 +159,14 @@ class FuzzServer:
         messages = [pb.UploadDatasetRequest(header=header),
                     pb.UploadDatasetRequest(chunk=dataset_pb2.UploadChunk(offset=0, data=data))]
         return self.stub.UploadDataset(iter(messages), timeout=60).dataset
+
+    def download_manifest(self, job_id: str):
+        """The manifest of a job's final model (the first message of its download; the rest is not read)."""
+        call = self.stub.DownloadModel(pb.DownloadModelRequest(job_id=job_id), timeout=60)
+        try:
+            return next(call).manifest
+        finally:
+            call.cancel()
 
     def _terminal(self, job_id: str):
         job = self.stub.GetJob(pb.GetJobRequest(job_id=job_id), timeout=60).job

@@ -26,7 +26,8 @@ pytestmark = pytest.mark.slow
 EXAMPLES = int(os.environ.get("TUNEWIRE_FUZZ_EXAMPLES", "30"))
 CASES = ["SubmitJob/classification", "SubmitJob/inline", "SubmitJob/sft", "GetJob", "ListJobs", "CancelJob",
          "StreamMetrics", "Predict/classification", "Predict/sft", "PredictStream/sft",
-         "StartUpload", "UploadDataset", "ListDatasets", "GetDataset", "DeleteDataset"]
+         "StartUpload", "UploadDataset", "ListDatasets", "GetDataset", "DeleteDataset",
+         "ListCheckpoints", "DownloadModel", "DeleteJob"]
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True,
                 database=None, phases=[Phase.explicit, Phase.generate])  # no shrinking: one field per example
 
@@ -55,7 +56,8 @@ def test_every_field_of_every_request_message_is_fuzzed():
             if fd.full_name in reachable:
                 continue
             reachable.add(fd.full_name)
-            if fd.message_type is not None and fd.message_type.full_name not in LEAF_MESSAGES:
+            if fd.message_type is not None and fd.message_type.full_name not in LEAF_MESSAGES \
+                    and not fd.message_type.GetOptions().map_entry:  # a map is one slot: its entries are fuzzed
                 todo.append(fd.message_type)
     walked = {s.field.full_name for t in request_types().values() for s in slots(t())}
     containers = {f for f in reachable if f not in walked}
@@ -64,7 +66,8 @@ def test_every_field_of_every_request_message_is_fuzzed():
             "tunewire.v1.ChatMessage.content", "tunewire.v1.ListJobsRequest.states",
             "tunewire.v1.PredictStreamRequest.text", "tunewire.v1.LoraConfig.bias",
             "tunewire.v1.UploadChunk.data", "tunewire.v1.UploadHeader.sha256",
-            "tunewire.v1.UploadedDatasetSource.dataset_id"} <= walked
+            "tunewire.v1.UploadedDatasetSource.dataset_id", "tunewire.v1.DownloadModelRequest.offsets",
+            "tunewire.v1.DownloadModelRequest.checkpoint_step", "tunewire.v1.DeleteJobRequest.job_id"} <= walked
 
 
 def _is_message(full_name: str) -> bool:

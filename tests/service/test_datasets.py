@@ -81,6 +81,31 @@ def test_an_upload_is_validated_stored_by_its_sha256_and_listed(server, client, 
     assert [(c.value, c.count) for c in recount.label_counts] == [("", 3), ("1.5", 1)]
 
 
+def test_a_large_upload_checked_as_it_arrives_gets_the_one_shot_report(server, client, tmp_path):
+    # Past MIN_STREAMED_BYTES the report is built by a process reading the file as it grows; problem rows
+    # sit across the 1 MiB chunks the SDK sends (a row every ~1000 bytes, a bad byte every 97 rows, an empty text every 101).
+    from tunewire_server.datasets import arrival
+    from tunewire_server.datasets.report import build_report
+
+    rows = []
+    for i in range(arrival.MIN_STREAMED_BYTES // 850):
+        text = b"" if i % 101 == 5 else b"caf\xe9" if i % 97 == 3 else b"word " * (150 + i % 50)
+        rows.append(b'{"id": %d, "text": "%s", "label": "%s"}\n' % (i, text, b"pos" if i % 3 else b"neg"))
+    path = tmp_path / "big.jsonl"
+    path.write_bytes(b"".join(rows))
+    assert path.stat().st_size >= arrival.MIN_STREAMED_BYTES
+    dataset = client.upload_dataset(path, label_column="label")
+    expected = build_report(path, "jsonl", "label")
+    report = dataset.report
+    assert report.num_rows == expected.num_rows == len(rows)
+    assert [(p.row, p.kind, p.column) for p in report.problem_rows] == \
+        [(p.row, p.kind, p.column) for p in expected.problem_rows]
+    assert report.problem_row_count == expected.problem_row_count > 100
+    assert [(c.name, c.type, c.missing) for c in report.columns] == \
+        [(c.name, c.type, c.missing) for c in expected.columns]
+    assert [(c.value, c.count) for c in report.label_counts] == [(c.value, c.count) for c in expected.label_counts]
+
+
 def test_the_same_bytes_uploaded_again_are_stored_once_and_not_sent_again(server, client, tmp_path):
     path = sentiment_file(tmp_path)
     first = client.upload_dataset(path)

@@ -3,6 +3,7 @@ the row scan every task runs before a job is queued. Messages name the 1-based d
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
@@ -194,3 +195,52 @@ def test_class_index_names_the_row_and_column_when_refusing(value, message):
         ds.class_index(value, 3, row_no=7, column="y")
     assert str(info.value).startswith("row 7: column 'y': label")
     assert len(str(info.value)) < 200
+
+
+# --- jsonl_rows_escaped: the byte reader the upload report uses, against the text reader it stands for ---
+
+ESCAPED_CASES = [
+    b'{"a": 1}\n{"a": "caf\xe9"}\r\n\r\n{"a": "x"}\r{"b": 2}',  # CRLF, a lone CR, no newline at the end
+    b'{"a": "\xe2\x82\xac"}\n \t\n\xe2\x80\xa8\n{"a": null}\n',  # a 3-byte character; blank lines (ASCII, Unicode)
+    b'{"a": 123456789012345678901234567890, "b": [-9223372036854775809, 1e400]}\n',  # json's int and inf
+    b'{"a": 1}\n{"a": NaN}\n',
+    b'{"a": 1}\n[1, 2]\n',
+    b'{"a": 1}\n{"a": "cut',
+    b'{"a": "\\ud800"}\n{"a": "x\ry"}\n',  # an escaped lone surrogate; a CR inside a string ends the line
+    b'\xef\xbb\xbf{"a": 1}\n',  # a BOM is not JSON
+    b'{"a": 1}\n' + b'{"long": "' + b"y" * 40 + b'"}\n',  # past MAX_LINE_CHARS (lowered below)
+    b"",
+]
+
+
+def text_reader_rows(data: bytes):
+    text = io.TextIOWrapper(io.BytesIO(data), encoding="utf-8", errors="surrogateescape", newline="")
+    return _outcome(ds._jsonl_rows(text))
+
+
+def _outcome(rows):
+    out = []
+    try:
+        for row_no, row in rows:
+            out.append((row_no, repr(row)))
+    except DatasetProblem as exc:
+        out.append(f"DatasetProblem: {exc}")
+    return out
+
+
+@pytest.mark.parametrize("data", ESCAPED_CASES)
+@pytest.mark.parametrize("block", [1, 2, 3, 7, 1024])
+def test_the_byte_reader_reads_what_the_text_reader_reads(monkeypatch, data, block):
+    monkeypatch.setattr(ds, "READ_BLOCK", block)  # rows, CRLFs and characters split across reads
+    monkeypatch.setattr(ds, "MAX_LINE_CHARS", 32)
+    expected = text_reader_rows(data)
+    assert _outcome(ds.jsonl_rows_escaped(io.BytesIO(data))) == expected
+
+
+def test_the_byte_reader_refuses_an_endless_line_without_holding_it(monkeypatch):
+    monkeypatch.setattr(ds, "READ_BLOCK", 4)
+    monkeypatch.setattr(ds, "MAX_LINE_CHARS", 16)
+    endless = io.BytesIO(b'{"a": 1}\n' + b"z" * 1000)
+    with pytest.raises(DatasetProblem, match="line 2: is longer than 16 characters"):
+        list(ds.jsonl_rows_escaped(endless))
+    assert endless.tell() < 100  # it stopped soon after the line passed 4 x 16 bytes

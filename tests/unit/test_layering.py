@@ -47,7 +47,6 @@ COVERED_ELSEWHERE: dict[str, str] = {
     "tunewire_server.jobs.recovery": "tests/unit/test_scheduler.py",  # restarts and RESTART_ALLOWANCE
     "tunewire_server.jobs.transitions": "tests/unit/test_scheduler.py",  # every state change the scheduler makes
     "tunewire_server.workers.launcher": "tests/unit/test_scheduler.py",  # the seam: the fake launcher implements it
-    "tunewire_server.workers.pool": "tests/unit/test_scheduler.py",  # the warm pool over the fake launcher
     "tunewire_server.models.layout": "tests/unit/test_models_manifest.py",  # Which/Form and the folder names
     "tunewire_server.models.selection": "tests/unit/test_models_manifest.py",  # which folder a download reads
     "tunewire_server.models.service": "tests/e2e/test_download_equivalence.py",  # the facade over models/

@@ -84,3 +84,19 @@ def test_status_details_that_do_not_parse_leave_the_error_without_violations():
     from tunewire.errors import field_violations
 
     assert field_violations([("grpc-status-details-bin", b"\xff\xff\xff")]) == ()
+
+
+def test_importing_the_contract_loads_neither_grpc_nor_the_client():
+    code = ("import sys, tunewire.v1.job_pb2, tunewire.v1.tuning_service_pb2, tunewire_server.jobs.states\n"
+            "print(sorted(m for m in ('grpc', 'tunewire.client', 'tunewire.aio') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_the_sdk_names_load_on_first_use():
+    code = ("import sys, tunewire\nassert 'grpc' not in sys.modules\n"
+            "from tunewire import Client, AsyncClient, IntegrityError, JobState, load_spec, Checkpoints\n"
+            "assert 'grpc' in sys.modules and Client.__module__ == 'tunewire.client'\n"
+            "assert set(tunewire.__all__) <= set(dir(tunewire))\n"
+            "try:\n    tunewire.NoSuchName\nexcept AttributeError:\n    pass\nelse:\n    raise SystemExit(1)\n")
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import grpc
 import pytest
 
 import tunewire
 from tunewire import _core as core
 from tunewire import _requests as req
-from tunewire.v1 import job_pb2
+from tunewire.v1 import job_pb2, model_pb2
 from tunewire.v1 import tuning_service_pb2 as pb
 
 
@@ -220,3 +222,93 @@ def test_the_dataset_pager_follows_tokens_and_stops_at_the_limit():
     assert [d.id for d in pager.take(page)] == ["ds-1", "ds-2"]
     assert pager.next_call().request.page_token == "t"
     assert [d.id for d in pager.take(page)] == ["ds-1"] and pager.next_call() is None
+
+
+# --- downloads ---------------------------------------------------------------------------------------
+
+
+def manifest(files: dict[str, bytes]) -> pb.DownloadModelResponse:
+    entries = [model_pb2.ModelFile(path=p, size_bytes=len(d), sha256=hashlib.sha256(d).hexdigest())
+               for p, d in files.items()]
+    return pb.DownloadModelResponse(manifest=model_pb2.DownloadManifest(
+        job_id="job-1", files=entries, total_bytes=sum(len(d) for d in files.values())))
+
+
+def piece(path: str, offset: int, data: bytes, last: bool) -> pb.DownloadModelResponse:
+    return pb.DownloadModelResponse(chunk=model_pb2.ModelChunk(path=path, offset=offset, data=data, last=last))
+
+
+def test_a_download_writes_parts_and_renames_each_file_once_whole_and_hashed(tmp_path):
+    seen = []
+    download = core.Download("job-1", tmp_path / "out", checkpoint=3, merged=True,
+                             progress=lambda *p: seen.append(p))
+    request = download.request()
+    assert request.checkpoint_step == 3 and request.form == model_pb2.MODEL_FORM_MERGED and not request.offsets
+    assert download.take(manifest({"a.bin": b"hello world"}))
+    assert download.take(piece("a.bin", 0, b"hello ", False))
+    assert not (tmp_path / "out" / "a.bin").exists()  # not before it is whole
+    assert download.take(piece("a.bin", 6, b"world", True))
+    assert (tmp_path / "out" / "a.bin").read_bytes() == b"hello world" and download.complete
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["a.bin"]
+    assert seen == [(0, 11), (6, 11), (11, 11)]
+
+
+def test_a_broken_download_asks_again_from_the_bytes_held(tmp_path):
+    download = core.Download("job-1", tmp_path, delays=(0.25,), retries=2)
+    download.take(manifest({"a.bin": b"abcdef", "b.bin": b"xyz"}))
+    download.take(piece("a.bin", 0, b"abc", False))
+    download.interrupted()
+    assert download.retry_delay(grpc.StatusCode.UNAVAILABLE) == 0.25
+    assert dict(download.request().offsets) == {"a.bin": 3}
+    assert download.take(manifest({"a.bin": b"abcdef", "b.bin": b"xyz"}))  # the same manifest: go on
+    download.take(piece("a.bin", 3, b"def", True))
+    download.take(piece("b.bin", 0, b"xyz", True))
+    assert download.complete and download.result().received_bytes == 9 and download.result().reconnects == 1
+    assert download.retry_delay(grpc.StatusCode.INVALID_ARGUMENT) is None  # only UNAVAILABLE is retried
+
+
+def test_a_new_download_continues_the_partial_files_and_skips_the_whole_files_it_finds(tmp_path):
+    files = {"a.bin": b"abcdef", "b.bin": b"xyz"}
+    first = core.Download("job-1", tmp_path)
+    first.take(manifest(files))
+    first.take(piece("a.bin", 0, b"abcd", False))
+    first.interrupted()
+    (tmp_path / "b.bin").write_bytes(b"xyz")
+    second = core.Download("job-1", tmp_path)
+    assert second.take(manifest(files)) is False  # bytes held that the call did not skip: reopen it
+    assert dict(second.request().offsets) == {"a.bin": 4, "b.bin": 3}
+    second.take(manifest(files))
+    second.take(piece("a.bin", 4, b"ef", True))
+    second.take(piece("b.bin", 3, b"", True))  # held whole: one empty last chunk
+    assert second.complete and (tmp_path / "a.bin").read_bytes() == b"abcdef"
+    assert second.result().received_bytes == 2
+
+
+def test_a_file_that_does_not_hash_to_its_sha256_is_refused_and_its_part_removed(tmp_path):
+    download = core.Download("job-1", tmp_path)
+    download.take(manifest({"a.bin": b"abc"}))
+    with pytest.raises(tunewire.IntegrityError, match="sha256"):
+        download.take(piece("a.bin", 0, b"abd", True))
+    download.interrupted()
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("name", ["../evil", "a/b", "..", ".", "", "a\\b", "nul\0"])
+def test_a_manifest_naming_a_file_outside_the_folder_is_refused(tmp_path, name):
+    download = core.Download("job-1", tmp_path / "out")
+    with pytest.raises(tunewire.IntegrityError, match="outside"):
+        download.take(manifest({name: b"x"}))
+    assert not (tmp_path / "out").exists()
+
+
+def test_chunks_out_of_order_or_unannounced_are_refused(tmp_path):
+    download = core.Download("job-1", tmp_path)
+    with pytest.raises(tunewire.IntegrityError, match="manifest"):
+        download.take(piece("a.bin", 0, b"a", True))  # before the manifest
+    download.take(manifest({"a.bin": b"abc"}))
+    with pytest.raises(tunewire.IntegrityError, match="expected them from 0"):
+        download.take(piece("a.bin", 1, b"bc", True))
+    with pytest.raises(tunewire.IntegrityError, match="does not name"):
+        download.take(piece("other.bin", 0, b"x", True))
+    with pytest.raises(tunewire.IntegrityError, match="changed"):
+        download.take(manifest({"a.bin": b"abd"}))

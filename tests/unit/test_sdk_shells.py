@@ -16,7 +16,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 import tunewire
-from tunewire.v1 import dataset_pb2, job_pb2
+from tunewire.v1 import dataset_pb2, job_pb2, model_pb2
 from tunewire.v1 import tuning_service_pb2 as pb
 from tunewire.v1 import tuning_service_pb2_grpc as pb_grpc
 
@@ -218,3 +218,140 @@ def test_the_asyncio_client_resumes_an_upload_by_itself(uploads):
 
     dataset, rest = asyncio.run(main())
     check_upload(service, path, dataset, seen, rest)
+
+
+class Stop(Exception):
+    """What a user's progress callback raises."""
+
+
+def stop_at(limit: int):
+    def progress(done: int, total: int) -> None:
+        if done >= limit:
+            raise Stop(f"stopped at {done}")
+    return progress
+
+
+def test_a_progress_callback_that_raises_stops_the_sync_upload_with_its_exception(uploads):
+    service, address, path = uploads
+    with tunewire.Client(address, timeout=20) as client, pytest.raises(Stop, match="stopped at 1000"):
+        client.upload_dataset(path, progress=stop_at(1000), chunk_size=500)
+    assert service.starts == [0] and len(service.held) <= 1500  # not retried; the stream ended there
+
+
+def test_a_progress_callback_that_raises_stops_the_asyncio_upload_with_its_exception(uploads):
+    service, address, path = uploads
+
+    async def main():
+        async with tunewire.AsyncClient(address, timeout=20) as client:
+            await client.upload_dataset(path, progress=stop_at(1000), chunk_size=500)
+
+    with pytest.raises(Stop, match="stopped at 1000"):
+        asyncio.run(main())
+    assert service.starts == [0] and len(service.held) <= 1500
+
+
+FILES = {"config.json": b'{"model_type": "bert"}' * 40, "model.safetensors": bytes(range(256)) * 64,
+         "empty.txt": b""}
+DOWNLOAD_CUT = 5000  # the first download stream breaks (UNAVAILABLE) once this many bytes were sent
+
+
+class ScriptedDownloads(pb_grpc.TuningServiceServicer):
+    """Three files sent in 1000-byte chunks; the first stream is cut after DOWNLOAD_CUT bytes; job "corrupt"
+    sends bytes that do not hash to its manifest's sha256. Every request's offsets are recorded."""
+
+    def __init__(self) -> None:
+        self.offsets: list[dict[str, int]] = []
+        self.deleted: list[str] = []
+
+    def DownloadModel(self, request, context):
+        self.offsets.append(dict(request.offsets))
+        first = len(self.offsets) == 1
+        files = [model_pb2.ModelFile(path=p, size_bytes=len(d), sha256=hashlib.sha256(d).hexdigest())
+                 for p, d in FILES.items()]
+        yield pb.DownloadModelResponse(manifest=model_pb2.DownloadManifest(
+            job_id=request.job_id, files=files, total_bytes=sum(len(d) for d in FILES.values()), step=4,
+            form=model_pb2.MODEL_FORM_AS_TRAINED))
+        sent = 0
+        for path, data in FILES.items():
+            if request.job_id == "corrupt" and path == "model.safetensors":
+                data = data[:-1] + b"!"
+            offset = request.offsets.get(path, 0)
+            while True:
+                piece = data[offset:offset + 1000]
+                if first and sent >= DOWNLOAD_CUT:
+                    context.abort(grpc.StatusCode.UNAVAILABLE, "the link dropped")
+                yield pb.DownloadModelResponse(chunk=model_pb2.ModelChunk(
+                    path=path, offset=offset, data=piece, last=offset + len(piece) >= len(data)))
+                offset += len(piece)
+                sent += len(piece)
+                if offset >= len(data):
+                    break
+
+    def ListCheckpoints(self, request, context):
+        checkpoint = model_pb2.Checkpoint(step=2, epoch=0.5, size_bytes=10, download_bytes=5,
+                                          eval_metrics={"accuracy": 0.75})
+        return pb.ListCheckpointsResponse(checkpoints=[checkpoint], final_model=model_pb2.FinalModel(step=4))
+
+    def DeleteJob(self, request, context):
+        first = request.job_id not in self.deleted
+        self.deleted.append(request.job_id)
+        return pb.DeleteJobResponse(deleted=first)
+
+
+@pytest.fixture
+def downloads():
+    service = ScriptedDownloads()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    pb_grpc.add_TuningServiceServicer_to_server(service, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        yield service, f"127.0.0.1:{port}"
+    finally:
+        server.stop(None)
+
+
+def check_download(service: ScriptedDownloads, dest, result, seen, listing, deleted, corrupt) -> None:
+    assert {p.name: p.read_bytes() for p in dest.iterdir()} == FILES  # every file whole, no partial left
+    total = sum(len(d) for d in FILES.values())
+    assert result.reconnects == 1 and result.received_bytes == total  # nothing was sent twice
+    assert len(service.offsets) == 3 and service.offsets[0] == {}
+    # resumed from the bytes held: config.json whole (880 bytes), then 5 chunks of the weights before the cut
+    assert service.offsets[1] == {"config.json": len(FILES["config.json"]), "model.safetensors": 5000}
+    assert seen[-1] == (total, total)
+    assert [c.step for c in listing.checkpoints] == [2] and listing.checkpoints[0].eval_metrics == {"accuracy": 0.75}
+    assert listing.final.step == 4 and deleted == [True, False]
+    assert isinstance(corrupt, tunewire.IntegrityError) and "model.safetensors" in str(corrupt)
+
+
+def test_the_sync_client_downloads_resumes_and_checks_every_sha256(downloads, tmp_path):
+    service, address = downloads
+    seen = []
+    with tunewire.Client(address, timeout=20) as client:
+        result = client.download("job-1", tmp_path / "model", progress=lambda *p: seen.append(p))
+        listing = client.list_checkpoints("job-1")
+        deleted = [client.delete_job("job-1"), client.delete_job("job-1")]
+        with pytest.raises(tunewire.IntegrityError) as corrupt:
+            client.download("corrupt", tmp_path / "corrupt")
+    check_download(service, tmp_path / "model", result, seen, listing, deleted, corrupt.value)
+    assert not (tmp_path / "corrupt" / "model.safetensors").exists()
+    assert sorted(p.name for p in (tmp_path / "corrupt").iterdir()) == ["config.json"]  # stopped at the bad file
+
+
+def test_the_asyncio_client_downloads_resumes_and_checks_every_sha256(downloads, tmp_path):
+    service, address = downloads
+    seen = []
+
+    async def main():
+        async with tunewire.AsyncClient(address, timeout=20) as client:
+            result = await client.download("job-1", tmp_path / "model", progress=lambda *p: seen.append(p))
+            listing = await client.list_checkpoints("job-1")
+            deleted = [await client.delete_job("job-1"), await client.delete_job("job-1")]
+            try:
+                await client.download("corrupt", tmp_path / "corrupt")
+            except tunewire.IntegrityError as exc:
+                return result, listing, deleted, exc
+            raise AssertionError("a corrupt file was accepted")
+
+    result, listing, deleted, corrupt = asyncio.run(main())
+    check_download(service, tmp_path / "model", result, seen, listing, deleted, corrupt)

@@ -244,6 +244,46 @@ def test_list_is_newest_first_and_pages(store):
     assert _queued(store) == ["j0", "j2", "j3", "j4"]  # FIFO
 
 
+# --- deletion ----------------------------------------------------------------------------------
+
+
+def test_delete_job_removes_its_record_events_and_request_id_durably(make_store):
+    store = make_store()
+    _job(store, "gone", "req-gone")
+    store.append_event("gone", "train_log", {"step": 1, "loss": 1.0})
+    _job(store, "kept", "req-kept")
+    store.update_job("gone", state=JobState.SUCCEEDED)
+    assert asyncio.run(store.write(store.delete_job, "gone")) is True
+    store.close()
+    store = make_store()
+    assert store.get_job("gone") is None and store.get_job_by_request_id("req-gone") is None
+    assert store.events_after("gone", 0) == []
+    assert [j.id for j in store.list_jobs()] == ["kept"] and store.count_in_states([JobState.SUCCEEDED]) == 0
+    assert [e.seq for e in store.events_after("kept", 0)] == [1]  # another job's events stay
+    again = _job(store, "new", "req-gone")  # the request id is free again
+    assert store.get_job_by_request_id("req-gone").id == again.id == "new"
+
+
+def test_delete_job_of_an_unknown_or_deleted_id_is_false(store):
+    _job(store, "a")
+    assert store.delete_job("nope") is False
+    assert store.delete_job("a") is True
+    assert store.delete_job("a") is False
+
+
+def test_a_deleted_jobs_ordinal_is_never_given_again(make_store):
+    store = make_store()
+    _job(store, "j1")
+    newest = _job(store, "j2")
+    store.delete_job("j2")
+    store.close()
+    store = make_store()  # the numbering survives a restart
+    later = _job(store, "j3")
+    assert later.ordinal > newest.ordinal
+    assert [j.id for j in store.list_jobs()] == ["j3", "j1"]
+    assert [j.id for j in store.list_jobs(before_ordinal=later.ordinal)] == ["j1"]
+
+
 def test_list_sizes_count_the_stored_bytes_and_follow_the_listing(store):
     store.create_job("small", "{}", None, ("state_change", {}))
     store.create_job("big", '{"display_name": "' + "é" * 1000 + '"}', "r", ("state_change", {}))

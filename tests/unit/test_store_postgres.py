@@ -298,7 +298,7 @@ def test_a_live_lease_cannot_be_taken_over(make_store):
     assert store.get_job("a").state == JobState.RUNNING and store.get_job("a").last_seq == 2
 
 
-def test_a_version_1_database_gains_leases_and_keeps_its_jobs(postgres_url):
+def test_a_version_1_database_gains_leases_and_counters_and_keeps_its_jobs(postgres_url):
     from tunewire_server.store.postgres import MIGRATIONS
 
     with psycopg.connect(postgres_url, autocommit=True) as conn:  # as the first version left it
@@ -310,7 +310,7 @@ def test_a_version_1_database_gains_leases_and_keeps_its_jobs(postgres_url):
                      " VALUES ('old', 1, '{}', 'QUEUED', 0, 1, 0)")
     store = PostgresStore(postgres_url)
     try:
-        assert store.schema_versions() == [1, 2] == list(range(1, SCHEMA_VERSION + 1))
+        assert store.schema_versions() == [1, 2, 3] == list(range(1, SCHEMA_VERSION + 1))
         job, _ = store.claim_next(owner="r", lease_s=60)
         assert job.id == "old" and store.lease("old").owner == "r"
     finally:
@@ -331,3 +331,25 @@ def test_connections_cut_by_a_server_restart_are_replaced_without_an_error(postg
         assert store.writable
     finally:
         store.close()
+
+
+def test_writes_notify_listeners_of_the_same_schema_with_ids_and_seqs_only(make_store, postgres_server):
+    import queue
+
+    listener, writer = make_store(), make_store()
+    elsewhere = PostgresStore(postgres_server.new_schema())  # another schema: another channel
+    heard: queue.Queue = queue.Queue()
+    stop = listener.listen(heard.put)
+    try:
+        time.sleep(0.5)  # the LISTEN is in place (it starts on its own thread)
+        _job(elsewhere, "other")
+        _job(writer, "a")
+        writer.claim_next(owner="r", lease_s=60)
+        writer.append_events("a", [("train_log", {"step": 1}, None, None), ("train_log", {"step": 2}, None, None)])
+        writer.append_event("a", "state_change", {"state": "QUEUED"}, {"state": JobState.QUEUED})
+        got = [heard.get(timeout=10) for _ in range(6)]
+    finally:
+        stop()
+        elsewhere.close()
+    assert [(n.job_id, n.seq, n.queued) for n in got] == [
+        ("a", 1, False), ("a", 0, True), ("a", 2, False), ("a", 4, False), ("a", 5, False), ("a", 0, True)]

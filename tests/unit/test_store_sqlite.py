@@ -67,10 +67,25 @@ def test_a_version_2_database_upgrades_to_hold_datasets_and_keeps_its_jobs(tmp_p
     db.commit()
     db.close()
     store = SQLiteStore(path)
-    assert store.pragma("user_version") == SCHEMA_VERSION == 3
+    assert store.pragma("user_version") == SCHEMA_VERSION >= 3
     assert [j.id for j in store.jobs_in_states([JobState.QUEUED])] == ["old"]
     record = store.add_dataset("ds-" + "a" * 64, "x.jsonl", "jsonl", 3, "a" * 64, "x", "{}")
     assert store.list_datasets() == [record]
+
+
+def test_a_version_3_database_upgrades_to_number_past_deleted_jobs(tmp_path):
+    path = tmp_path / "v3.sqlite"
+    db = sqlite3.connect(path)
+    db.executescript(SCHEMA)
+    db.executescript(";".join(MIGRATIONS[:3]) + "; PRAGMA user_version = 3;")  # as the dataset uploads left it
+    db.execute("INSERT INTO jobs (id, ordinal, spec, state, created_at, queue_seq)"
+               " VALUES ('old', 7, '{}', 'SUCCEEDED', 0, 7)")
+    db.commit()
+    db.close()
+    store = SQLiteStore(path)
+    assert store.pragma("user_version") == SCHEMA_VERSION >= 4
+    assert store.delete_job("old") is True
+    assert store.create_job("new", "{}", None, ("state_change", {})).ordinal == 8
 
 
 @pytest.fixture

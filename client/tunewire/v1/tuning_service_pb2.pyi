@@ -1,5 +1,6 @@
 from tunewire.v1 import dataset_pb2 as _dataset_pb2
 from tunewire.v1 import job_pb2 as _job_pb2
+from tunewire.v1 import model_pb2 as _model_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -253,6 +254,61 @@ class DeleteDatasetRequest(_message.Message):
     def __init__(self, dataset_id: _Optional[str] = ...) -> None: ...
 
 class DeleteDatasetResponse(_message.Message):
+    __slots__ = ("deleted",)
+    DELETED_FIELD_NUMBER: _ClassVar[int]
+    deleted: bool
+    def __init__(self, deleted: _Optional[bool] = ...) -> None: ...
+
+class ListCheckpointsRequest(_message.Message):
+    __slots__ = ("job_id",)
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+
+class ListCheckpointsResponse(_message.Message):
+    __slots__ = ("checkpoints", "final_model")
+    CHECKPOINTS_FIELD_NUMBER: _ClassVar[int]
+    FINAL_MODEL_FIELD_NUMBER: _ClassVar[int]
+    checkpoints: _containers.RepeatedCompositeFieldContainer[_model_pb2.Checkpoint]
+    final_model: _model_pb2.FinalModel
+    def __init__(self, checkpoints: _Optional[_Iterable[_Union[_model_pb2.Checkpoint, _Mapping]]] = ..., final_model: _Optional[_Union[_model_pb2.FinalModel, _Mapping]] = ...) -> None: ...
+
+class DownloadModelRequest(_message.Message):
+    __slots__ = ("job_id", "checkpoint_step", "form", "offsets", "chunk_size")
+    class OffsetsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINT_STEP_FIELD_NUMBER: _ClassVar[int]
+    FORM_FIELD_NUMBER: _ClassVar[int]
+    OFFSETS_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_SIZE_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    checkpoint_step: int
+    form: _model_pb2.ModelForm
+    offsets: _containers.ScalarMap[str, int]
+    chunk_size: int
+    def __init__(self, job_id: _Optional[str] = ..., checkpoint_step: _Optional[int] = ..., form: _Optional[_Union[_model_pb2.ModelForm, str]] = ..., offsets: _Optional[_Mapping[str, int]] = ..., chunk_size: _Optional[int] = ...) -> None: ...
+
+class DownloadModelResponse(_message.Message):
+    __slots__ = ("manifest", "chunk")
+    MANIFEST_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    manifest: _model_pb2.DownloadManifest
+    chunk: _model_pb2.ModelChunk
+    def __init__(self, manifest: _Optional[_Union[_model_pb2.DownloadManifest, _Mapping]] = ..., chunk: _Optional[_Union[_model_pb2.ModelChunk, _Mapping]] = ...) -> None: ...
+
+class DeleteJobRequest(_message.Message):
+    __slots__ = ("job_id",)
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+
+class DeleteJobResponse(_message.Message):
     __slots__ = ("deleted",)
     DELETED_FIELD_NUMBER: _ClassVar[int]
     deleted: bool

@@ -95,6 +95,21 @@ class TuningServiceStub:
                 request_serializer=tunewire_dot_v1_dot_tuning__service__pb2.DeleteDatasetRequest.SerializeToString,
                 response_deserializer=tunewire_dot_v1_dot_tuning__service__pb2.DeleteDatasetResponse.FromString,
                 _registered_method=True)
+        self.ListCheckpoints = channel.unary_unary(
+                '/tunewire.v1.TuningService/ListCheckpoints',
+                request_serializer=tunewire_dot_v1_dot_tuning__service__pb2.ListCheckpointsRequest.SerializeToString,
+                response_deserializer=tunewire_dot_v1_dot_tuning__service__pb2.ListCheckpointsResponse.FromString,
+                _registered_method=True)
+        self.DownloadModel = channel.unary_stream(
+                '/tunewire.v1.TuningService/DownloadModel',
+                request_serializer=tunewire_dot_v1_dot_tuning__service__pb2.DownloadModelRequest.SerializeToString,
+                response_deserializer=tunewire_dot_v1_dot_tuning__service__pb2.DownloadModelResponse.FromString,
+                _registered_method=True)
+        self.DeleteJob = channel.unary_unary(
+                '/tunewire.v1.TuningService/DeleteJob',
+                request_serializer=tunewire_dot_v1_dot_tuning__service__pb2.DeleteJobRequest.SerializeToString,
+                response_deserializer=tunewire_dot_v1_dot_tuning__service__pb2.DeleteJobResponse.FromString,
+                _registered_method=True)
 
 
 class TuningServiceServicer:
@@ -198,6 +213,33 @@ class TuningServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListCheckpoints(self, request, context):
+        """A job's complete checkpoints, oldest first, each with its step, epoch, time, sizes and the eval metrics
+        logged at its step; and its final model once the job SUCCEEDED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DownloadModel(self, request, context):
+        """Sends a job's final model or one of its checkpoints, as trained or merged: a first message with the
+        manifest (every file's path, size and sha256), then each file's chunks in manifest order. A download
+        that broke resumes by asking again with the offsets of the bytes the client holds. The folder the files
+        make loads with plain transformers / peft from_pretrained.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteJob(self, request, context):
+        """Deletes a terminal job: its checkpoints, model, merged forms and logs, its events and its record (GetJob
+        answers NOT_FOUND afterwards; its request id may be used again), and its model in the inference cache.
+        A job that is not terminal is refused (FAILED_PRECONDITION: cancel it first).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TuningServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -260,6 +302,21 @@ def add_TuningServiceServicer_to_server(servicer, server):
                     servicer.DeleteDataset,
                     request_deserializer=tunewire_dot_v1_dot_tuning__service__pb2.DeleteDatasetRequest.FromString,
                     response_serializer=tunewire_dot_v1_dot_tuning__service__pb2.DeleteDatasetResponse.SerializeToString,
+            ),
+            'ListCheckpoints': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListCheckpoints,
+                    request_deserializer=tunewire_dot_v1_dot_tuning__service__pb2.ListCheckpointsRequest.FromString,
+                    response_serializer=tunewire_dot_v1_dot_tuning__service__pb2.ListCheckpointsResponse.SerializeToString,
+            ),
+            'DownloadModel': grpc.unary_stream_rpc_method_handler(
+                    servicer.DownloadModel,
+                    request_deserializer=tunewire_dot_v1_dot_tuning__service__pb2.DownloadModelRequest.FromString,
+                    response_serializer=tunewire_dot_v1_dot_tuning__service__pb2.DownloadModelResponse.SerializeToString,
+            ),
+            'DeleteJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteJob,
+                    request_deserializer=tunewire_dot_v1_dot_tuning__service__pb2.DeleteJobRequest.FromString,
+                    response_serializer=tunewire_dot_v1_dot_tuning__service__pb2.DeleteJobResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -587,6 +644,87 @@ class TuningService:
             '/tunewire.v1.TuningService/DeleteDataset',
             tunewire_dot_v1_dot_tuning__service__pb2.DeleteDatasetRequest.SerializeToString,
             tunewire_dot_v1_dot_tuning__service__pb2.DeleteDatasetResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListCheckpoints(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tunewire.v1.TuningService/ListCheckpoints',
+            tunewire_dot_v1_dot_tuning__service__pb2.ListCheckpointsRequest.SerializeToString,
+            tunewire_dot_v1_dot_tuning__service__pb2.ListCheckpointsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DownloadModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/tunewire.v1.TuningService/DownloadModel',
+            tunewire_dot_v1_dot_tuning__service__pb2.DownloadModelRequest.SerializeToString,
+            tunewire_dot_v1_dot_tuning__service__pb2.DownloadModelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tunewire.v1.TuningService/DeleteJob',
+            tunewire_dot_v1_dot_tuning__service__pb2.DeleteJobRequest.SerializeToString,
+            tunewire_dot_v1_dot_tuning__service__pb2.DeleteJobResponse.FromString,
             options,
             channel_credentials,
             insecure,

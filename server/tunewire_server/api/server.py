@@ -18,8 +18,11 @@ from tunewire_server.config import Settings
 from tunewire_server.datasets.catalog import Catalog
 from tunewire_server.datasets.uploads import Uploads
 from tunewire_server.jobs.manager import JobManager
+from tunewire_server.models.service import ModelService
+from tunewire_server.models.sweeper import RetentionSweeper
 from tunewire_server.observability import Metrics
-from tunewire_server.store import SQLiteStore, Store
+from tunewire_server.store import Store
+from tunewire_server.store.factory import open_store
 
 log = structlog.get_logger("tunewire.server")
 SERVICE_NAME = tuning_service_pb2.DESCRIPTOR.services_by_name["TuningService"].full_name
@@ -48,12 +51,15 @@ def server_options(s: Settings) -> list[tuple[str, int]]:
 
 
 class TunewireServer:
-    """One control plane: store, job manager and gRPC server. `start()` returns once SERVING."""
+    """One control plane: store, job manager, models (downloads, deletion, retention) and gRPC server.
+    `start()` returns once SERVING."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.store: Store | None = None
         self.manager: JobManager | None = None
+        self.models: ModelService | None = None
+        self.retention: RetentionSweeper | None = None
         self.health = health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()
         self.port: int = 0
         self.metrics: Metrics | None = None
@@ -67,17 +73,24 @@ class TunewireServer:
         if s.tls_cert_file:  # before anything starts: a bad key or certificate is named, not "Failed to bind"
             check_pem(s.tls_cert_file, s.tls_key_file, s.tls_client_ca_file)
         s.data_dir.mkdir(parents=True, exist_ok=True)
-        self.store = SQLiteStore(s.db_path)
+        self.store = open_store(s)  # SQLite, or PostgreSQL shared by replicas (the `store` setting)
         self.metrics = Metrics()
         self.metrics.watch_store(lambda state: self.store.count_in_states([state]))
         self.manager = JobManager(s, self.store, self.metrics)
         await self.manager.start()
+        self.models = ModelService(s.jobs_dir, s.data_dir, self.store, s.worker_cwd, torch_threads=s.torch_threads,
+                                   merge_timeout_s=s.merge_timeout_s, evict=self.manager.inference.evict)
+        await asyncio.to_thread(self.models.start)
+        self.retention = RetentionSweeper(self.models, self.store, keep_checkpoints=s.keep_checkpoints,
+                                          artifact_ttl_s=s.artifact_ttl_s, interval_s=s.retention_interval_s)
+        self.retention.start()
+        self.manager.after_success(self.retention.job_succeeded)  # a succeeded job keeps keep_checkpoints
         options = server_options(s)
         tokens = s.accepted_tokens()
         interceptors = [BearerTokenInterceptor(tokens)] if tokens else []
         server = grpc.aio.server(options=options, interceptors=interceptors)
         servicer = TuningServicer(self.manager, s.max_streams, self.metrics, uploads=Uploads(s, self.store),
-                                  catalog=Catalog(s, self.store))
+                                  catalog=Catalog(s, self.store), models=self.models)
         server.add_generic_rpc_handlers((tuning_handlers(servicer),))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
@@ -140,10 +153,14 @@ class TunewireServer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._health_task
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        if self.retention is not None:
+            await self.retention.stop()
         if self.manager is not None:
             await self.manager.stop()
         if self._server is not None:
             await self._server.stop(grace if grace is not None else 5)
+        if self.models is not None:
+            await self.models.close()  # a merge still running is stopped
         if self.metrics is not None:
             self.metrics.close()
         if self.store is not None:

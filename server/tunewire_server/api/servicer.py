@@ -1,8 +1,9 @@
-"""The thin servicer: protobuf in, a JobManager (or datasets) call, protobuf out. Errors go through
+"""The thin servicer: protobuf in, a JobManager (or datasets, or models) call, protobuf out. Errors go through
 status.to_status."""
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from collections import OrderedDict
 from collections.abc import Callable
@@ -17,11 +18,14 @@ from tunewire.v1 import tuning_service_pb2 as pb
 from tunewire.v1 import tuning_service_pb2_grpc as pb_grpc
 from tunewire_server.api import convert
 from tunewire_server.api import datasets as datasets_api
+from tunewire_server.api import models as models_api
 from tunewire_server.api.status import to_status
 from tunewire_server.datasets.catalog import Catalog
 from tunewire_server.datasets.uploads import Uploads, UploadStream
 from tunewire_server.errors import FieldViolation, InvalidSpec, ResourceExhausted, TunewireError
 from tunewire_server.jobs.manager import JobManager
+from tunewire_server.models import removal
+from tunewire_server.models.service import ModelService
 from tunewire_server.observability import Metrics
 from tunewire_server.validation.limits import check_job_id, check_page_token
 
@@ -174,8 +178,10 @@ def _message(request):
 
 class TuningServicer(pb_grpc.TuningServiceServicer):
     def __init__(self, manager: JobManager, max_streams: int = 1000, metrics: Metrics | None = None,
-                 uploads: Uploads | None = None, catalog: Catalog | None = None) -> None:
+                 uploads: Uploads | None = None, catalog: Catalog | None = None,
+                 models: ModelService | None = None) -> None:
         self.manager = manager
+        self.models = models
         self.uploads = uploads
         self.catalog = catalog
         self.max_streams = max_streams
@@ -289,3 +295,26 @@ class TuningServicer(pb_grpc.TuningServiceServicer):
     @unary
     async def DeleteDataset(self, request: pb.DeleteDatasetRequest, context) -> pb.DeleteDatasetResponse:
         return pb.DeleteDatasetResponse(deleted=await self.catalog.delete(request.dataset_id))
+
+    # --- models out ---------------------------------------------------------------------------------
+
+    @unary
+    async def ListCheckpoints(self, request: pb.ListCheckpointsRequest, context) -> pb.ListCheckpointsResponse:
+        job = self.manager.get(_require_job_id(request.job_id))
+        return models_api.listing_to_proto(await asyncio.to_thread(self.models.list_checkpoints, job))
+
+    @streaming
+    async def DownloadModel(self, request: pb.DownloadModelRequest, context):
+        job_id = _require_job_id(request.job_id)
+        which, form = models_api.which_from_proto(request), models_api.form_from_proto(request.form)
+        chunk_size = models_api.chunk_size(request.chunk_size)
+        manifest = await self.models.manifest(self.manager.get(job_id), which, form)
+        offsets = models_api.offsets_for(manifest, request.offsets)  # refused before anything is sent
+        yield models_api.manifest_to_proto(manifest)
+        async for chunk in self.models.stream(manifest, offsets, chunk_size):
+            yield models_api.chunk_to_proto(chunk)
+
+    @unary
+    async def DeleteJob(self, request: pb.DeleteJobRequest, context) -> pb.DeleteJobResponse:
+        deleted = await removal.delete_job(self.manager.store, self.models, _require_job_id(request.job_id))
+        return pb.DeleteJobResponse(deleted=deleted)

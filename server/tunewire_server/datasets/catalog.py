@@ -16,6 +16,7 @@ from tunewire_server.datasets import layout
 from tunewire_server.datasets.report import DatasetProblem, Report, build_report
 from tunewire_server.errors import FailedPrecondition, FieldViolation, InvalidSpec, NotFound
 from tunewire_server.jobs.states import JobState
+from tunewire_server.shared_store import dataset_key, open_shared
 from tunewire_server.store import DatasetRecord, Store
 
 DEFAULT_PAGE, MAX_PAGE = 50, 500
@@ -107,4 +108,7 @@ class Catalog:
         deleted = await self.store.write(self.store.delete_dataset, dataset_id)
         with contextlib.suppress(FileNotFoundError):
             await asyncio.to_thread(self.path(record).unlink)
+        shared = open_shared(self.settings)
+        if shared is not None:  # every replica's copy is a cache of this object: without it, none is usable
+            await asyncio.to_thread(shared.delete_prefix, dataset_key(record.file_name))
         return deleted

@@ -28,10 +28,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from tunewire_server.artifacts import ArtifactError
 from tunewire_server.config import Settings
-from tunewire_server.datasets import layout
+from tunewire_server.datasets import arrival, layout
+from tunewire_server.datasets.arrival import ArrivalCheck, CheckFailed
 from tunewire_server.datasets.report import DatasetProblem, build_report
-from tunewire_server.errors import FailedPrecondition, FieldViolation, InvalidSpec, ResourceExhausted
+from tunewire_server.errors import (
+    FailedPrecondition,
+    FieldViolation,
+    InvalidSpec,
+    ResourceExhausted,
+    Unavailable,
+)
+from tunewire_server.shared_store import dataset_key, open_shared
 from tunewire_server.store import DatasetRecord, Store, UploadRecord, is_disk_full
 
 MB = 1024 * 1024
@@ -98,6 +107,7 @@ class _Session:
         self.held = path.stat().st_size if path.exists() else 0
         self.hasher = None  # sha256 of the bytes held; built when a stream first writes
         self.file = None  # open for appending while a stream writes
+        self.check: ArrivalCheck | None = None  # the report being built as the bytes arrive (arrival.py)
         self.owner = 0  # the stream that may write: each opening stream takes the next number
         self.lock = asyncio.Lock()
 
@@ -212,6 +222,7 @@ class Uploads:
         """Forget a session's live state and delete its partial file (the record goes in _remove)."""
         self._sessions.pop(session.record.upload_id, None)
         session.owner = -1  # no stream may write any more
+        _stop_check(session)
         if session.file is not None:
             with contextlib.suppress(OSError):
                 session.file.close()
@@ -233,6 +244,12 @@ class Uploads:
     async def discard(self, session: _Session) -> None:
         self._drop(session)
         await self.store.write(self.store.delete_upload, session.record.upload_id)
+
+
+def _stop_check(session: _Session) -> None:
+    check, session.check = session.check, None
+    if check is not None:
+        check.abandon()
 
 
 class UploadStream:
@@ -299,15 +316,22 @@ class UploadStream:
             session.file = open(session.path, "ab")  # noqa: SIM115 - kept open across the stream's chunks
             if session.file.tell() != session.held:  # a partial file longer than what was hashed: cut it back
                 session.file.truncate(session.held)
+            if session.check is None and arrival.streams(session.record.format, session.record.size):
+                session.check = ArrivalCheck(session.path, session.record.format, session.record.label_column)
+                session.check.grow(session.held)
         session.file.write(data)
+        session.file.flush()  # the arrival check reads the file through another descriptor
         session.hasher.update(data)
         session.held += len(data)
+        if session.check is not None:
+            session.check.grow(session.held)
 
     def release(self) -> None:
         """The stream broke: close the file, keep the bytes held."""
         session = self.session
         if session is None or session.owner != self.token or session.file is None:
             return
+        _stop_check(session)  # a resume starts another from the first byte
         with contextlib.suppress(OSError):
             session.file.close()
         session.file = None
@@ -332,7 +356,7 @@ class UploadStream:
                     "header.sha256", f"the {record.size} bytes received hash to {digest}, not the declared "
                                      f"{record.sha256}; nothing was kept"))
             try:
-                report = await asyncio.to_thread(build_report, session.path, record.format, record.label_column)
+                report = await _settled(asyncio.to_thread(self._report, session))
             except DatasetProblem as exc:
                 await uploads.discard(session)
                 raise InvalidSpec(FieldViolation(
@@ -343,9 +367,25 @@ class UploadStream:
             if existing is not None:  # stored by another upload meanwhile: once is enough
                 await uploads.discard(session)
                 return existing
+            await _settled(self._share(session))
             # From the rename on, the work completes even if the client goes away meanwhile: a file made
             # visible is always recorded (and a resume then finds the stored dataset).
             return await _settled(self._complete(session, dataset_id, report.to_json()))
+
+    async def _share(self, session: _Session) -> None:
+        """With a shared artifact store, the verified file goes there before it is made visible here, so every
+        replica that sees the dataset's record can fetch it. The store unreachable: UNAVAILABLE, and the bytes
+        held are kept (the same upload id finishes later without sending them again)."""
+        store = open_shared(self.uploads.settings)
+        if store is None:
+            return
+        record = session.record
+        key = dataset_key(layout.stored_file_name(record.sha256, record.format))
+        try:
+            await asyncio.to_thread(store.put_file, key, session.path)
+        except ArtifactError as exc:
+            raise Unavailable(f"the shared artifact store cannot take the dataset now ({type(exc).__name__}); "
+                              "the bytes are kept: finish the same upload id again later") from None
 
     async def _complete(self, session: _Session, dataset_id: str, report_json: str) -> DatasetRecord:
         uploads, record = self.uploads, session.record
@@ -355,6 +395,17 @@ class UploadStream:
         session.owner = -1
         return await uploads.store.write(uploads.store.add_dataset, dataset_id, record.name, record.format,
                                          record.size, record.sha256, file_name, report_json, record.upload_id)
+
+    @staticmethod
+    def _report(session: _Session):
+        """The report of the sealed file: the arrival check's (its last rows read now), or one pass over the
+        file when no check ran (Parquet, or a file whose bytes all came before a restart)."""
+        check, session.check = session.check, None
+        record = session.record
+        if check is not None:
+            with contextlib.suppress(CheckFailed):
+                return check.result()
+        return build_report(session.path, record.format, record.label_column)
 
     @staticmethod
     def _seal(session: _Session) -> str:

@@ -3,13 +3,16 @@
 It never imports grpc or torch. The servicer translates protobuf requests into calls on this class, and
 domain errors (errors.py) out of it. Running jobs is the scheduler's (jobs/scheduler.py), on workers from
 the warm pool (workers/pool.py) started through a launcher (workers/launcher.py); state changes go
-through jobs/transitions.py.
+through jobs/transitions.py. With a shared store (several replicas, one queue) the store's notices (its
+LISTEN connection) wake this replica's scheduler when a job is queued anywhere, and its event followers
+and running job when events are stored anywhere.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+import contextlib
+from collections.abc import AsyncIterator, Callable, Sequence
 
 import structlog
 
@@ -36,7 +39,7 @@ from tunewire_server.jobs.transitions import Transitions
 from tunewire_server.layout import MODEL_DIR
 from tunewire_server.observability import Metrics
 from tunewire_server.resources import check_free_disk
-from tunewire_server.store import DiskFull, Event, JobRecord, Store
+from tunewire_server.store import DiskFull, Event, JobRecord, Notice, Store
 from tunewire_server.workers.inference import InferenceClient
 from tunewire_server.workers.launcher import ProcessLauncher, TrainingLauncher
 from tunewire_server.workers.pool import WarmPool
@@ -52,7 +55,7 @@ class JobManager:
         self.settings = settings
         self.store = store
         self.metrics = metrics or Metrics()
-        self.hub = EventHub(store)
+        self.hub = EventHub(store, poll_s=settings.event_poll_s)
         self.inference = InferenceClient(settings)
         self.transitions = Transitions(store, self.hub, self.metrics)
         self.pool = WarmPool(launcher or ProcessLauncher(settings), settings.data_dir / "workers" / "warm.log",
@@ -60,6 +63,7 @@ class JobManager:
         self.scheduler = Scheduler(settings, store, self.transitions, self.pool, self.metrics)
         self._submit_lock = asyncio.Lock()
         self._validation = BoundedPool(settings.validation_threads, "tunewire-validate")
+        self._unlisten: Callable[[], None] | None = None
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -69,6 +73,8 @@ class JobManager:
                        self.settings.data_dir / "workers"):
             folder.mkdir(parents=True, exist_ok=True)
         self.scheduler.checkpoint_key = load_or_create_key(self.settings.data_dir)
+        loop = asyncio.get_running_loop()
+        self._unlisten = self.store.listen(lambda notice: self._from_listener(loop, notice))
         await recover(self.transitions, self.settings.jobs_dir, self.settings.max_job_retries)
         for job in self.store.jobs_in_states([JobState.QUEUED]):
             self.hub.open(job.id)
@@ -76,12 +82,36 @@ class JobManager:
         self.scheduler.start()
 
     async def stop(self) -> None:
-        """Stop taking jobs. The running worker saves a checkpoint and stops; its job stays RUNNING,
-        and the next start resumes it from that checkpoint."""
+        """Stop taking jobs. The running worker saves a checkpoint and stops; its job stays RUNNING, and
+        the next start resumes it from that checkpoint (a shared store: it is queued again at once, for
+        another replica to resume)."""
         await self.scheduler.stop()
+        if self._unlisten is not None:
+            await asyncio.to_thread(self._unlisten)
+            self._unlisten = None
+        await self.hub.aclose()
         await self.pool.close()
         self._validation.shutdown()
         await self.inference.close()
+
+    def _from_listener(self, loop: asyncio.AbstractEventLoop, notice: Notice) -> None:
+        """Called on the store's listening thread: hand the notice to the event loop."""
+        with contextlib.suppress(RuntimeError):  # the loop has closed: nobody to tell
+            loop.call_soon_threadsafe(self._on_notice, notice)
+
+    def _on_notice(self, notice: Notice) -> None:
+        """A job was queued (wake the scheduler) or events were stored (wake their followers, and the
+        running job's check for a cancel) by any replica."""
+        if notice.queued:
+            self.scheduler.wake()
+        else:
+            self.hub.notify(notice.job_id)
+            self.scheduler.notice(notice.job_id)
+
+    def after_success(self, callback: Callable[[str], None]) -> None:
+        """Call `callback(job_id)` on the event loop each time a job's SUCCEEDED state is stored (the server
+        hands it the retention sweeper's job_succeeded). It must return at once."""
+        self.scheduler.on_succeeded = callback
 
     def serving(self) -> bool:
         """Whether the server can take and run jobs: False while the store cannot write (a full disk)
@@ -112,7 +142,12 @@ class JobManager:
             queued = self.store.count_in_states([JobState.QUEUED])
             if queued >= self.settings.max_queued_jobs:
                 raise ResourceExhausted(f"the queue is full ({queued} jobs waiting); try again later")
-            job = await self.transitions.create(self.settings.jobs_dir, spec_json, request_id or None, plan)
+            try:
+                job = await self.transitions.create(self.settings.jobs_dir, spec_json, request_id or None, plan)
+            except Exception:  # another replica stored this request_id first (the store's unique index)
+                if request_id and (existing := self.store.get_job_by_request_id(request_id)) is not None:
+                    return self._same_request(existing, spec)
+                raise
         self.metrics.jobs_submitted.labels("accepted").inc()
         log.info("job queued", job_id=job.id, task=plan["task"], base_model=spec.base_model)
         if self.scheduler.running is not None:
@@ -170,18 +205,20 @@ class JobManager:
 
     # --- predict -------------------------------------------------------------------------------
 
-    def _model_dir(self, job_id: str) -> str:
+    async def _model_dir(self, job_id: str) -> str:
+        """The SUCCEEDED job's model folder on this replica (fetched from the shared artifact store if only
+        another replica has it)."""
         job = self.get(job_id)
         if job.state != JobState.SUCCEEDED:
             raise FailedPrecondition(f"job {job_id} is {job.state.value}; only a SUCCEEDED job can predict")
         model_dir = self.settings.jobs_dir / job_id / MODEL_DIR
-        if not model_dir.is_dir():
+        if not await self.inference.fetch_model(job_id, model_dir):
             raise FailedPrecondition(f"job {job_id} has no finished model on disk")
         return str(model_dir)
 
     async def predict(self, job_id: str, request: dict) -> list[dict]:
         """request: {inputs: [str], conversations: [{messages: [...]}], generation: {...}}."""
-        model_dir = self._model_dir(job_id)
+        model_dir = await self._model_dir(job_id)
         n = len(request.get("inputs") or []) + len(request.get("conversations") or [])
         if n == 0:
             raise InvalidSpec(FieldViolation("inputs", "send at least one input"))
@@ -192,7 +229,7 @@ class JobManager:
     async def predict_stream(self, job_id: str, request: dict) -> AsyncIterator[dict]:
         """request: {text: str} or {conversation: {messages: [...]}}, plus generation. Yields
         {"text_delta": str} messages, then {"final": {...}}; closing the iterator stops the generation."""
-        model_dir = self._model_dir(job_id)
+        model_dir = await self._model_dir(job_id)
         if not request.get("text") and not request.get("conversation"):
             raise InvalidSpec(FieldViolation("text", "send a text or a conversation"))
         async for message in self.inference.predict_stream(model_dir, request):

@@ -4,6 +4,13 @@ The claim is a store operation (Store.claim_next); the only thing kept in memory
 process supervises (`Scheduler.running`), so that a cancel can reach its worker. Nothing one job does
 ends the loop: a job whose end cannot be stored (a full disk) keeps its outcome in memory until the
 store can write again.
+
+Leases (one code path for every store): the claim holds the job's lease under this server's replica_id;
+a heartbeat renews it every heartbeat_s (and looks whether another replica asked for a cancel); every
+write of the running job carries it as `fence`. A renewal refused means another replica took the job
+over: the worker is killed and nothing more is written for the job. With a shared store, a sweep every
+heartbeat_s takes over the jobs whose lease expired (recovery.recover), and a stopping server hands its
+job over (queued again under its own lease) instead of leaving it RUNNING.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import functools
 import json
 import math
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +30,7 @@ import structlog
 from tunewire_server.config import Settings
 from tunewire_server.jobs.outcome import RESUME, Outcome, decide, job_retry_limit
 from tunewire_server.jobs.recorder import EventRecorder
+from tunewire_server.jobs.recovery import recover
 from tunewire_server.jobs.states import IllegalTransition, JobState
 from tunewire_server.jobs.transitions import Transitions
 from tunewire_server.layout import MODEL_DIR, PARTIAL_MODEL_DIR, PLAN_FILE, WORKER_LOG, WORKER_PID
@@ -37,7 +46,8 @@ from tunewire_server.protocol import (
     TrainLog,
     payload,
 )
-from tunewire_server.store import BACK_OF_QUEUE, DiskFull, JobRecord, Store
+from tunewire_server.shared_store import S3_FIELDS
+from tunewire_server.store import BACK_OF_QUEUE, DiskFull, JobRecord, Lease, LeaseLost, Store
 from tunewire_server.workers.launcher import WorkerHandle
 from tunewire_server.workers.pool import WarmPool
 from tunewire_server.workers.process import CHECKPOINT_SIGNAL, STOP_SIGNAL, describe_exit
@@ -55,6 +65,8 @@ class Attempt:
     job_id: str
     worker: WorkerHandle | None = None  # None while the worker is being taken or started
     cancel_requested: bool = False
+    lease: Lease | None = None  # the job's lease this process holds: the fence of every write for it
+    lease_lost: bool = False  # another replica took the job over: nothing more is written for it
 
 
 def disk_full_error() -> JobError:
@@ -76,15 +88,23 @@ class Scheduler:
         self.running: Attempt | None = None
         self.stopping = False
         self.checkpoint_key = b""  # sent to each worker: it signs and verifies the job's checkpoints
+        # told the id of each job whose SUCCEEDED state was just stored (retention: models/sweeper.py); it
+        # must return at once (it starts its own task), so the next job is not held up
+        self.on_succeeded: Callable[[str], None] | None = None
         self._wakeup = asyncio.Event()
         self._stopped = asyncio.Event()  # set by shutdown(): ends the pauses of a wait for disk space
         self._tasks: set[asyncio.Task] = set()
         self._loop: asyncio.Task | None = None
         self._probe: asyncio.Task | None = None
+        self._sweep: asyncio.Task | None = None
+        self._cancel_check: asyncio.Task | None = None
 
     def start(self) -> None:
-        """Start the loop (`run`) as a task of the running event loop."""
+        """Start the loop (`run`) as a task of the running event loop; with a shared store, also the sweep
+        that takes over jobs whose lease expired."""
         self._loop = asyncio.create_task(self.run(), name="tunewire-scheduler")
+        if self.store.shared:
+            self._sweep = asyncio.create_task(self.sweep(), name="tunewire-lease-sweep")
 
     def serving(self) -> bool:
         """False once stopping or if the loop ended, and while the store cannot write (a full disk): then a
@@ -116,7 +136,7 @@ class Scheduler:
                 self._wakeup.clear()  # before the claim: a job queued while it is under way sets it again
                 job = await self.claim()
                 if job is None:
-                    await self._wakeup.wait()
+                    await self._idle()
                     continue
                 await self.supervise(job)
                 delay = DISK_RETRY_S[0]
@@ -125,11 +145,21 @@ class Scheduler:
                 await self.pause(delay)
                 delay = min(delay * 2, DISK_RETRY_S[1])
 
+    async def _idle(self) -> None:
+        """Wait for a job to be queued: a wake(); with a shared store, at most event_poll_s (another replica
+        may queue one, and its notice may be lost)."""
+        if not self.store.shared:
+            await self._wakeup.wait()
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wakeup.wait(), self.settings.event_poll_s)
+
     async def claim(self) -> JobRecord | None:
-        """Take the next queued job from the store, RUNNING now, and name it in `running`; None when
-        nothing is queued, or when the disk was full (returned once the store can write again)."""
+        """Take the next queued job from the store, RUNNING now under this replica's lease, and name it in
+        `running`; None when nothing is queued, or when the disk was full (returned once the store can
+        write again)."""
         try:
-            return await self.transitions.claim(self._claimed)
+            return await self.transitions.claim(self._claimed, self.settings.replica_id, self.settings.lease_s)
         except DiskFull:
             log.warning("the disk is full: the next job waits until the store can write")
             await self.wait_writable()
@@ -138,28 +168,48 @@ class Scheduler:
 
     def _claimed(self, job: JobRecord) -> None:
         """Called under the state lock with the job just claimed: a cancel now finds its attempt."""
-        self.running = Attempt(job.id)
+        self.running = Attempt(job.id, lease=Lease(self.settings.replica_id, job.attempts))
 
     async def supervise(self, job: JobRecord) -> None:
-        """Run one job and store how it ended; if the store cannot write that yet, keep it and retry."""
+        """Run one job and store how it ended (if the store cannot write that yet, keep it and retry),
+        renewing its lease meanwhile; once the lease is lost, nothing more."""
+        attempt = self.running
+        assert attempt is not None
+        heartbeat = asyncio.create_task(self._heartbeat(attempt), name=f"tunewire-heartbeat-{job.id}")
         try:
-            outcome = await self._run(job)
-        except Exception as exc:
-            log.exception("job supervision failed", job_id=job.id)
-            current = self.store.get_job(job.id)
-            if current is None or current.terminal:
-                return
-            outcome = Outcome(JobState.FAILED, "", error=disk_full_error() if isinstance(exc, DiskFull)
-                              else JobError.system("INTERNAL", "the server could not run this job"))
-        await self.conclude(job.id, outcome)
+            try:
+                outcome = await self._run(job)
+            except Exception as exc:
+                log.exception("job supervision failed", job_id=job.id)
+                current = self.store.get_job(job.id)
+                if current is None or current.terminal or attempt.lease_lost:
+                    return
+                outcome = Outcome(JobState.FAILED, "", error=disk_full_error() if isinstance(exc, DiskFull)
+                                  else JobError.system("INTERNAL", "the server could not run this job"))
+            if not attempt.lease_lost:
+                await self.conclude(job.id, outcome, attempt.lease)
+        finally:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
 
-    async def conclude(self, job_id: str, outcome: Outcome) -> None:
-        """Store the outcome, trying again (with pauses) while the disk is full; on shutdown, the job stays
-        RUNNING and the next start resolves it. A cancel that came as it ended turns it into CANCELLED."""
+    async def conclude(self, job_id: str, outcome: Outcome, fence: Lease | None = None) -> None:
+        """Store the outcome (fenced by the attempt's lease), trying again (with pauses) while the disk is
+        full; on shutdown, the job stays RUNNING and the next start resolves it (a shared store: it is
+        handed over). A cancel that came as it ended turns it into CANCELLED. A lost lease ends it all."""
         delay = DISK_RETRY_S[0]
         while True:
             try:
-                await self._apply(job_id, outcome)
+                await self._apply(job_id, outcome, fence)
+                if outcome.state == JobState.SUCCEEDED and self.on_succeeded is not None:
+                    try:
+                        self.on_succeeded(job_id)
+                    except Exception:  # the job's end is stored: nothing after it may undo that
+                        log.exception("the after-success hook failed", job_id=job_id)
+                return
+            except LeaseLost:
+                log.warning("the job's lease was taken over: its end is not stored here", job_id=job_id,
+                            state=outcome.state.value)
                 return
             except DiskFull:
                 if self.stopping:
@@ -178,17 +228,22 @@ class Scheduler:
                     raise
                 outcome = Outcome(JobState.CANCELLED, "cancelled")
 
-    async def _apply(self, job_id: str, outcome: Outcome) -> None:
-        """Record one outcome: RESUME changes nothing, QUEUED goes to the back of the queue, the rest ends it."""
-        if outcome.state == RESUME:
+    async def _apply(self, job_id: str, outcome: Outcome, fence: Lease | None = None) -> None:
+        """Record one outcome: RESUME changes nothing (a shared store: the job is queued again at its place,
+        for another replica to resume at once), QUEUED goes to the back of the queue, the rest ends it."""
+        if outcome.state == RESUME and self.store.shared and fence is not None:
+            await self.transitions.set_state(job_id, JobState.QUEUED, fence=fence, message=(
+                f"handed over: replica {fence.owner} stopped; resuming from the last complete checkpoint"))
+            log.info("job handed over", job_id=job_id)
+        elif outcome.state == RESUME:
             log.info(outcome.message, job_id=job_id)
         elif outcome.state == JobState.QUEUED:  # a retry waits behind every job queued before it
             await self.transitions.set_state(job_id, JobState.QUEUED, message=outcome.message, error=outcome.error,
-                                             extra={"queue_seq": BACK_OF_QUEUE})
+                                             extra={"queue_seq": BACK_OF_QUEUE}, fence=fence)
             self._wakeup.set()
-        else:
+        else:  # the job's end (SUCCEEDED included: hooks on a success go after this)
             await self.transitions.finish(job_id, outcome.state, message=outcome.message, error=outcome.error,
-                                          metrics=outcome.metrics)
+                                          metrics=outcome.metrics, fence=fence)
 
     # --- one attempt ---------------------------------------------------------------------------
 
@@ -215,8 +270,9 @@ class Scheduler:
             raise
         finally:
             self.running = None
-            with contextlib.suppress(OSError):
-                (job_dir / WORKER_PID).unlink(missing_ok=True)
+            if not running.lease_lost:  # else the folder is another replica's now, its worker.pid too
+                with contextlib.suppress(OSError):
+                    (job_dir / WORKER_PID).unlink(missing_ok=True)
             self.warm_next()
             log.debug("attempt ended", job_id=job.id, attempt=job.attempts)
 
@@ -233,15 +289,21 @@ class Scheduler:
             await worker.send(JobRequest(
                 job.id, json.loads(job.spec_json), plan, str(job_dir), str(job_dir / WORKER_LOG),
                 self.checkpoint_key.hex(), nan_loss_steps=self.settings.nan_loss_steps,
-                train_processes=self.settings.train_processes))
+                train_processes=self.settings.train_processes, artifacts=self.settings.artifacts,
+                **{name: getattr(self.settings, name) for name in S3_FIELDS}))
         except ConnectionError:  # it died after `ready`: its exit code tells the outcome below
             bound.warning("the worker was gone before it got its job")
-        if running.cancel_requested:  # cancelled while the worker was being readied
+        if running.lease_lost:  # taken over while the worker was being readied
+            worker.kill()
+        elif running.cancel_requested:  # cancelled while the worker was being readied
             self.stop_worker(running)
         elif self.stopping:
             worker.signal(CHECKPOINT_SIGNAL)
 
         def storing_failed(exc: Exception) -> None:
+            if isinstance(exc, LeaseLost):
+                self._lease_lost(running)
+                return
             if isinstance(exc, DiskFull):
                 bound.warning("the disk is full: the job's progress cannot be stored; stopping its worker")
             else:
@@ -250,7 +312,7 @@ class Scheduler:
 
         result: Result | None = None
         error: JobError | None = None
-        recorder = EventRecorder(functools.partial(self._record, job.id), storing_failed)
+        recorder = EventRecorder(functools.partial(self._record, job.id, running.lease), storing_failed)
         try:
             async for message in worker.messages():
                 if isinstance(message, Result):
@@ -263,6 +325,8 @@ class Scheduler:
             await recorder.close()
         code = await worker.wait()
         bound.info("worker exited", code=code)
+        if running.lease_lost:
+            return Outcome(RESUME, "the lease was lost: another replica runs the job")
         recording_error = None
         if recorder.failure is not None:
             recording_error = (disk_full_error() if isinstance(recorder.failure, DiskFull)
@@ -276,9 +340,9 @@ class Scheduler:
             shutil.rmtree(job_dir / PARTIAL_MODEL_DIR, ignore_errors=True)
         return outcome
 
-    async def _record(self, job_id: str, messages: list[Message]) -> None:
-        """Store a worker's progress messages as events (one transaction), then publish them. A train log
-        sets the job's progress, an evaluation its metrics (the finite ones)."""
+    async def _record(self, job_id: str, fence: Lease | None, messages: list[Message]) -> None:
+        """Store a worker's progress messages as events (one transaction, fenced by the attempt's lease),
+        then publish them. A train log sets the job's progress, an evaluation its metrics (the finite ones)."""
         items = []
         for message in messages:
             fields: dict = {}
@@ -289,8 +353,72 @@ class Scheduler:
                 fields["metrics"] = {k: v for k, v in message.metrics.items()
                                      if isinstance(v, (int, float)) and math.isfinite(v)}
             items.append((message.KIND, payload(message), fields, message.time))
-        for event in await self.store.write(self.store.append_events, job_id, items):
+        for event in await self.store.write(self.store.append_events, job_id, items, fence=fence):
             await self.transitions.hub.publish(event)
+
+    # --- leases --------------------------------------------------------------------------------
+
+    async def _heartbeat(self, attempt: Attempt) -> None:
+        """Renew the attempt's lease every heartbeat_s until cancelled; a refusal means it was taken over.
+        Each beat also looks whether the job went CANCELLING (a cancel through another replica)."""
+        while True:
+            await asyncio.sleep(self.settings.heartbeat_s)
+            try:
+                held = await self.store.write(self.store.renew_lease, attempt.lease, attempt.job_id,
+                                              self.settings.lease_s)
+            except Exception as exc:  # the store is out of reach: the lease may run out; the next beat tells
+                log.warning("could not renew the job's lease", job_id=attempt.job_id, error=str(exc)[:200])
+                continue
+            if not held:
+                self._lease_lost(attempt)
+                return
+            await self._check_cancel(attempt)
+
+    def _lease_lost(self, attempt: Attempt) -> None:
+        """Another replica took the job over: kill its worker here (it must not write a checkpoint into
+        the job's folder any more) and write nothing more for the job."""
+        if attempt.lease_lost:
+            return
+        attempt.lease_lost = True
+        log.warning("the job's lease was lost (another replica took it over); killing its worker",
+                    job_id=attempt.job_id)
+        if attempt.worker is not None:
+            attempt.worker.kill()
+
+    def notice(self, job_id: str) -> None:
+        """Another write for `job_id` was stored (a Notice): if this process runs the job, look whether it
+        was a cancel through another replica (one look at a time)."""
+        attempt = self.attempt_of(job_id)
+        if attempt is None or attempt.cancel_requested or not self.store.shared:
+            return
+        if self._cancel_check is None or self._cancel_check.done():
+            self._cancel_check = asyncio.create_task(self._check_cancel(attempt))
+
+    async def _check_cancel(self, attempt: Attempt) -> None:
+        """If the job went CANCELLING while this process runs it, stop its worker as a local cancel would."""
+        try:
+            job = await asyncio.to_thread(self.store.get_job, attempt.job_id)
+        except Exception as exc:
+            log.warning("could not read the running job", job_id=attempt.job_id, error=str(exc)[:200])
+            return
+        if (job is not None and job.state == JobState.CANCELLING and not attempt.cancel_requested
+                and self.running is attempt):
+            log.info("job cancel requested through another replica", job_id=attempt.job_id)
+            attempt.cancel_requested = True
+            if attempt.worker is not None:
+                self.stop_worker(attempt)
+
+    async def sweep(self) -> None:
+        """Every heartbeat_s, take over the jobs whose lease expired (their replica died), until stopped."""
+        while not self.stopping:
+            await self.pause(self.settings.heartbeat_s)
+            if self.stopping:
+                return
+            try:
+                if await recover(self.transitions, self.settings.jobs_dir, self.settings.max_job_retries):
+                    self.wake()
+            except Exception:
+                log.exception("the lease sweep failed; trying again")
 
     # --- cancel and shutdown -------------------------------------------------------------------
 
@@ -316,7 +444,8 @@ class Scheduler:
 
     async def shutdown(self) -> bool:
         """Take no more jobs; the running worker saves a checkpoint and stops (killed after
-        shutdown_grace_s), and its job stays RUNNING for the next start to resume. Whether a worker ran."""
+        shutdown_grace_s), and its job stays RUNNING for the next start to resume (a shared store: the loop
+        queues it again under its lease, for another replica to resume at once). Whether a worker ran."""
         self.stopping = True
         self.pool.stop_warming()
         self._stopped.set()
@@ -337,7 +466,7 @@ class Scheduler:
         end the loop and the store probe, and kill a worker that was still starting."""
         if await self.shutdown() and self._loop is not None:
             await asyncio.wait([self._loop], timeout=LOOP_END_S)
-        for task in (self._loop, self._probe):
+        for task in (self._loop, self._probe, self._sweep, self._cancel_check):
             if task is not None:
                 task.cancel()
                 try:

@@ -1,7 +1,10 @@
 """A job's state changes: each checked against states.TRANSITIONS, stored with its event, then published.
 
 One lock orders them: a check reads the job, the write awaits a thread, and no other change of this
-process may fall in between (a cancel racing the end of a run, a claim racing a cancel).
+process may fall in between (a cancel racing the end of a run, a claim racing a cancel). Changes made by
+other replicas (a shared store) cannot be ordered by it: each write applies only if the job is still in
+the state the check read (`expect_state`; else IllegalTransition, as a change of this process would
+have given), and a running job's writes carry its lease (`fence`; else LeaseLost).
 """
 
 from __future__ import annotations
@@ -18,10 +21,10 @@ import structlog
 
 from tunewire_server.errors import ResourceExhausted
 from tunewire_server.jobs.events import EventHub
-from tunewire_server.jobs.states import TERMINAL, JobState, check_transition
+from tunewire_server.jobs.states import TERMINAL, IllegalTransition, JobState, check_transition
 from tunewire_server.observability import Metrics
 from tunewire_server.protocol import JobError
-from tunewire_server.store import DiskFull, Event, JobRecord, Store, is_disk_full
+from tunewire_server.store import DiskFull, Event, JobRecord, Lease, StateChanged, Store, is_disk_full
 
 log = structlog.get_logger("tunewire.manager")
 
@@ -49,21 +52,21 @@ class Transitions:
             job = await self.store.write(
                 self.store.create_job, job_id, spec_json, request_id,
                 ("state_change", {"state": JobState.QUEUED.value, "message": "queued"}), json.dumps(plan))
-        except (DiskFull, OSError) as exc:
+        except Exception as exc:
+            shutil.rmtree(job_dir, ignore_errors=True)  # nothing is left behind, whatever failed
             if not isinstance(exc, DiskFull) and not is_disk_full(exc):
                 raise
-            shutil.rmtree(job_dir, ignore_errors=True)
             raise ResourceExhausted("the server's data disk is full; new jobs are refused until space "
                                     "is freed") from None
         self.hub.open(job_id)
         return job
 
-    async def claim(self, on_claimed: Callable[[JobRecord], None]) -> JobRecord | None:
-        """Take the next queued job (Store.claim_next: RUNNING now), call `on_claimed(job)` before any
-        other state change can look at it, and publish its event. None when nothing is queued; raises
-        DiskFull when the store cannot write."""
+    async def claim(self, on_claimed: Callable[[JobRecord], None], owner: str, lease_s: float) -> JobRecord | None:
+        """Take the next queued job (Store.claim_next: RUNNING now, its lease held by `owner` for lease_s
+        seconds), call `on_claimed(job)` before any other state change can look at it, and publish its
+        event. None when nothing is queued; raises DiskFull when the store cannot write."""
         async with self._lock:
-            claimed = await self.store.write(self.store.claim_next)
+            claimed = await self.store.write(self.store.claim_next, owner=owner, lease_s=lease_s)
             if claimed is None:
                 return None
             job, event = claimed
@@ -72,24 +75,30 @@ class Transitions:
         return job
 
     async def set_state(self, job_id: str, state: JobState, *, message: str = "", error: JobError | None = None,
-                        extra: dict | None = None) -> Event:
-        """Move the job to `state` (IllegalTransition if it may not), storing a state_change event with
-        `message` and `error`, and the job fields `extra`, in one write; then publish the event. The store
-        keeps the error as a dict (JobError.to_dict), in the event and as the job's error."""
+                        extra: dict | None = None, fence: Lease | None = None) -> Event:
+        """Move the job to `state` (IllegalTransition if it may not, or if another replica moved it on
+        meanwhile), storing a state_change event with `message` and `error`, and the job fields `extra`, in
+        one write (fenced by `fence`: LeaseLost); then publish the event. The store keeps the error as a
+        dict (JobError.to_dict), in the event and as the job's error."""
         async with self._lock:
             current = self.store.get_job(job_id)
-            assert current is not None
+            if current is None:
+                raise IllegalTransition(f"job {job_id} is gone")
             check_transition(current.state, state)
             payload: dict = {"state": state.value, "message": message}
             fields = {"state": state, **(extra or {})}
             if error is not None:
                 payload["error"] = fields["error"] = error.to_dict()
-            event = await self.store.write(self.store.append_event, job_id, "state_change", payload, fields)
+            try:
+                event = await self.store.write(self.store.append_event, job_id, "state_change", payload, fields,
+                                               fence=fence, expect_state=current.state)
+            except StateChanged as exc:
+                raise IllegalTransition(str(exc)) from None
             await self.hub.publish(event)
         return event
 
     async def finish(self, job_id: str, state: JobState, *, message: str = "", error: JobError | None = None,
-                     metrics: dict | None = None) -> None:
+                     metrics: dict | None = None, fence: Lease | None = None) -> None:
         """End the job in terminal `state`: set ended_at (and progress 1 and metrics on success), clear an
         earlier attempt's error unless it FAILED, close its event streams and count it."""
         assert state in TERMINAL
@@ -101,7 +110,7 @@ class Transitions:
         if metrics:
             extra["metrics"] = metrics
         await self.set_state(job_id, state, message=message or (error.message if error else ""),
-                             error=error, extra=extra)
+                             error=error, extra=extra, fence=fence)
         await self.hub.close(job_id)
         job = self.store.get_job(job_id)
         self.metrics.job_ended(state, job.started_at if job else None, extra["ended_at"])

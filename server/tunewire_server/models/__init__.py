@@ -13,4 +13,6 @@ process, worker/merge/). The servicer talks to `service.ModelService`; the modul
     deletion    removal by rename-to-trash, then delete
     retention   which checkpoints a succeeded job keeps, TTL of terminal jobs' artifacts, and applying both
     service     ModelService: the API the servicer uses
+    removal     DeleteJob: artifacts and cache entry, then the job's events and record
+    sweeper     when retention runs: after a job succeeds, and periodically with a TTL
 """

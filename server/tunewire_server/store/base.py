@@ -2,15 +2,21 @@
 
 A store holds jobs (a spec, the plan validation resolved for it, its state and progress fields) and each
 job's events, numbered 1, 2, 3... per job with no gaps; uploaded datasets' metadata and the uploads in
-progress (the bytes themselves are files: see tunewire_server.datasets). SQLite implements it today (sqlite.py); a
-PostgreSQL store shared by several replicas can replace it (claim_next is where `FOR UPDATE SKIP LOCKED`
-and leases go). tests/unit/test_store.py is the contract every implementation must pass.
+progress (the bytes themselves are files: see tunewire_server.datasets). SQLite implements it for one
+process (sqlite.py); PostgreSQL for several replicas sharing one queue (postgres.py: `FOR UPDATE SKIP
+LOCKED` claims, leases, NOTIFY). tests/unit/test_store.py is the contract every implementation must pass.
+
+Leases: a claim made with an `owner` holds the job's lease (owner, attempt) until it is renewed no more;
+writes of a running job carry it as `fence` and raise LeaseLost once it is no longer the job's. With
+SQLite one process owns the file: its leases never expire while it lives, and a job a previous process
+left RUNNING has an expired lease (nobody holds it).
 """
 
 from __future__ import annotations
 
 import errno
 import json
+import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
@@ -25,6 +31,45 @@ BACK_OF_QUEUE: Any = object()
 
 class DiskFull(Exception):
     """A store write failed because the disk (or the file system's quota) is full."""
+
+
+class StoreUnavailable(DiskFull):
+    """A store write failed because the database could not be reached (down, restarting, a lost connection).
+
+    A DiskFull so that the job core treats it as it treats a full disk: the store reports itself not
+    writable, writes are retried after pauses and a probe tells when the store can write again."""
+
+
+class LeaseLost(Exception):
+    """A fenced write refused: the job's lease is no longer the one the writer holds (another replica
+    took the job over, or it left RUNNING/CANCELLING). Nothing was written."""
+
+
+class StateChanged(Exception):
+    """A write given `expect_state` refused: the job is no longer in that state (another replica moved
+    it on since it was read). Nothing was written."""
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A claim on a running job: who holds it and for which attempt (the fencing token: every claim adds
+    one to the job's attempts). As a `fence` on a write, the write applies only while this lease is the
+    job's; with `expired=True` (a replica taking an abandoned job over) only once it has also expired."""
+
+    owner: str
+    attempt: int
+    expires_at: float = math.inf  # the database's clock, in seconds since the epoch (as read; not compared)
+    expired: bool = False
+
+
+@dataclass(frozen=True)
+class Notice:
+    """What a shared store tells every replica (Store.listen): a job's events up to `seq` are stored
+    (`queued` False), or a job was queued (`queued` True, `seq` 0). Never the payload."""
+
+    job_id: str
+    seq: int = 0
+    queued: bool = False
 
 
 def is_disk_full(exc: BaseException) -> bool:
@@ -111,13 +156,18 @@ def started_message(attempt: int) -> str:
 
 class Store(Protocol):
     """Jobs and their events. Reads may be called from any thread (the event loop included) and never
-    wait for a write. Write methods (create_job, claim_next, update_job, append_event(s), probe) are
-    run through `write`; each is atomic and durable when it returns. Job fields in `update_job` and
-    the job fields of events are JobRecord field names; `state` takes a JobState, `error` and `metrics`
-    dicts (or None), `queue_seq` may be BACK_OF_QUEUE."""
+    wait for a write. Write methods (create_job, claim_next, update_job, append_event(s), renew_lease,
+    probe) are run through `write`; each is atomic and durable when it returns. Job fields in
+    `update_job` and the job fields of events are JobRecord field names; `state` takes a JobState,
+    `error` and `metrics` dicts (or None), `queue_seq` may be BACK_OF_QUEUE. A state other than RUNNING
+    or CANCELLING releases the job's lease."""
 
     writable: bool
     """False from a write that failed for want of disk space (DiskFull) to the next write that succeeds."""
+
+    shared: bool
+    """True where other server processes take jobs from the same store (PostgreSQL): events and queued
+    jobs may come from elsewhere (see `listen`), and a stopping server hands its job over."""
 
     async def write(self, method: Callable[..., T], *args, **kwargs) -> T:
         """Run the write method `method(*args, **kwargs)` off the event loop, after the writes called
@@ -140,11 +190,34 @@ class Store(Protocol):
         atomically. A request_id already used by a job raises; callers look it up first."""
         ...
 
-    def claim_next(self, describe: Callable[[int], str] = started_message) -> tuple[JobRecord, Event] | None:
+    def claim_next(self, describe: Callable[[int], str] = started_message, *, owner: str | None = None,
+                   lease_s: float | None = None) -> tuple[JobRecord, Event] | None:
         """Atomically take the first QUEUED job in queue order (queue_seq, then ordinal): move it to
         RUNNING, add 1 to its attempts, set started_at if it was never set, and append its state_change
         event {"state": "RUNNING", "message": describe(attempt)}. Returns the updated job and that event,
-        or None when nothing is queued. No two calls claim the same job."""
+        or None when nothing is queued. No two calls claim the same job. With `owner` and `lease_s` the
+        claim holds the job's lease, Lease(owner, attempts), for lease_s seconds (renew_lease)."""
+        ...
+
+    # --- leases ----------------------------------------------------------------------------------
+
+    def lease(self, job_id: str) -> Lease | None:
+        """The lease on a RUNNING or CANCELLING job (None if it has none); `expired` says whether it ran out."""
+        ...
+
+    def renew_lease(self, lease: Lease, job_id: str, lease_s: float) -> bool:
+        """Hold the job lease_s seconds more (a heartbeat); False if the lease is no longer `lease` (taken
+        over, or the job left RUNNING/CANCELLING): its holder must stop writing for the job. A write method."""
+        ...
+
+    def expired_leases(self) -> list[JobRecord]:
+        """The RUNNING or CANCELLING jobs whose lease ran out (their server died), in the queue's order:
+        another takes each over with a write fenced by Lease(owner, attempt, expired=True)."""
+        ...
+
+    def listen(self, callback: Callable[[Notice], None]) -> Callable[[], None]:
+        """Call `callback` (from another thread) for each Notice other processes' writes send; returns
+        the function that stops listening. A store no other process writes to sends none."""
         ...
 
     def get_job(self, job_id: str) -> JobRecord | None:
@@ -153,8 +226,9 @@ class Store(Protocol):
     def get_job_by_request_id(self, request_id: str) -> JobRecord | None:
         ...
 
-    def update_job(self, job_id: str, **fields) -> None:
-        """Set job fields (see the class docstring) without an event."""
+    def update_job(self, job_id: str, *, fence: Lease | None = None, **fields) -> None:
+        """Set job fields (see the class docstring) without an event; with `fence`, only while that lease
+        is the job's (else LeaseLost)."""
         ...
 
     def jobs_in_states(self, states: Iterable[JobState]) -> list[JobRecord]:
@@ -163,6 +237,14 @@ class Store(Protocol):
         ...
 
     def count_in_states(self, states: Iterable[JobState]) -> int:
+        ...
+
+    def delete_job(self, job_id: str) -> bool:
+        """Remove a job's record and all its events in one atomic write: False (and nothing changed) when no
+        job has this id. Afterwards get_job and get_job_by_request_id find nothing, so its request id may name
+        a new job; its ordinal is never given to another job (create_job numbers past every ordinal ever
+        stored, deleted ones included). Callers delete only terminal jobs (nothing appends to them). A write
+        method."""
         ...
 
     # --- listing ---------------------------------------------------------------------------------
@@ -186,13 +268,18 @@ class Store(Protocol):
     # --- events ----------------------------------------------------------------------------------
 
     def append_event(self, job_id: str, kind: str, payload: dict, job_fields: dict | None = None,
-                     at: float | None = None) -> Event:
-        """Store an event with the job's next seq, and optionally set job fields, atomically."""
+                     at: float | None = None, *, fence: Lease | None = None,
+                     expect_state: JobState | None = None) -> Event:
+        """Store an event with the job's next seq, and optionally set job fields, atomically (fence and
+        expect_state as in append_events)."""
         ...
 
-    def append_events(self, job_id: str, items: Sequence[EventItem]) -> list[Event]:
+    def append_events(self, job_id: str, items: Sequence[EventItem], *, fence: Lease | None = None,
+                      expect_state: JobState | None = None) -> list[Event]:
         """Store several events with the job's next seqs and set their job fields in order, all in one
-        atomic write. The job's last_seq becomes the last event's seq."""
+        atomic write. The job's last_seq becomes the last event's seq. With `fence`, only while that lease
+        is the job's (else LeaseLost); with `expect_state`, only while the job is in that state (else
+        StateChanged). Nothing is written when either refuses."""
         ...
 
     def events_after(self, job_id: str, after_seq: int, limit: int = 1000) -> list[Event]:

@@ -7,10 +7,14 @@ the queue), a job's row lock numbers its events (the seq is taken from jobs.last
 transaction as the insert: no gaps, no duplicates), and claim_next takes the first queued job with
 `FOR UPDATE SKIP LOCKED`, so replicas claiming at once never take the same job nor wait for each other.
 
-Leases (beyond the Store protocol, for the many-replica scheduler): a claim may hold the job's lease
-(owner, attempt; expiry on the database's clock), renewed by heartbeat (renew_lease); writes given a
-`fence` apply only while that lease is the job's, else LeaseLost; a job whose lease expired is taken
-over by a write fenced with Lease(..., expired=True) that queues it again (expired_leases lists them).
+Leases (base.Store): a claim may hold the job's lease (owner, attempt; expiry on the database's clock),
+renewed by heartbeat (renew_lease); writes given a `fence` apply only while that lease is the job's, else
+LeaseLost; a job whose lease expired is taken over by a write fenced with Lease(..., expired=True) that
+queues it again (expired_leases lists them).
+
+Notices (Store.listen): every write that stores events sends a NOTIFY with the job id and the last seq
+(never the payload: NOTIFY payloads stop at 8,000 bytes), every write that queues a job one with its id,
+on a channel named after the schema; each replica LISTENs on one connection of its own, delivered at commit.
 
 Schema migrations are numbered (the `schema_version` table: one row per migration applied), each in
 one transaction, under a session advisory lock: replicas starting at once migrate once.
@@ -31,11 +35,11 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import psycopg
 from psycopg import errors as pg_errors
+from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
@@ -48,10 +52,18 @@ from tunewire_server.store.base import (
     Event,
     EventItem,
     JobRecord,
+    Lease,
+    LeaseLost,
+    Notice,
+    StateChanged,
+    StoreUnavailable,
     T,
     UploadRecord,
     started_message,
 )
+
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "Lease", "LeaseLost", "PostgresStore", "StoreConnectError",
+           "StoreUnavailable", "redact"]
 
 # Migration n brings a database from version n-1 to n (`schema_version` holds the versions applied).
 MIGRATIONS: list[str] = [
@@ -115,6 +127,10 @@ MIGRATIONS: list[str] = [
     ALTER TABLE jobs ADD COLUMN lease_expires_at DOUBLE PRECISION;
     CREATE INDEX jobs_lease ON jobs (lease_expires_at) WHERE lease_owner IS NOT NULL
     """,
+    # 3: the highest ordinal of a deleted job, so that create_job never numbers a job with it again.
+    """
+    CREATE TABLE counters (name TEXT PRIMARY KEY, value BIGINT NOT NULL)
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -125,35 +141,17 @@ _LOCK_JOB_ORDER = 2  # ordinals and queue positions of jobs: numbered one writer
 _LOCK_DATASET_ORDER = 3
 
 _BACK_SQL = "(SELECT COALESCE(MAX(queue_seq), 0) + 1 FROM jobs)"  # BACK_OF_QUEUE
+_DELETED_ORDINAL = "deleted_job_ordinal"  # counters: the highest ordinal of a deleted job
+# past every ordinal stored and every deleted one: an ordinal is never reused (page tokens name ordinals)
+_NEXT_ORDINAL = ("(SELECT GREATEST(COALESCE((SELECT MAX(ordinal) FROM jobs), 0),"
+                 f" COALESCE((SELECT value FROM counters WHERE name = '{_DELETED_ORDINAL}'), 0)) + 1)")
+_NOTIFY_SQL = "SELECT pg_notify(%s, %s)"
 _NOW_SQL = "extract(epoch FROM clock_timestamp())::float8"  # the database's clock, the same for every replica
 _HELD = (JobState.RUNNING, JobState.CANCELLING)  # the states in which a job's lease is held
 _CONNECT_TIMEOUT_S = 5
 _PASSWORD_PARAM = re.compile(r"(password\s*=\s*)('[^']*'|[^\s&]+)", re.IGNORECASE)
+_URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)([^@\s]*)(@)")  # user:PASSWORD@ even in a URL urlsplit refuses
 _POOL_TIMEOUT_S = 10.0
-
-
-class StoreUnavailable(DiskFull):
-    """A store write failed because PostgreSQL could not be reached (down, restarting, a lost connection).
-
-    A DiskFull so that the job core treats it as it treats a full disk: the store reports itself not
-    writable, writes are retried after pauses and a probe tells when the store can write again."""
-
-
-class LeaseLost(Exception):
-    """A fenced write refused: the job's lease is no longer the one the writer holds (another replica
-    took the job over, or it left RUNNING/CANCELLING). Nothing was written."""
-
-
-@dataclass(frozen=True)
-class Lease:
-    """A claim on a running job: who holds it and for which attempt (the fencing token: every claim adds
-    one to the job's attempts). As a `fence` on a write, the write applies only while this lease is the
-    job's; with `expired=True` (a replica taking an abandoned job over) only once it has also expired."""
-
-    owner: str
-    attempt: int
-    expires_at: float = 0.0  # the database's clock, in seconds since the epoch (as read; not compared)
-    expired: bool = False
 
 
 class StoreConnectError(ValueError):
@@ -177,6 +175,7 @@ def _scrub(message: str, url: str) -> str:
         password = urlsplit(url).password
     if password:
         message = message.replace(password, "***")
+    message = _URL_PASSWORD.sub(r"\1***\3", message)
     lines = _PASSWORD_PARAM.sub(r"\1***", message).strip().splitlines()
     return lines[0] if lines else ""
 
@@ -220,6 +219,16 @@ def _fence_clause(fence: Lease | None) -> tuple[str, list]:
     if fence.expired:
         clause += f" AND lease_expires_at < {_NOW_SQL}"
     return clause, [fence.owner, fence.attempt]
+
+
+def _parse_notice(payload: str) -> Notice | None:
+    """A Notice from a NOTIFY payload: "e JOB_ID SEQ" (events stored) or "q JOB_ID" (queued)."""
+    parts = payload.split(" ")
+    if len(parts) == 3 and parts[0] == "e" and parts[2].isdigit():
+        return Notice(parts[1], int(parts[2]))
+    if len(parts) == 2 and parts[0] == "q":
+        return Notice(parts[1], queued=True)
+    return None
 
 
 def _row_to_job(row: dict) -> JobRecord:
@@ -276,6 +285,9 @@ class PostgresStore:
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tunewire-store")
         self._closed = threading.Event()
         self.writable = True  # False from a write that failed for want of space (or of the server) to the next
+        self.shared = True
+        schema = self._read("SELECT current_schema() AS s")[0]["s"]
+        self.channel = f"tunewire_{schema}"[:63]  # NOTIFY channels are per database: one per schema
 
     @staticmethod
     def _conninfo(url: str) -> dict:
@@ -311,6 +323,44 @@ class PostgresStore:
             finally:
                 if not conn.closed:
                     conn.execute("SELECT pg_advisory_unlock(%s, %s)", (_LOCK_SPACE, _LOCK_MIGRATIONS))
+
+    def _notify(self, conn: psycopg.Connection, job_id: str, seq: int = 0, queued: bool = False) -> None:
+        """Send a Notice at this transaction's commit (PostgreSQL folds duplicates within one transaction)."""
+        conn.execute(_NOTIFY_SQL, (self.channel, f"q {job_id}" if queued else f"e {job_id} {seq}"))
+
+    def listen(self, callback: Callable[[Notice], None]) -> Callable[[], None]:
+        """Call `callback(notice)` from a thread of its own, on one LISTEN connection, for each Notice sent
+        by any replica's writes (this one's included); reconnects after a lost connection (notices sent
+        meanwhile are lost: listeners poll as well). Returns once listening (or after the connect timeout,
+        PostgreSQL being out of reach), with the function that stops listening."""
+        stop, listening = threading.Event(), threading.Event()
+        listen_sql = sql.SQL("LISTEN {}").format(sql.Identifier(self.channel))
+
+        def run() -> None:
+            delay = 0.1
+            while not stop.is_set():
+                try:
+                    with psycopg.connect(self.url, **self._connect_kwargs) as conn:
+                        conn.execute(listen_sql)
+                        listening.set()
+                        delay = 0.1
+                        while not stop.is_set():
+                            for note in conn.notifies(timeout=0.5):
+                                notice = _parse_notice(note.payload)
+                                if notice is not None:
+                                    callback(notice)
+                except Exception:  # lost or refused: try again after a pause (the callers poll meanwhile)
+                    stop.wait(delay)
+                    delay = min(delay * 2, 5.0)
+
+        thread = threading.Thread(target=run, name="tunewire-listen", daemon=True)
+        thread.start()
+        listening.wait(_CONNECT_TIMEOUT_S)
+
+        def close() -> None:
+            stop.set()
+            thread.join(timeout=5)
+        return close
 
     def schema_versions(self) -> list[int]:
         """The migrations applied to this database, in order."""
@@ -380,11 +430,12 @@ class PostgresStore:
             self._lock(conn, _LOCK_JOB_ORDER)
             row = conn.execute(
                 "INSERT INTO jobs (id, ordinal, request_id, spec, plan, state, created_at, last_seq, queue_seq)"
-                " VALUES (%s, (SELECT COALESCE(MAX(ordinal), 0) + 1 FROM jobs), %s, %s, %s, %s, %s, 1,"
-                f" {_BACK_SQL}) RETURNING *",
+                f" VALUES (%s, {_NEXT_ORDINAL}, %s, %s, %s, %s, %s, 1, {_BACK_SQL}) RETURNING *",
                 (job_id, request_id, spec_json, plan_json, JobState.QUEUED.value, now)).fetchone()
             conn.execute("INSERT INTO events (job_id, seq, time, kind, payload) VALUES (%s, 1, %s, %s, %s)",
                          (job_id, now, kind, json.dumps(payload)))
+            self._notify(conn, job_id, 1)
+            self._notify(conn, job_id, queued=True)
         return _row_to_job(row)
 
     def claim_next(self, describe: Callable[[int], str] = started_message, *, owner: str | None = None,
@@ -410,6 +461,7 @@ class PostgresStore:
             payload = {"state": JobState.RUNNING.value, "message": describe(row["attempts"])}
             conn.execute("INSERT INTO events (job_id, seq, time, kind, payload) VALUES (%s, %s, %s, 'state_change', %s)",
                          (row["id"], row["last_seq"], now, json.dumps(payload)))
+            self._notify(conn, row["id"], row["last_seq"])
         return _row_to_job(row), Event(row["id"], row["last_seq"], now, "state_change", payload)
 
     # --- leases ----------------------------------------------------------------------------------
@@ -505,19 +557,38 @@ class PostgresStore:
             updated = conn.execute(f"UPDATE jobs SET {cols} WHERE id = %s{clause}", (*values, job_id, *args)).rowcount
             if fence is not None and updated == 0:
                 raise LeaseLost(f"job {job_id}: the lease of {fence.owner} (attempt {fence.attempt}) is not held")
+            if updated and fields.get("state") == JobState.QUEUED:
+                self._notify(conn, job_id, queued=True)
+
+    def delete_job(self, job_id: str) -> bool:
+        """Remove the job and its events in one transaction (base.Store.delete_job)."""
+        with self._tx() as conn:
+            self._lock(conn, _LOCK_JOB_ORDER)  # a create numbering past it waits for the counter
+            row = conn.execute("SELECT ordinal FROM jobs WHERE id = %s", (job_id,)).fetchone()
+            if row is None:
+                return False
+            conn.execute("INSERT INTO counters (name, value) VALUES (%s, %s) ON CONFLICT (name)"
+                         " DO UPDATE SET value = GREATEST(counters.value, EXCLUDED.value)",
+                         (_DELETED_ORDINAL, row["ordinal"]))
+            conn.execute("DELETE FROM events WHERE job_id = %s", (job_id,))
+            conn.execute("DELETE FROM jobs WHERE id = %s", (job_id,))
+        return True
 
     # --- events -----------------------------------------------------------------------------
 
     def append_event(self, job_id: str, kind: str, payload: dict, job_fields: dict | None = None,
-                     at: float | None = None, *, fence: Lease | None = None) -> Event:
+                     at: float | None = None, *, fence: Lease | None = None,
+                     expect_state: JobState | None = None) -> Event:
         """Store an event with the job's next seq, and optionally update the job, atomically."""
-        return self.append_events(job_id, [(kind, payload, job_fields, at)], fence=fence)[0]
+        return self.append_events(job_id, [(kind, payload, job_fields, at)], fence=fence, expect_state=expect_state)[0]
 
-    def append_events(self, job_id: str, items: Sequence[EventItem], *, fence: Lease | None = None) -> list[Event]:
+    def append_events(self, job_id: str, items: Sequence[EventItem], *, fence: Lease | None = None,
+                      expect_state: JobState | None = None) -> list[Event]:
         """Store several events with the job's next seqs and apply their job fields in order, in one
         transaction. The seqs come from the job's row, updated (so locked) first: appends to one job
         from several connections queue behind each other and number on. With `fence`, only while that
-        lease is the job's: else LeaseLost, and nothing is written."""
+        lease is the job's: else LeaseLost; with `expect_state`, only while the job is in that state: else
+        StateChanged. Nothing is written when either refuses."""
         fields: dict = {}
         rows = []
         for kind, payload, job_fields, at in items:
@@ -525,22 +596,37 @@ class PostgresStore:
             fields.update(job_fields or {})
         cols, values = _set_clause(fields)
         clause, args = _fence_clause(fence)
+        if expect_state is not None:
+            clause += " AND state = %s"
+            args.append(expect_state.value)
         with self._tx() as conn:
             if any(v is BACK_OF_QUEUE for v in fields.values()):
                 self._lock(conn, _LOCK_JOB_ORDER)
             found = conn.execute(f"UPDATE jobs SET last_seq = last_seq + %s{', ' + cols if cols else ''}"
                                  f" WHERE id = %s{clause} RETURNING last_seq",
                                  (len(rows), *values, job_id, *args)).fetchone()
-            if found is None and fence is not None:
-                raise LeaseLost(f"job {job_id}: the lease of {fence.owner} (attempt {fence.attempt}) is not held")
             if found is None:
-                raise LookupError(f"no job {job_id!r} in the store")
+                self._refused(conn, job_id, fence, expect_state)
             first = found["last_seq"] - len(rows) + 1
             with conn.cursor() as cur:
                 cur.executemany("INSERT INTO events (job_id, seq, time, kind, payload) VALUES (%s, %s, %s, %s, %s)",
                                 [(job_id, first + i, now, kind, json.dumps(payload))
                                  for i, (kind, payload, now) in enumerate(rows)])
+            self._notify(conn, job_id, found["last_seq"])
+            if fields.get("state") == JobState.QUEUED:
+                self._notify(conn, job_id, queued=True)
         return [Event(job_id, first + i, now, kind, payload) for i, (kind, payload, now) in enumerate(rows)]
+
+    @staticmethod
+    def _refused(conn: psycopg.Connection, job_id: str, fence: Lease | None, expect_state: JobState | None) -> None:
+        """Raise why an update of the job matched no row: LeaseLost, StateChanged or LookupError."""
+        row = conn.execute("SELECT state FROM jobs WHERE id = %s", (job_id,)).fetchone()
+        if row is None:
+            raise LookupError(f"no job {job_id!r} in the store")
+        if expect_state is not None and row["state"] != expect_state.value:
+            raise StateChanged(f"job {job_id} is {row['state']}, no longer {expect_state.value}")
+        assert fence is not None
+        raise LeaseLost(f"job {job_id}: the lease of {fence.owner} (attempt {fence.attempt}) is not held")
 
     def events_after(self, job_id: str, after_seq: int, limit: int = 1000) -> list[Event]:
         rows = self._read("SELECT seq, time, kind, payload FROM events WHERE job_id = %s AND seq > %s"

@@ -4,6 +4,10 @@ Every write is committed before the call returns, so a job the client has been t
 a crash of the server. The spec is stored as its protobuf JSON; events as JSON payloads. A write that
 fails for want of disk space raises DiskFull (and the store reports itself not writable until a write
 succeeds again); the database stays as it was before that write.
+
+Leases (base.Store): one process owns the file, so the leases it grants live in its memory and never
+expire while it lives; a job a previous process left RUNNING or CANCELLING holds no lease of this one,
+so it counts as expired (the start's recovery takes it over). Fences are checked against that memory.
 """
 
 from __future__ import annotations
@@ -27,6 +31,10 @@ from tunewire_server.store.base import (
     Event,
     EventItem,
     JobRecord,
+    Lease,
+    LeaseLost,
+    Notice,
+    StateChanged,
     T,
     UploadRecord,
     is_disk_full,
@@ -96,12 +104,25 @@ MIGRATIONS: list[str] = [
         created_at    REAL NOT NULL
     );
     """,
+    # 4: the highest ordinal of a deleted job, so that create_job never numbers a job with it again.
+    """
+    CREATE TABLE IF NOT EXISTS counters (
+        name   TEXT PRIMARY KEY,
+        value  INTEGER NOT NULL
+    );
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _BACK_SQL = "(SELECT COALESCE(MAX(queue_seq), 0) + 1 FROM jobs)"  # BACK_OF_QUEUE
 
+_DELETED_ORDINAL = "deleted_job_ordinal"  # counters: the highest ordinal of a deleted job
+# past every ordinal stored and every deleted one: an ordinal is never reused (page tokens name ordinals)
+_NEXT_ORDINAL = ("SELECT MAX(COALESCE((SELECT MAX(ordinal) FROM jobs), 0),"
+                 f" COALESCE((SELECT value FROM counters WHERE name = '{_DELETED_ORDINAL}'), 0)) + 1")
+
 SQLITE_FULL = 13
+_HELD = (JobState.RUNNING, JobState.CANCELLING)  # the states in which a job's lease is held
 
 
 def _is_full(exc: BaseException) -> bool:
@@ -179,6 +200,8 @@ class SQLiteStore:
         self._read_lock = threading.Lock()
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tunewire-store")
         self.writable = True  # False from a write that failed for want of space to the next that succeeds
+        self.shared = False  # one process owns the file
+        self._leases: dict[str, Lease] = {}  # the leases this process holds, by job id
 
     def _migrate(self) -> None:
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
@@ -237,7 +260,7 @@ class SQLiteStore:
         kind, payload = first_event
         with self._lock, self._db:
             self._db.execute("BEGIN IMMEDIATE")
-            ordinal = self._db.execute("SELECT COALESCE(MAX(ordinal), 0) + 1 FROM jobs").fetchone()[0]
+            ordinal = self._db.execute(_NEXT_ORDINAL).fetchone()[0]
             self._db.execute(
                 "INSERT INTO jobs (id, ordinal, request_id, spec, plan, state, created_at, last_seq, queue_seq)"
                 f" VALUES (?, ?, ?, ?, ?, ?, ?, 1, {_BACK_SQL})",
@@ -251,9 +274,13 @@ class SQLiteStore:
         assert job is not None
         return job
 
-    def claim_next(self, describe: Callable[[int], str] = started_message) -> tuple[JobRecord, Event] | None:
+    def claim_next(self, describe: Callable[[int], str] = started_message, *, owner: str | None = None,
+                   lease_s: float | None = None) -> tuple[JobRecord, Event] | None:
         """The first QUEUED job in queue order, moved to RUNNING with its state_change event (base.Store).
-        BEGIN IMMEDIATE takes the write lock before the pick: no other claim sees the same job queued."""
+        BEGIN IMMEDIATE takes the write lock before the pick: no other claim sees the same job queued.
+        With `owner`, the claim holds the job's lease while this process lives (lease_s is not needed)."""
+        if (owner is None) != (lease_s is None):
+            raise ValueError("claim_next: a lease needs both its owner and lease_s")
         now = time.time()
         with self._lock, self._db:
             self._db.execute("BEGIN IMMEDIATE")
@@ -269,9 +296,66 @@ class SQLiteStore:
             self._db.execute(  # a started_at of 0 counts as unset, as `job.started_at or now` did
                 "UPDATE jobs SET state = ?, attempts = ?, started_at = COALESCE(NULLIF(started_at, 0), ?),"
                 " last_seq = ? WHERE id = ?", (JobState.RUNNING.value, attempt, now, seq, job_id))
+            if owner is not None:
+                self._leases[job_id] = Lease(owner, attempt)
+            else:
+                self._leases.pop(job_id, None)
         job = self.get_job(job_id)
         assert job is not None
         return job, Event(job_id, seq, now, "state_change", payload)
+
+    # --- leases (this process's memory: see the module docstring) -------------------------------
+
+    def lease(self, job_id: str) -> Lease | None:
+        """This process's lease on the job; for a RUNNING or CANCELLING job it holds none of, an expired one."""
+        held = self._leases.get(job_id)
+        if held is not None:
+            return held
+        job = self.get_job(job_id)
+        if job is None or job.state not in _HELD:
+            return None
+        return Lease("", job.attempts, expires_at=0.0, expired=True)
+
+    def renew_lease(self, lease: Lease, job_id: str, lease_s: float) -> bool:
+        """Whether the lease is still this job's (it never runs out while this process lives)."""
+        held = self._leases.get(job_id)
+        return held is not None and (held.owner, held.attempt) == (lease.owner, lease.attempt)
+
+    def expired_leases(self) -> list[JobRecord]:
+        """The RUNNING or CANCELLING jobs this process holds no lease on (a previous process left them)."""
+        return [job for job in self.jobs_in_states(_HELD) if job.id not in self._leases]
+
+    def listen(self, callback: Callable[[Notice], None]) -> Callable[[], None]:
+        """Nothing to listen to: no other process writes to this file."""
+        return lambda: None
+
+    def _check(self, job_id: str, fence: Lease | None, expect_state: JobState | None) -> None:
+        """Inside a write transaction: raise LeaseLost or StateChanged (or LookupError) if the write may not
+        apply."""
+        if fence is None and expect_state is None:
+            return
+        row = self._db.execute("SELECT state, attempts FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        if row is None:
+            raise LookupError(f"no job {job_id!r} in the store")
+        if expect_state is not None and row["state"] != expect_state.value:
+            raise StateChanged(f"job {job_id} is {row['state']}, no longer {expect_state.value}")
+        if fence is None:
+            return
+        held = self._leases.get(job_id)
+        if fence.expired:  # a take-over: nobody in this process may hold it
+            ok = held is None and row["attempts"] == fence.attempt and JobState(row["state"]) in _HELD
+        else:
+            ok = held is not None and (held.owner, held.attempt) == (fence.owner, fence.attempt)
+        if not ok:
+            raise LeaseLost(f"job {job_id}: the lease of {fence.owner} (attempt {fence.attempt}) is not held")
+
+    def _released(self, job_id: str, fields: dict) -> None:
+        """After a committed write setting `fields`: a state other than RUNNING or CANCELLING ends the lease."""
+        state = fields.get("state")
+        if state is not None and state not in _HELD:
+            self._leases.pop(job_id, None)
+
+    # --- jobs, continued -----------------------------------------------------------------------
 
     def get_job(self, job_id: str) -> JobRecord | None:
         rows = self._read("SELECT * FROM jobs WHERE id = ?", (job_id,))
@@ -331,21 +415,42 @@ class SQLiteStore:
         return self._read(f"SELECT COUNT(*) FROM jobs WHERE state IN ({','.join('?' * len(states))})",
                           [s.value for s in states])[0][0]
 
-    def update_job(self, job_id: str, **fields) -> None:
+    def update_job(self, job_id: str, *, fence: Lease | None = None, **fields) -> None:
         cols, values = _set_clause(fields)
         with self._lock, self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._check(job_id, fence, None)
             self._db.execute(f"UPDATE jobs SET {cols} WHERE id = ?", (*values, job_id))
+        self._released(job_id, fields)
+
+    def delete_job(self, job_id: str) -> bool:
+        """Remove the job and its events in one transaction (base.Store.delete_job)."""
+        with self._lock, self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            row = self._db.execute("SELECT ordinal FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None:
+                return False
+            self._db.execute(
+                "INSERT INTO counters (name, value) VALUES (?, ?)"
+                " ON CONFLICT (name) DO UPDATE SET value = MAX(value, excluded.value)",
+                (_DELETED_ORDINAL, row["ordinal"]))
+            self._db.execute("DELETE FROM events WHERE job_id = ?", (job_id,))
+            self._db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+        return True
 
     # --- events -----------------------------------------------------------------------------
 
     def append_event(self, job_id: str, kind: str, payload: dict, job_fields: dict | None = None,
-                     at: float | None = None) -> Event:
+                     at: float | None = None, *, fence: Lease | None = None,
+                     expect_state: JobState | None = None) -> Event:
         """Store an event with the job's next seq, and optionally update the job, atomically."""
-        return self.append_events(job_id, [(kind, payload, job_fields, at)])[0]
+        return self.append_events(job_id, [(kind, payload, job_fields, at)], fence=fence, expect_state=expect_state)[0]
 
-    def append_events(self, job_id: str, items: Sequence[EventItem]) -> list[Event]:
+    def append_events(self, job_id: str, items: Sequence[EventItem], *, fence: Lease | None = None,
+                      expect_state: JobState | None = None) -> list[Event]:
         """Store several events (kind, payload, job fields, time) with the job's next seqs and apply
-        their job fields in order, all in one transaction: one fsync however many there are."""
+        their job fields in order, all in one transaction: one fsync however many there are. `fence` and
+        `expect_state` as in base.Store.append_events."""
         fields: dict = {}
         rows = []
         for kind, payload, job_fields, at in items:
@@ -353,6 +458,7 @@ class SQLiteStore:
             fields.update(job_fields or {})
         with self._lock, self._db:
             self._db.execute("BEGIN IMMEDIATE")
+            self._check(job_id, fence, expect_state)
             first = self._db.execute("SELECT last_seq + 1 FROM jobs WHERE id = ?", (job_id,)).fetchone()[0]
             self._db.executemany(
                 "INSERT INTO events (job_id, seq, time, kind, payload) VALUES (?, ?, ?, ?, ?)",
@@ -361,6 +467,7 @@ class SQLiteStore:
             fields["last_seq"] = first + len(rows) - 1
             cols, values = _set_clause(fields)
             self._db.execute(f"UPDATE jobs SET {cols} WHERE id = ?", (*values, job_id))
+        self._released(job_id, fields)
         return [Event(job_id, first + i, now, kind, payload) for i, (kind, payload, now) in enumerate(rows)]
 
     def events_after(self, job_id: str, after_seq: int, limit: int = 1000) -> list[Event]:

@@ -13,17 +13,19 @@ import io
 import json
 import math
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
+
+import orjson
 
 from tunewire_server.errors import preview
-from tunewire_server.validation.common import MAX_LABELS, DatasetPlan, Violations
 from tunewire_server.validation.paths import FileTooLarge, UnsafePath, open_regular
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # common imports the protobuf messages: not loaded by an upload's check process
     from tunewire_server.config import Settings
+    from tunewire_server.validation.common import DatasetPlan, Violations
 
 FORMATS = {".jsonl": "jsonl", ".json": "jsonl", ".csv": "csv", ".tsv": "tsv", ".parquet": "parquet"}
 MAX_LINE_CHARS = 64 * 1024 * 1024  # one JSONL row; longer ones are refused instead of read whole
@@ -83,22 +85,128 @@ def _jsonl_rows(text: io.TextIOBase) -> Iterator[tuple[int, dict]]:
         if not line.strip():
             continue
         row_no += 1
-        try:
-            row = json.loads(line, parse_constant=_no_constant)
-        except json.JSONDecodeError as exc:
-            raise DatasetProblem(f"row {row_no} (line {line_no}): not valid JSON: {exc.msg}") from None
-        except _NonFinite as exc:
-            raise DatasetProblem(f"row {row_no} (line {line_no}): {exc} is not valid JSON (and not a number a "
-                                 "dataset can hold)") from None
-        except RecursionError:
-            raise DatasetProblem(f"row {row_no} (line {line_no}): nests too deeply") from None
-        if not isinstance(row, dict):
-            raise DatasetProblem(f"row {row_no} (line {line_no}): must be a JSON object, got {type(row).__name__}")
-        yield row_no, row
+        yield row_no, _parse_row(line, row_no, line_no)
+
+
+def _parse_row(line: str, row_no: int, line_no: int) -> dict:
+    """One JSONL row; DatasetProblem naming the row and the line when it is not a JSON object."""
+    try:
+        row = _loads(line)
+    except json.JSONDecodeError as exc:
+        raise DatasetProblem(f"row {row_no} (line {line_no}): not valid JSON: {exc.msg}") from None
+    except _NonFinite as exc:
+        raise DatasetProblem(f"row {row_no} (line {line_no}): {exc} is not valid JSON (and not a number a "
+                             "dataset can hold)") from None
+    except RecursionError:
+        raise DatasetProblem(f"row {row_no} (line {line_no}): nests too deeply") from None
+    if not isinstance(row, dict):
+        raise DatasetProblem(f"row {row_no} (line {line_no}): must be a JSON object, got {type(row).__name__}")
+    return row
+
+
+READ_BLOCK = 1024 * 1024
+
+
+def jsonl_rows_escaped(raw: BinaryIO) -> Iterator[tuple[int, dict]]:
+    """The rows of a JSONL byte stream exactly as `_jsonl_rows` reads them through a TextIOWrapper with
+    errors="surrogateescape" and newline="" (the same rows, numbers, values and DatasetProblems), about
+    twice as fast: lines are found in the bytes (ending at \\n, \\r\\n or a lone \\r, as universal
+    newlines end them) and handed to orjson without a copy; a line orjson does not take as a JSON object
+    (blank, not UTF-8, NaN, a big integer...) is decoded and read by the same code as `_jsonl_rows`."""
+    row_no = line_no = 0
+    pending: list[bytes] = []  # the start of a line whose end has not been read yet
+    pending_len = 0
+    while True:
+        block = raw.read(READ_BLOCK)
+        if block and b"\n" not in block and b"\r" not in block:  # the middle of a long line
+            pending.append(block)
+            pending_len += len(block)
+            if pending_len > 4 * (MAX_LINE_CHARS + 1):  # more characters than that, whatever the bytes are
+                raise DatasetProblem(f"line {line_no + 1}: is longer than {MAX_LINE_CHARS} characters")
+            continue
+        pending.append(block)
+        data = b"".join(pending) if len(pending) > 1 else block
+        pending, pending_len = [], 0
+        if not data:
+            return
+        if b"\r" in data:
+            lines: Iterable = data.splitlines(keepends=True)
+            if block and not lines[-1].endswith(b"\n"):  # unfinished, or a \r that a \n may follow
+                pending.append(lines.pop())
+        else:
+            end = len(data) if not block else data.rfind(b"\n") + 1
+            if end < len(data):
+                pending.append(data[end:])
+            lines = _lf_lines(data, end)
+        pending_len = len(pending[0]) if pending else 0
+        for line in lines:
+            line_no += 1
+            if len(line) > MAX_LINE_CHARS and _chars(line) > MAX_LINE_CHARS:
+                raise DatasetProblem(f"line {line_no}: is longer than {MAX_LINE_CHARS} characters")
+            try:
+                row = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                row = None
+            if type(row) is dict and not _big_float(row):
+                row_no += 1
+                yield row_no, row
+                continue
+            text = bytes(line).decode("utf-8", "surrogateescape")
+            if not text.strip():
+                continue
+            row_no += 1
+            yield row_no, _parse_row(text, row_no, line_no)
+        if not block:
+            return
+
+
+def _lf_lines(data: bytes, end: int) -> Iterator[memoryview]:
+    """The lines of data[:end] (which holds no \\r), each with its \\n, as views (no copy)."""
+    view, find, pos = memoryview(data), data.find, 0
+    while pos < end:
+        stop = find(b"\n", pos, end)
+        stop = end if stop < 0 else stop + 1
+        yield view[pos:stop]
+        pos = stop
+
+
+def _chars(line) -> int:
+    return len(bytes(line).decode("utf-8", "surrogateescape"))
 
 
 class _NonFinite(ValueError):
     pass
+
+
+def _loads(line: str):
+    """json.loads of one row, exactly (the same values, the same errors), mostly through orjson (about four
+    times faster). orjson refuses what Python's json may take (NaN, 1e400, lone surrogates, deep nesting):
+    then json decides, with its own error. orjson turns an integer past 64 bits into a float where json
+    keeps the int: a row holding a float that large is read again with json."""
+    try:
+        row = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return json.loads(line, parse_constant=_no_constant)
+    if _big_float(row):
+        return json.loads(line, parse_constant=_no_constant)
+    return row
+
+
+_BIG = 9.2e18  # just under 2**63: orjson reads integer literals from -2**63 to 2**64-1 exactly
+
+
+def _big_float(value) -> bool:
+    """Whether a parsed value holds a float as large as an integer orjson would not read exactly."""
+    for v in (value.values() if type(value) is dict else value):
+        t = type(v)
+        if t is str or t is int or v is None or t is bool:
+            continue
+        if t is float:
+            if not -_BIG < v < _BIG:
+                return True
+        elif (t is dict or t is list) and _big_float(v):
+            return True
+    return False
 
 
 def _no_constant(name: str):
@@ -191,6 +299,8 @@ def scan_dataset(plan: DatasetPlan | None, field: str, settings: Settings, v: Vi
                  check: RowCheck, label_field: str | None = None) -> ScanResult | None:
     """Run `check` on every row of a planned dataset (file or inline); a problem is added to `v` under
     `field`. Hub data is checked by the worker once downloaded, so it is skipped here."""
+    from tunewire_server.validation.common import MAX_LABELS
+
     if plan is None or plan.kind == "hub":
         return None
     try:

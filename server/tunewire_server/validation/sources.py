@@ -7,9 +7,11 @@ from __future__ import annotations
 import os
 
 from tunewire.v1 import job_pb2
+from tunewire_server.artifacts import ArtifactError, ArtifactNotFound
 from tunewire_server.config import Settings
 from tunewire_server.datasets import layout
-from tunewire_server.errors import InvalidSpec, preview
+from tunewire_server.errors import InvalidSpec, Unavailable, preview
+from tunewire_server.shared_store import dataset_key, open_shared
 from tunewire_server.validation import dataset_scan, limits
 from tunewire_server.validation.common import FILE_FORMATS, DatasetPlan, Violations
 from tunewire_server.validation.dataset_scan import DatasetProblem
@@ -94,7 +96,12 @@ def _uploaded(ds: job_pb2.Dataset, field: str, settings: Settings, v: Violations
         v.items.extend(exc.violations)
         return None
     found = layout.find_stored(settings.upload_dir, dataset_id)
+    before = len(v.items)
     if found is None:
+        found = _fetch_shared(settings, dataset_id, ifield, v)
+    if found is None:
+        if len(v.items) > before:  # the stored file is there but refused (too large)
+            return None
         v.add(ifield, f"no uploaded dataset {dataset_id} (ListDatasets shows those there are)")
         return None
     file_name, fmt = found
@@ -109,3 +116,30 @@ def _uploaded(ds: job_pb2.Dataset, field: str, settings: Settings, v: Violations
         return None
     return DatasetPlan("file", path=str(root / file_name), format=fmt, max_samples=ds.max_samples,
                        root=str(root), relative=file_name, max_bytes=settings.max_dataset_bytes)
+
+
+def _fetch_shared(settings: Settings, dataset_id: str, field: str, v: Violations) -> tuple[str, str] | None:
+    """An uploaded dataset this replica has no copy of (another replica took the upload): fetched from the
+    shared artifact store into the upload dir's datasets folder, where it is then used like a local upload.
+    None when there is no shared store or it holds no such file."""
+    store = open_shared(settings)
+    if store is None:
+        return None
+    sha256 = dataset_id.removeprefix(layout.ID_PREFIX)
+    root = layout.datasets_dir(settings.upload_dir)
+    for fmt in layout.FORMATS:
+        name = layout.stored_file_name(sha256, fmt)
+        try:
+            info = store.stat(dataset_key(name))
+            if info.size > settings.max_dataset_bytes:
+                v.add(field, f"dataset {dataset_id} is {info.size} bytes; the limit for jobs is {settings.max_dataset_bytes}")
+                return None
+            root.mkdir(parents=True, exist_ok=True)
+            store.get_file(dataset_key(name), root / name, expected_sha256=sha256)
+        except ArtifactNotFound:
+            continue
+        except ArtifactError as exc:
+            raise Unavailable(f"{field}: dataset {dataset_id} is not on this replica and the shared artifact "
+                              f"store cannot be read now ({type(exc).__name__})") from None
+        return name, fmt
+    return None

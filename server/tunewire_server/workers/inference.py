@@ -27,9 +27,12 @@ import contextlib
 import itertools
 import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import structlog
 
+from tunewire_server.artifacts import ArtifactError, ArtifactNotFound
+from tunewire_server.checkpoints import MARKER
 from tunewire_server.config import Settings
 from tunewire_server.errors import (
     FailedPrecondition,
@@ -39,6 +42,7 @@ from tunewire_server.errors import (
     TunewireError,
     Unavailable,
 )
+from tunewire_server.shared_store import fetch_unit, model_key, open_shared
 from tunewire_server.validation.generation import GenerationParams, GenerationRequestError
 from tunewire_server.workers.process import WorkerProcess
 
@@ -58,6 +62,7 @@ class InferenceClient:
         self._in_worker: set[int] = set()  # calls sent to the worker and not answered yet
         self._ids = itertools.count(1)
         self._start_lock = asyncio.Lock()
+        self._fetch_locks: dict[str, asyncio.Lock] = {}  # job id -> the lock of its model's fetch
 
     async def _ensure_worker(self) -> WorkerProcess:
         async with self._start_lock:
@@ -205,6 +210,33 @@ class InferenceClient:
         finally:
             self._pending.pop(request_id, None)
         return int(answer.get("evicted") or 0)
+
+    async def fetch_model(self, job_id: str, model_dir: Path) -> bool:
+        """Make `model_dir` (a SUCCEEDED job's model folder) local: with a shared artifact store and no
+        complete local copy, fetch the unit jobs/<id>/model into it (each file checked against its marker;
+        the folder appears whole, by one rename). One fetch per job at a time; later callers reuse it.
+        Whether the model is there now. No shared store: whether the folder is there, as before.
+        The store unreachable: UNAVAILABLE."""
+        model_dir = Path(model_dir)
+        store = open_shared(self._settings)
+        if store is None or (model_dir / MARKER).is_file():
+            return model_dir.is_dir()
+        lock = self._fetch_locks.setdefault(job_id, asyncio.Lock())
+        try:
+            async with lock:
+                if (model_dir / MARKER).is_file():
+                    return True
+                await asyncio.to_thread(fetch_unit, store, model_key(job_id), model_dir)
+                log.info("model fetched from the artifact store", job_id=job_id)
+                return True
+        except ArtifactNotFound:
+            return model_dir.is_dir()
+        except ArtifactError as exc:
+            raise Unavailable(f"job {job_id}'s model is not on this replica and the shared artifact store cannot "
+                              f"be read now ({type(exc).__name__})") from None
+        finally:
+            if not lock.locked():
+                self._fetch_locks.pop(job_id, None)
 
     @property
     def pid(self) -> int | None:

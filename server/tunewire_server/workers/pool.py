@@ -15,6 +15,7 @@ from tunewire_server.workers.launcher import TrainingLauncher, WorkerHandle
 log = structlog.get_logger("tunewire.manager")
 
 START_TRIES = 2  # workers started for one job before it fails: one broken warm worker is no reason to fail
+IDLE_DEATHS = 3  # warm workers that may die while idle, in a row, before no more are started until a job runs
 
 
 class WorkerStartFailed(RuntimeError):
@@ -28,8 +29,10 @@ class WarmPool:
         self.launcher = launcher
         self.warm_log = warm_log
         self.enabled = enabled
-        self._warm: WorkerHandle | None = None
-        self._task: asyncio.Task | None = None
+        self._warm: WorkerHandle | None = None  # started and ready
+        self._task: asyncio.Task | None = None  # starting one
+        self._watch: asyncio.Task | None = None  # watching the ready one for its death
+        self._idle_deaths = 0
         self._closing = False
 
     def ensure_warm(self) -> None:
@@ -41,33 +44,68 @@ class WarmPool:
             self._task = asyncio.create_task(self._spawn())
 
     async def _spawn(self) -> None:
-        """Start the warm worker now; a failure is logged, and the next job starts its own."""
+        """Start the warm worker now and wait for its `ready`; a failure is logged, and the next job starts its
+        own. Once ready it is watched: an idle worker sends nothing, so its pipe closing means it died."""
         try:
-            self._warm = await self.launcher.start(self.warm_log)
+            worker = await self.launcher.start(self.warm_log)
         except Exception:
             log.exception("could not start a warm worker")
+            return
+        try:
+            ready = await worker.receive()
+        except BaseException:
+            worker.kill()
+            raise
+        if not isinstance(ready, Ready):
+            log.warning("a warm training worker exited before it was ready", code=await worker.wait())
+            return
+        self._warm = worker
+        self._watch = asyncio.create_task(self._watch_idle(worker))
+
+    async def _watch_idle(self, worker: WorkerHandle) -> None:
+        """Replace the ready warm worker if it dies while it waits (killed, out of memory): without this the
+        next job would find it dead and start a worker from scratch, and no worker would be warm meanwhile."""
+        await worker.receive()  # returns only when its pipe closes (or on a stray message: treated alike)
+        if self._warm is not worker:
+            return
+        self._warm = None
+        worker.kill()
+        log.warning("the warm training worker died while idle; starting another", code=await worker.wait())
+        self._idle_deaths += 1
+        if self._idle_deaths < IDLE_DEATHS:
+            self.ensure_warm()
+
+    async def _stop_watching(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
+            self._watch = None
 
     async def take(self, log_path: Path) -> WorkerHandle:
-        """A worker that has sent `ready` (a fresh one logs to `log_path`). Raises WorkerStartFailed
-        when START_TRIES workers exit first; cancelled, it ends the worker it was readying."""
+        """A worker that has sent `ready`: the warm one, else a fresh one (logging to `log_path`). Raises
+        WorkerStartFailed when START_TRIES fresh workers exit first; cancelled, it ends the worker it was
+        readying."""
         if self._task is not None:
             await self._task
             self._task = None
+        await self._stop_watching()
         worker, self._warm = self._warm, None
-        try:
-            for _ in range(START_TRIES):
-                if worker is None:
-                    worker = await self.launcher.start(log_path)
-                ready = await worker.receive()  # a warm worker sent it long ago
-                if isinstance(ready, Ready):
-                    return worker
-                log.warning("a training worker failed to start", code=await worker.wait())
-                worker = None
-            raise WorkerStartFailed("training workers fail to start; see the worker logs")
-        except BaseException:  # stopped while the worker was starting: it belongs to no job, end it
-            if worker is not None:
+        if worker is not None:  # it sent `ready`; should it die before its job, the job's attempt says so
+            self._idle_deaths = 0
+            return worker
+        for _ in range(START_TRIES):
+            worker = await self.launcher.start(log_path)
+            try:
+                ready = await worker.receive()
+            except BaseException:  # stopped while the worker was starting: it belongs to no job, end it
                 worker.kill()
-            raise
+                raise
+            if isinstance(ready, Ready):
+                self._idle_deaths = 0
+                return worker
+            log.warning("a training worker failed to start", code=await worker.wait())
+        raise WorkerStartFailed("training workers fail to start; see the worker logs")
 
     def stop_warming(self) -> None:
         """Start no more warm workers (the server is stopping)."""
@@ -79,6 +117,7 @@ class WarmPool:
         if self._task is not None:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
+        await self._stop_watching()
         if self._warm is not None:
             await self._warm.close(grace_s=2)
             self._warm = None

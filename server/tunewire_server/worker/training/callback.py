@@ -30,6 +30,7 @@ class Control:
         self.checkpoint_and_stop = False  # shutdown: save a checkpoint, then stop
         self.training = False
         self.checkpoint_key: bytes | None = None
+        self.uploader = None  # worker/training/shared.Uploader when the job has a shared artifact store
         self.nan_loss_steps = 3
         self._bad_losses = 0
         # What the job is doing, for classing a failure (worker/failures.py): set by the runners and the
@@ -117,6 +118,8 @@ def guarded(trainer_cls: type, control: Control) -> type:
 
         def _save_checkpoint(self, model, trial, *args, **kwargs):
             control.enter("save")
+            if control.uploader is not None:  # the last checkpoint's upload ends before rotation may delete it
+                control.uploader.wait()
             folder = Path(self.args.output_dir) / f"checkpoint-{self.state.global_step}"
             if self.args.should_save:
                 unmark(folder)  # a folder rewritten at the same step (after a fallback) is not complete until marked
@@ -207,5 +210,7 @@ class EventCallback(TrainerCallback):
         folder = Path(args.output_dir) / name
         if self.flags.checkpoint_key is not None and folder.is_dir():
             mark_complete(folder, state.global_step, self.flags.checkpoint_key)
+            if self.flags.uploader is not None:  # into the shared store, in the background (shared.py)
+                self.flags.uploader.checkpoint(folder)
         self.flags.enter("train")
         self.out.send(CheckpointSaved(state.global_step, name))

@@ -165,6 +165,9 @@ def classify(exc: BaseException, phase: str = "train", *, field: str = "", save_
         return error(own.code, "USER", redact(own.message, allowed), own.field)
     what = _WHAT.get(phase, "during training")
     name = type(exc).__name__
+    store_error = _artifact_store_error(chain, what)
+    if store_error is not None:
+        return store_error
     for cause in chain:
         if _is_oom(cause):
             return error("OUT_OF_MEMORY", "SYSTEM", f"out of memory {what} ({type(cause).__name__}); try a smaller "
@@ -190,6 +193,23 @@ def classify(exc: BaseException, phase: str = "train", *, field: str = "", save_
     code = "SAVE_FAILED" if phase == "save" else "TRAINING_FAILED"
     detail = f": {_first_line(exc)}" if phase in ("train", "save", "resume") else ""
     return error(code, "SYSTEM", f"{name} {what}{detail}")
+
+
+def _artifact_store_error(chain: list[BaseException], what: str) -> JobError | None:
+    """The shared artifact store's failures: SYSTEM, so the job's retries retry them."""
+    from tunewire_server.artifacts.errors import (
+        ArtifactCorrupt,
+        ArtifactStoreMisconfigured,
+        ArtifactStoreUnavailable,
+    )
+
+    codes = ((ArtifactStoreUnavailable, "ARTIFACT_STORE_UNAVAILABLE"),
+             (ArtifactStoreMisconfigured, "ARTIFACT_STORE_MISCONFIGURED"), (ArtifactCorrupt, "ARTIFACT_CORRUPT"))
+    for cause in chain:
+        for cls, code in codes:
+            if isinstance(cause, cls):
+                return error(code, "SYSTEM", f"the shared artifact store failed {what}: {_first_line(cause, 400)}")
+    return None
 
 
 def _user_error(exc: BaseException, chain: list[BaseException], phase: str, field: str) -> JobError | None:

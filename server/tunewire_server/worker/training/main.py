@@ -149,6 +149,8 @@ def _run(out: MessageWriter, control, rank=None) -> int:
         if not isinstance(request, JobRequest):
             raise ProtocolError(f"expected the job request, got a {request.KIND} message")
         _redirect_output(request.log_path)
+        if not _fetch_shared(request, out):
+            return 1
         from tunewire_server.worker.training.launcher import resolve_processes, run_distributed
 
         processes = resolve_processes(request.train_processes)
@@ -185,6 +187,7 @@ def run_job(request: JobRequest, out, control, runners: dict) -> tuple[int, dict
     job_dir = Path(request.job_dir)
     control.checkpoint_key = bytes.fromhex(request.checkpoint_key)
     control.nan_loss_steps = request.nan_loss_steps
+    control.uploader = _uploader(request)
     checkpoints = job_dir / CHECKPOINTS_DIR
     candidates = complete_checkpoints(checkpoints, control.checkpoint_key)
     resume = next(candidates, None)
@@ -196,7 +199,9 @@ def run_job(request: JobRequest, out, control, runners: dict) -> tuple[int, dict
                  f", resuming from {resume.name}" if resume else "")
         control.enter("prepare")
         try:
-            return 0, runners[plan["task"]](spec, plan, job_dir, out, control, str(resume) if resume else None)
+            metrics = runners[plan["task"]](spec, plan, job_dir, out, control, str(resume) if resume else None)
+            _finish_uploads(control, job_dir)
+            return 0, metrics
         except Exception as exc:
             phase = control.phase
             log.error("job %s failed (phase %s):\n%s", request.job_id, phase, format_traceback(exc))
@@ -205,11 +210,91 @@ def run_job(request: JobRequest, out, control, runners: dict) -> tuple[int, dict
                 and error.code not in ("OUT_OF_MEMORY", "DISK_FULL", "DEVICE_ERROR")):
             failed, resume = resume, next(candidates, None)
             unmark(failed)  # never tried again, by this attempt or a later one
+            _forget_stored(control, request.job_id, failed.name)
             log.warning("job %s: %s failed to load (%s): %s", request.job_id, failed.name, error.message,
                         f"falling back to {resume.name}" if resume else "no checkpoint left: starting from step 0")
             continue
         out.send(ErrorMessage(error))
         return 1, {}
+
+
+def _fetch_shared(request: JobRequest, out) -> bool:
+    """With a shared artifact store: fetch the job's uploaded datasets this replica lacks, and its newest
+    stored checkpoint when the local job folder has no complete one as new (a job resumed on another
+    replica). False once an error was reported. Runs once per job, before any rank starts."""
+    from pathlib import Path
+
+    from tunewire_server.artifacts import ArtifactCorrupt
+    from tunewire_server.protocol import JobError
+    from tunewire_server.shared_store import open_shared
+    from tunewire_server.worker.training.failures import classify
+    from tunewire_server.worker.training.shared import fetch_datasets, fetch_newer_checkpoint
+
+    log = logging.getLogger("tunewire.worker")
+    phase = "data"
+    try:
+        store = open_shared(request)
+        if store is None:
+            return True
+        missing = fetch_datasets(store, request.spec, request.plan)
+        if missing:
+            out.send(ErrorMessage(JobError(
+                "DATASET_UNAVAILABLE", "USER", "the uploaded dataset was deleted before the job could read it",
+                f"{missing[0]}.uploaded.dataset_id")))
+            return False
+        phase = "resume"
+        fetch_newer_checkpoint(store, request.job_id, Path(request.job_dir) / CHECKPOINTS_DIR,
+                               bytes.fromhex(request.checkpoint_key))
+    except ArtifactCorrupt as exc:
+        if phase == "data":
+            out.send(ErrorMessage(classify(exc, phase)))
+            return False
+        # that stored checkpoint is unusable: resume from what is local, as without a store
+        log.warning("job %s: the stored checkpoint is corrupt (%s): not fetched", request.job_id, exc)
+    except Exception as exc:
+        log.error("job %s: fetching from the artifact store failed: %s", request.job_id, exc)
+        out.send(ErrorMessage(classify(exc, phase)))
+        return False
+    return True
+
+
+def _uploader(request: JobRequest):
+    """The job's Uploader (worker/training/shared.py), or None without a shared store. Only the main
+    process (rank 0) of a multi-process run uploads."""
+    from tunewire_server.shared_store import open_shared
+    from tunewire_server.worker.training.shared import Uploader
+
+    if os.environ.get("RANK", "0") != "0":
+        return None
+    store = open_shared(request)
+    return Uploader(store, request.job_id) if store is not None else None
+
+
+def _forget_stored(control, job_id: str, name: str) -> None:
+    """A checkpoint that failed to load is removed from the shared store too, or the next attempt would
+    fetch it again."""
+    if control.uploader is None:
+        return
+    from tunewire_server.shared_store import checkpoint_key
+
+    try:
+        control.uploader.store.delete_prefix(checkpoint_key(job_id, name))
+    except Exception as exc:  # the next attempt then fetches it, fails to load it and falls back again
+        logging.getLogger("tunewire.worker").warning("job %s: could not remove %s from the artifact store: %s",
+                                                     job_id, name, exc)
+
+
+def _finish_uploads(control, job_dir) -> None:
+    """Before the worker reports its result: every checkpoint upload ended, then the final model stored.
+    A shutdown's checkpoint is waited for too (another replica resumes from it); a cancel's uploads are not."""
+    from tunewire_server.layout import MODEL_DIR
+
+    if control.uploader is None or control.stop:
+        return
+    control.enter("save")
+    control.uploader.wait()
+    if not control.checkpoint_and_stop:
+        control.uploader.model(job_dir / MODEL_DIR)
 
 
 def _names(spec: dict, plan: dict) -> set[str]:
@@ -264,6 +349,8 @@ def _log_rank(rank) -> None:
 
 def _redirect_output(log_path: str) -> None:
     """A warm worker was started before its job was known: from here on, log into the job's folder."""
+    # A job resumed on a replica that has never seen it (shared artifact store) has no job folder there yet.
+    os.makedirs(os.path.dirname(log_path), exist_ok=True)
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     sys.stdout.flush()
     sys.stderr.flush()
