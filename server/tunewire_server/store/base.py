@@ -17,7 +17,7 @@ from __future__ import annotations
 import errno
 import json
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -317,3 +317,40 @@ class Store(Protocol):
     def delete_dataset(self, dataset_id: str) -> bool:
         """Remove a dataset's record; False if there was none. A write method."""
         ...
+
+
+# Rows to records: both stores name their columns alike (sqlite3.Row and psycopg's dict rows).
+
+def job_from_row(row: Mapping[str, Any]) -> JobRecord:
+    """A jobs-table row as a JobRecord."""
+    return JobRecord(
+        id=row["id"],
+        ordinal=row["ordinal"],
+        request_id=row["request_id"],
+        spec_json=row["spec"],
+        state=JobState(row["state"]),
+        error=json.loads(row["error"]) if row["error"] else None,
+        created_at=row["created_at"],
+        started_at=row["started_at"],
+        ended_at=row["ended_at"],
+        attempts=row["attempts"],
+        last_seq=row["last_seq"],
+        progress=row["progress"],
+        metrics=json.loads(row["metrics"]),
+        queue_seq=row["queue_seq"],
+        plan_json=row["plan"],
+    )
+
+
+def dataset_from_row(row: Mapping[str, Any]) -> DatasetRecord:
+    """A datasets-table row as a DatasetRecord."""
+    return DatasetRecord(id=row["id"], ordinal=row["ordinal"], name=row["name"], format=row["format"],
+                         size=row["size"], sha256=row["sha256"], created_at=row["created_at"],
+                         file_name=row["file_name"], report_json=row["report"])
+
+
+def upload_from_row(row: Mapping[str, Any]) -> UploadRecord:
+    """An uploads-table row as an UploadRecord."""
+    return UploadRecord(upload_id=row["upload_id"], name=row["name"], format=row["format"], size=row["size"],
+                        sha256=row["sha256"], label_column=row["label_column"], created_at=row["created_at"])
+

@@ -59,7 +59,10 @@ from tunewire_server.store.base import (
     StoreUnavailable,
     T,
     UploadRecord,
+    dataset_from_row,
+    job_from_row,
     started_message,
+    upload_from_row,
 )
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "Lease", "LeaseLost", "PostgresStore", "StoreConnectError",
@@ -231,35 +234,7 @@ def _parse_notice(payload: str) -> Notice | None:
     return None
 
 
-def _row_to_job(row: dict) -> JobRecord:
-    return JobRecord(
-        id=row["id"],
-        ordinal=row["ordinal"],
-        request_id=row["request_id"],
-        spec_json=row["spec"],
-        state=JobState(row["state"]),
-        error=json.loads(row["error"]) if row["error"] else None,
-        created_at=row["created_at"],
-        started_at=row["started_at"],
-        ended_at=row["ended_at"],
-        attempts=row["attempts"],
-        last_seq=row["last_seq"],
-        progress=row["progress"],
-        metrics=json.loads(row["metrics"]),
-        queue_seq=row["queue_seq"],
-        plan_json=row["plan"],
-    )
 
-
-def _row_to_dataset(row: dict) -> DatasetRecord:
-    return DatasetRecord(id=row["id"], ordinal=row["ordinal"], name=row["name"], format=row["format"],
-                         size=row["size"], sha256=row["sha256"], created_at=row["created_at"],
-                         file_name=row["file_name"], report_json=row["report"])
-
-
-def _row_to_upload(row: dict) -> UploadRecord:
-    return UploadRecord(upload_id=row["upload_id"], name=row["name"], format=row["format"], size=row["size"],
-                        sha256=row["sha256"], label_column=row["label_column"], created_at=row["created_at"])
 
 
 def _in(values: Sequence) -> str:
@@ -436,7 +411,7 @@ class PostgresStore:
                          (job_id, now, kind, json.dumps(payload)))
             self._notify(conn, job_id, 1)
             self._notify(conn, job_id, queued=True)
-        return _row_to_job(row)
+        return job_from_row(row)
 
     def claim_next(self, describe: Callable[[int], str] = started_message, *, owner: str | None = None,
                    lease_s: float | None = None) -> tuple[JobRecord, Event] | None:
@@ -462,7 +437,7 @@ class PostgresStore:
             conn.execute("INSERT INTO events (job_id, seq, time, kind, payload) VALUES (%s, %s, %s, 'state_change', %s)",
                          (row["id"], row["last_seq"], now, json.dumps(payload)))
             self._notify(conn, row["id"], row["last_seq"])
-        return _row_to_job(row), Event(row["id"], row["last_seq"], now, "state_change", payload)
+        return job_from_row(row), Event(row["id"], row["last_seq"], now, "state_change", payload)
 
     # --- leases ----------------------------------------------------------------------------------
 
@@ -488,24 +463,24 @@ class PostgresStore:
         the queue's order: another replica takes each over with a write fenced by Lease(..., expired=True)."""
         rows = self._read(f"SELECT * FROM jobs WHERE state = ANY(%s) AND lease_expires_at < {_NOW_SQL}"
                           " ORDER BY queue_seq, ordinal", ([s.value for s in _HELD],))
-        return [_row_to_job(r) for r in rows]
+        return [job_from_row(r) for r in rows]
 
     # --- jobs, continued -----------------------------------------------------------------------
 
     def get_job(self, job_id: str) -> JobRecord | None:
         rows = self._read("SELECT * FROM jobs WHERE id = %s", (job_id,))
-        return _row_to_job(rows[0]) if rows else None
+        return job_from_row(rows[0]) if rows else None
 
     def get_job_by_request_id(self, request_id: str) -> JobRecord | None:
         rows = self._read("SELECT * FROM jobs WHERE request_id = %s", (request_id,))
-        return _row_to_job(rows[0]) if rows else None
+        return job_from_row(rows[0]) if rows else None
 
     def list_jobs(self, states: Sequence[JobState] = (), before_ordinal: int | None = None,
                   limit: int = 50) -> list[JobRecord]:
         """Newest first."""
         where, args = self._list_filter(states, before_ordinal)
         rows = self._read(f"SELECT * FROM jobs WHERE {where} ORDER BY ordinal DESC LIMIT %s", [*args, limit])
-        return [_row_to_job(r) for r in rows]
+        return [job_from_row(r) for r in rows]
 
     def list_sizes(self, states: Sequence[JobState] = (), before_ordinal: int | None = None,
                    limit: int = 50) -> list[tuple[int, int]]:
@@ -523,7 +498,7 @@ class PostgresStore:
         if not ordinals:
             return []
         rows = self._read("SELECT * FROM jobs WHERE ordinal = ANY(%s) ORDER BY ordinal DESC", (list(ordinals),))
-        return [_row_to_job(r) for r in rows]
+        return [job_from_row(r) for r in rows]
 
     @staticmethod
     def _list_filter(states: Sequence[JobState], before_ordinal: int | None) -> tuple[str, list]:
@@ -541,7 +516,7 @@ class PostgresStore:
         then by age."""
         values = [s.value for s in states]
         rows = self._read("SELECT * FROM jobs WHERE state = ANY(%s) ORDER BY queue_seq, ordinal", (values,))
-        return [_row_to_job(r) for r in rows]
+        return [job_from_row(r) for r in rows]
 
     def count_in_states(self, states: Iterable[JobState]) -> int:
         values = [s.value for s in states]
@@ -644,11 +619,11 @@ class PostgresStore:
                 (upload.upload_id, upload.name, upload.format, upload.size, upload.sha256, upload.label_column,
                  upload.created_at or time.time()))
             row = conn.execute("SELECT * FROM uploads WHERE upload_id = %s", (upload.upload_id,)).fetchone()
-        return _row_to_upload(row)
+        return upload_from_row(row)
 
     def get_upload(self, upload_id: str) -> UploadRecord | None:
         rows = self._read("SELECT * FROM uploads WHERE upload_id = %s", (upload_id,))
-        return _row_to_upload(rows[0]) if rows else None
+        return upload_from_row(rows[0]) if rows else None
 
     def delete_upload(self, upload_id: str) -> None:
         with self._tx() as conn:
@@ -667,17 +642,17 @@ class PostgresStore:
             if upload_id is not None:
                 conn.execute("DELETE FROM uploads WHERE upload_id = %s", (upload_id,))
             row = conn.execute("SELECT * FROM datasets WHERE id = %s", (dataset_id,)).fetchone()
-        return _row_to_dataset(row)
+        return dataset_from_row(row)
 
     def get_dataset(self, dataset_id: str) -> DatasetRecord | None:
         rows = self._read("SELECT * FROM datasets WHERE id = %s", (dataset_id,))
-        return _row_to_dataset(rows[0]) if rows else None
+        return dataset_from_row(rows[0]) if rows else None
 
     def list_datasets(self, before_ordinal: int | None = None, limit: int = 50) -> list[DatasetRecord]:
         """Newest first."""
         where, args = ("ordinal < %s", [before_ordinal]) if before_ordinal is not None else ("TRUE", [])
         rows = self._read(f"SELECT * FROM datasets WHERE {where} ORDER BY ordinal DESC LIMIT %s", [*args, limit])
-        return [_row_to_dataset(r) for r in rows]
+        return [dataset_from_row(r) for r in rows]
 
     def delete_dataset(self, dataset_id: str) -> bool:
         with self._tx() as conn:

@@ -37,8 +37,11 @@ from tunewire_server.store.base import (
     StateChanged,
     T,
     UploadRecord,
+    dataset_from_row,
     is_disk_full,
+    job_from_row,
     started_message,
+    upload_from_row,
 )
 
 # The first schema; MIGRATIONS bring any database, new or old, to SCHEMA_VERSION (PRAGMA user_version).
@@ -147,35 +150,7 @@ def _set_clause(fields: dict) -> tuple[str, list]:
     return ", ".join(cols), values
 
 
-def _row_to_job(row: sqlite3.Row) -> JobRecord:
-    return JobRecord(
-        id=row["id"],
-        ordinal=row["ordinal"],
-        request_id=row["request_id"],
-        spec_json=row["spec"],
-        state=JobState(row["state"]),
-        error=json.loads(row["error"]) if row["error"] else None,
-        created_at=row["created_at"],
-        started_at=row["started_at"],
-        ended_at=row["ended_at"],
-        attempts=row["attempts"],
-        last_seq=row["last_seq"],
-        progress=row["progress"],
-        metrics=json.loads(row["metrics"]),
-        queue_seq=row["queue_seq"],
-        plan_json=row["plan"],
-    )
 
-
-def _row_to_dataset(row: sqlite3.Row) -> DatasetRecord:
-    return DatasetRecord(id=row["id"], ordinal=row["ordinal"], name=row["name"], format=row["format"],
-                         size=row["size"], sha256=row["sha256"], created_at=row["created_at"],
-                         file_name=row["file_name"], report_json=row["report"])
-
-
-def _row_to_upload(row: sqlite3.Row) -> UploadRecord:
-    return UploadRecord(upload_id=row["upload_id"], name=row["name"], format=row["format"], size=row["size"],
-                        sha256=row["sha256"], label_column=row["label_column"], created_at=row["created_at"])
 
 
 class SQLiteStore:
@@ -359,17 +334,17 @@ class SQLiteStore:
 
     def get_job(self, job_id: str) -> JobRecord | None:
         rows = self._read("SELECT * FROM jobs WHERE id = ?", (job_id,))
-        return _row_to_job(rows[0]) if rows else None
+        return job_from_row(rows[0]) if rows else None
 
     def get_job_by_request_id(self, request_id: str) -> JobRecord | None:
         rows = self._read("SELECT * FROM jobs WHERE request_id = ?", (request_id,))
-        return _row_to_job(rows[0]) if rows else None
+        return job_from_row(rows[0]) if rows else None
 
     def list_jobs(self, states: Sequence[JobState] = (), before_ordinal: int | None = None,
                   limit: int = 50) -> list[JobRecord]:
         """Newest first."""
         where, args = self._list_filter(states, before_ordinal)
-        return [_row_to_job(r) for r in self._read(f"SELECT * FROM jobs WHERE {where} ORDER BY ordinal DESC LIMIT ?",
+        return [job_from_row(r) for r in self._read(f"SELECT * FROM jobs WHERE {where} ORDER BY ordinal DESC LIMIT ?",
                                                    [*args, limit])]
 
     def list_sizes(self, states: Sequence[JobState] = (), before_ordinal: int | None = None,
@@ -389,7 +364,7 @@ class SQLiteStore:
             return []
         rows = self._read(f"SELECT * FROM jobs WHERE ordinal IN ({','.join('?' * len(ordinals))})"
                           " ORDER BY ordinal DESC", list(ordinals))
-        return [_row_to_job(r) for r in rows]
+        return [job_from_row(r) for r in rows]
 
     @staticmethod
     def _list_filter(states: Sequence[JobState], before_ordinal: int | None) -> tuple[str, list]:
@@ -408,7 +383,7 @@ class SQLiteStore:
         states = list(states)
         rows = self._read(f"SELECT * FROM jobs WHERE state IN ({','.join('?' * len(states))})"
                           " ORDER BY queue_seq, ordinal", [s.value for s in states])
-        return [_row_to_job(r) for r in rows]
+        return [job_from_row(r) for r in rows]
 
     def count_in_states(self, states: Iterable[JobState]) -> int:
         states = list(states)
@@ -487,11 +462,11 @@ class SQLiteStore:
                 (upload.upload_id, upload.name, upload.format, upload.size, upload.sha256, upload.label_column,
                  upload.created_at or time.time()))
             row = self._db.execute("SELECT * FROM uploads WHERE upload_id = ?", (upload.upload_id,)).fetchone()
-        return _row_to_upload(row)
+        return upload_from_row(row)
 
     def get_upload(self, upload_id: str) -> UploadRecord | None:
         rows = self._read("SELECT * FROM uploads WHERE upload_id = ?", (upload_id,))
-        return _row_to_upload(rows[0]) if rows else None
+        return upload_from_row(rows[0]) if rows else None
 
     def delete_upload(self, upload_id: str) -> None:
         with self._lock, self._db:
@@ -511,17 +486,17 @@ class SQLiteStore:
             if upload_id is not None:
                 self._db.execute("DELETE FROM uploads WHERE upload_id = ?", (upload_id,))
             row = self._db.execute("SELECT * FROM datasets WHERE id = ?", (dataset_id,)).fetchone()
-        return _row_to_dataset(row)
+        return dataset_from_row(row)
 
     def get_dataset(self, dataset_id: str) -> DatasetRecord | None:
         rows = self._read("SELECT * FROM datasets WHERE id = ?", (dataset_id,))
-        return _row_to_dataset(rows[0]) if rows else None
+        return dataset_from_row(rows[0]) if rows else None
 
     def list_datasets(self, before_ordinal: int | None = None, limit: int = 50) -> list[DatasetRecord]:
         """Newest first."""
         where, args = ("ordinal < ?", [before_ordinal]) if before_ordinal is not None else ("1=1", [])
         rows = self._read(f"SELECT * FROM datasets WHERE {where} ORDER BY ordinal DESC LIMIT ?", [*args, limit])
-        return [_row_to_dataset(r) for r in rows]
+        return [dataset_from_row(r) for r in rows]
 
     def delete_dataset(self, dataset_id: str) -> bool:
         with self._lock, self._db:
