@@ -43,26 +43,6 @@ def overlay(request) -> str:
 
 
 @pytest.fixture
-def objects(overlay) -> list[dict]:
-    return render(overlay)
-
-
-@pytest.fixture
-def deployment(objects) -> dict:
-    return only(objects, "Deployment")
-
-
-@pytest.fixture
-def pod(deployment) -> dict:
-    return deployment["spec"]["template"]["spec"]
-
-
-@pytest.fixture
-def container(deployment) -> dict:
-    return server_container(deployment)
-
-
-@pytest.fixture
 def env(objects, container) -> dict[str, str]:
     return container_env(objects, container)
 

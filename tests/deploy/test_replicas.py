@@ -34,26 +34,6 @@ def overlay(request) -> str:
     return request.param
 
 
-@pytest.fixture
-def objects(overlay) -> list[dict]:
-    return render(overlay)
-
-
-@pytest.fixture
-def deployment(objects) -> dict:
-    return only(objects, "Deployment")
-
-
-@pytest.fixture
-def pod(deployment) -> dict:
-    return deployment["spec"]["template"]["spec"]
-
-
-@pytest.fixture
-def container(deployment) -> dict:
-    return server_container(deployment)
-
-
 def env_var(container: dict, name: str) -> dict:
     found = [v for v in container.get("env", []) if v["name"] == name]
     assert len(found) == 1, f"{name}: {found}"
