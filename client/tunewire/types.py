@@ -17,6 +17,8 @@ class JobState(enum.StrEnum):
     SUCCEEDED = "SUCCEEDED"
     FAILED = "FAILED"
     CANCELLED = "CANCELLED"
+    PAUSING = "PAUSING"
+    PAUSED = "PAUSED"
 
     @property
     def terminal(self) -> bool:

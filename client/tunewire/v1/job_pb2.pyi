@@ -69,6 +69,8 @@ class JobState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     JOB_STATE_SUCCEEDED: _ClassVar[JobState]
     JOB_STATE_FAILED: _ClassVar[JobState]
     JOB_STATE_CANCELLED: _ClassVar[JobState]
+    JOB_STATE_PAUSING: _ClassVar[JobState]
+    JOB_STATE_PAUSED: _ClassVar[JobState]
 
 class ErrorKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -110,6 +112,8 @@ JOB_STATE_CANCELLING: JobState
 JOB_STATE_SUCCEEDED: JobState
 JOB_STATE_FAILED: JobState
 JOB_STATE_CANCELLED: JobState
+JOB_STATE_PAUSING: JobState
+JOB_STATE_PAUSED: JobState
 ERROR_KIND_UNSPECIFIED: ErrorKind
 ERROR_KIND_USER: ErrorKind
 ERROR_KIND_SYSTEM: ErrorKind
@@ -181,20 +185,37 @@ class InlineDataset(_message.Message):
     def __init__(self, rows: _Optional[_Iterable[_Union[_struct_pb2.Struct, _Mapping]]] = ...) -> None: ...
 
 class ClassificationTask(_message.Message):
-    __slots__ = ("text_field", "text_pair_field", "label_field", "label_names", "max_length", "pad_to_max_length")
+    __slots__ = ("text_field", "text_pair_field", "label_field", "label_names", "max_length", "pad_to_max_length", "class_weights")
     TEXT_FIELD_FIELD_NUMBER: _ClassVar[int]
     TEXT_PAIR_FIELD_FIELD_NUMBER: _ClassVar[int]
     LABEL_FIELD_FIELD_NUMBER: _ClassVar[int]
     LABEL_NAMES_FIELD_NUMBER: _ClassVar[int]
     MAX_LENGTH_FIELD_NUMBER: _ClassVar[int]
     PAD_TO_MAX_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    CLASS_WEIGHTS_FIELD_NUMBER: _ClassVar[int]
     text_field: str
     text_pair_field: str
     label_field: str
     label_names: _containers.RepeatedScalarFieldContainer[str]
     max_length: int
     pad_to_max_length: bool
-    def __init__(self, text_field: _Optional[str] = ..., text_pair_field: _Optional[str] = ..., label_field: _Optional[str] = ..., label_names: _Optional[_Iterable[str]] = ..., max_length: _Optional[int] = ..., pad_to_max_length: _Optional[bool] = ...) -> None: ...
+    class_weights: ClassWeights
+    def __init__(self, text_field: _Optional[str] = ..., text_pair_field: _Optional[str] = ..., label_field: _Optional[str] = ..., label_names: _Optional[_Iterable[str]] = ..., max_length: _Optional[int] = ..., pad_to_max_length: _Optional[bool] = ..., class_weights: _Optional[_Union[ClassWeights, _Mapping]] = ...) -> None: ...
+
+class ClassWeights(_message.Message):
+    __slots__ = ("balanced", "per_label")
+    class PerLabelEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    BALANCED_FIELD_NUMBER: _ClassVar[int]
+    PER_LABEL_FIELD_NUMBER: _ClassVar[int]
+    balanced: bool
+    per_label: _containers.ScalarMap[str, float]
+    def __init__(self, balanced: _Optional[bool] = ..., per_label: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class SftTask(_message.Message):
     __slots__ = ("text_field", "max_length", "formatting_template", "prompt_field", "completion_field", "response_template", "messages_field", "chat_template_source", "assistant_only_loss", "completion_only_loss", "packing", "packing_strategy", "model_dtype", "neftune_noise_alpha", "save_merged_model")
@@ -231,7 +252,7 @@ class SftTask(_message.Message):
     def __init__(self, text_field: _Optional[str] = ..., max_length: _Optional[int] = ..., formatting_template: _Optional[str] = ..., prompt_field: _Optional[str] = ..., completion_field: _Optional[str] = ..., response_template: _Optional[str] = ..., messages_field: _Optional[str] = ..., chat_template_source: _Optional[str] = ..., assistant_only_loss: _Optional[bool] = ..., completion_only_loss: _Optional[bool] = ..., packing: _Optional[bool] = ..., packing_strategy: _Optional[_Union[PackingStrategy, str]] = ..., model_dtype: _Optional[_Union[ModelDtype, str]] = ..., neftune_noise_alpha: _Optional[float] = ..., save_merged_model: _Optional[bool] = ...) -> None: ...
 
 class Hyperparameters(_message.Message):
-    __slots__ = ("num_train_epochs", "max_steps", "learning_rate", "per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps", "warmup_ratio", "weight_decay", "lr_scheduler_type", "seed", "eval_strategy", "eval_steps", "save_strategy", "save_steps", "logging_steps", "precision", "gradient_checkpointing", "eval_on_start", "save_total_limit")
+    __slots__ = ("num_train_epochs", "max_steps", "learning_rate", "per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps", "warmup_ratio", "weight_decay", "lr_scheduler_type", "seed", "eval_strategy", "eval_steps", "save_strategy", "save_steps", "logging_steps", "precision", "gradient_checkpointing", "eval_on_start", "save_total_limit", "metric_for_best_model", "greater_is_better", "load_best_model_at_end", "early_stopping")
     NUM_TRAIN_EPOCHS_FIELD_NUMBER: _ClassVar[int]
     MAX_STEPS_FIELD_NUMBER: _ClassVar[int]
     LEARNING_RATE_FIELD_NUMBER: _ClassVar[int]
@@ -251,6 +272,10 @@ class Hyperparameters(_message.Message):
     GRADIENT_CHECKPOINTING_FIELD_NUMBER: _ClassVar[int]
     EVAL_ON_START_FIELD_NUMBER: _ClassVar[int]
     SAVE_TOTAL_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    METRIC_FOR_BEST_MODEL_FIELD_NUMBER: _ClassVar[int]
+    GREATER_IS_BETTER_FIELD_NUMBER: _ClassVar[int]
+    LOAD_BEST_MODEL_AT_END_FIELD_NUMBER: _ClassVar[int]
+    EARLY_STOPPING_FIELD_NUMBER: _ClassVar[int]
     num_train_epochs: float
     max_steps: int
     learning_rate: float
@@ -270,7 +295,19 @@ class Hyperparameters(_message.Message):
     gradient_checkpointing: bool
     eval_on_start: bool
     save_total_limit: int
-    def __init__(self, num_train_epochs: _Optional[float] = ..., max_steps: _Optional[int] = ..., learning_rate: _Optional[float] = ..., per_device_train_batch_size: _Optional[int] = ..., per_device_eval_batch_size: _Optional[int] = ..., gradient_accumulation_steps: _Optional[int] = ..., warmup_ratio: _Optional[float] = ..., weight_decay: _Optional[float] = ..., lr_scheduler_type: _Optional[str] = ..., seed: _Optional[int] = ..., eval_strategy: _Optional[_Union[EvalStrategy, str]] = ..., eval_steps: _Optional[int] = ..., save_strategy: _Optional[_Union[SaveStrategy, str]] = ..., save_steps: _Optional[int] = ..., logging_steps: _Optional[int] = ..., precision: _Optional[_Union[Precision, str]] = ..., gradient_checkpointing: _Optional[bool] = ..., eval_on_start: _Optional[bool] = ..., save_total_limit: _Optional[int] = ...) -> None: ...
+    metric_for_best_model: str
+    greater_is_better: bool
+    load_best_model_at_end: bool
+    early_stopping: EarlyStopping
+    def __init__(self, num_train_epochs: _Optional[float] = ..., max_steps: _Optional[int] = ..., learning_rate: _Optional[float] = ..., per_device_train_batch_size: _Optional[int] = ..., per_device_eval_batch_size: _Optional[int] = ..., gradient_accumulation_steps: _Optional[int] = ..., warmup_ratio: _Optional[float] = ..., weight_decay: _Optional[float] = ..., lr_scheduler_type: _Optional[str] = ..., seed: _Optional[int] = ..., eval_strategy: _Optional[_Union[EvalStrategy, str]] = ..., eval_steps: _Optional[int] = ..., save_strategy: _Optional[_Union[SaveStrategy, str]] = ..., save_steps: _Optional[int] = ..., logging_steps: _Optional[int] = ..., precision: _Optional[_Union[Precision, str]] = ..., gradient_checkpointing: _Optional[bool] = ..., eval_on_start: _Optional[bool] = ..., save_total_limit: _Optional[int] = ..., metric_for_best_model: _Optional[str] = ..., greater_is_better: _Optional[bool] = ..., load_best_model_at_end: _Optional[bool] = ..., early_stopping: _Optional[_Union[EarlyStopping, _Mapping]] = ...) -> None: ...
+
+class EarlyStopping(_message.Message):
+    __slots__ = ("patience", "threshold")
+    PATIENCE_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    patience: int
+    threshold: float
+    def __init__(self, patience: _Optional[int] = ..., threshold: _Optional[float] = ...) -> None: ...
 
 class LoraConfig(_message.Message):
     __slots__ = ("r", "alpha", "dropout", "target_modules", "bias")
@@ -299,7 +336,7 @@ class JobError(_message.Message):
     def __init__(self, code: _Optional[str] = ..., message: _Optional[str] = ..., field: _Optional[str] = ..., kind: _Optional[_Union[ErrorKind, str]] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("id", "spec", "state", "error", "create_time", "start_time", "end_time", "attempts", "request_id", "last_seq", "progress", "metrics")
+    __slots__ = ("id", "spec", "state", "error", "create_time", "start_time", "end_time", "attempts", "request_id", "last_seq", "progress", "metrics", "seed")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -319,6 +356,7 @@ class Job(_message.Message):
     LAST_SEQ_FIELD_NUMBER: _ClassVar[int]
     PROGRESS_FIELD_NUMBER: _ClassVar[int]
     METRICS_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
     id: str
     spec: JobSpec
     state: JobState
@@ -331,10 +369,11 @@ class Job(_message.Message):
     last_seq: int
     progress: float
     metrics: _containers.ScalarMap[str, float]
-    def __init__(self, id: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., state: _Optional[_Union[JobState, str]] = ..., error: _Optional[_Union[JobError, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., attempts: _Optional[int] = ..., request_id: _Optional[str] = ..., last_seq: _Optional[int] = ..., progress: _Optional[float] = ..., metrics: _Optional[_Mapping[str, float]] = ...) -> None: ...
+    seed: int
+    def __init__(self, id: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., state: _Optional[_Union[JobState, str]] = ..., error: _Optional[_Union[JobError, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., attempts: _Optional[int] = ..., request_id: _Optional[str] = ..., last_seq: _Optional[int] = ..., progress: _Optional[float] = ..., metrics: _Optional[_Mapping[str, float]] = ..., seed: _Optional[int] = ...) -> None: ...
 
 class JobEvent(_message.Message):
-    __slots__ = ("job_id", "seq", "time", "state_change", "train_log", "eval_result", "checkpoint_saved")
+    __slots__ = ("job_id", "seq", "time", "state_change", "train_log", "eval_result", "checkpoint_saved", "training_stopped")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
     TIME_FIELD_NUMBER: _ClassVar[int]
@@ -342,6 +381,7 @@ class JobEvent(_message.Message):
     TRAIN_LOG_FIELD_NUMBER: _ClassVar[int]
     EVAL_RESULT_FIELD_NUMBER: _ClassVar[int]
     CHECKPOINT_SAVED_FIELD_NUMBER: _ClassVar[int]
+    TRAINING_STOPPED_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     seq: int
     time: _timestamp_pb2.Timestamp
@@ -349,7 +389,26 @@ class JobEvent(_message.Message):
     train_log: TrainLog
     eval_result: EvalResult
     checkpoint_saved: CheckpointSaved
-    def __init__(self, job_id: _Optional[str] = ..., seq: _Optional[int] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., state_change: _Optional[_Union[StateChange, _Mapping]] = ..., train_log: _Optional[_Union[TrainLog, _Mapping]] = ..., eval_result: _Optional[_Union[EvalResult, _Mapping]] = ..., checkpoint_saved: _Optional[_Union[CheckpointSaved, _Mapping]] = ...) -> None: ...
+    training_stopped: TrainingStopped
+    def __init__(self, job_id: _Optional[str] = ..., seq: _Optional[int] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., state_change: _Optional[_Union[StateChange, _Mapping]] = ..., train_log: _Optional[_Union[TrainLog, _Mapping]] = ..., eval_result: _Optional[_Union[EvalResult, _Mapping]] = ..., checkpoint_saved: _Optional[_Union[CheckpointSaved, _Mapping]] = ..., training_stopped: _Optional[_Union[TrainingStopped, _Mapping]] = ...) -> None: ...
+
+class TrainingStopped(_message.Message):
+    __slots__ = ("step", "max_steps", "stopped_early", "reason", "kept_step", "metric", "best_value")
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    MAX_STEPS_FIELD_NUMBER: _ClassVar[int]
+    STOPPED_EARLY_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    KEPT_STEP_FIELD_NUMBER: _ClassVar[int]
+    METRIC_FIELD_NUMBER: _ClassVar[int]
+    BEST_VALUE_FIELD_NUMBER: _ClassVar[int]
+    step: int
+    max_steps: int
+    stopped_early: bool
+    reason: str
+    kept_step: int
+    metric: str
+    best_value: float
+    def __init__(self, step: _Optional[int] = ..., max_steps: _Optional[int] = ..., stopped_early: _Optional[bool] = ..., reason: _Optional[str] = ..., kept_step: _Optional[int] = ..., metric: _Optional[str] = ..., best_value: _Optional[float] = ...) -> None: ...
 
 class StateChange(_message.Message):
     __slots__ = ("state", "error", "message")
@@ -397,7 +456,7 @@ class TrainLog(_message.Message):
     def __init__(self, step: _Optional[int] = ..., max_steps: _Optional[int] = ..., epoch: _Optional[float] = ..., loss: _Optional[float] = ..., learning_rate: _Optional[float] = ..., grad_norm: _Optional[float] = ..., progress: _Optional[float] = ..., eta_seconds: _Optional[float] = ..., tokens_per_second: _Optional[float] = ..., num_tokens: _Optional[float] = ..., mean_token_accuracy: _Optional[float] = ..., extra: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class EvalResult(_message.Message):
-    __slots__ = ("step", "epoch", "metrics")
+    __slots__ = ("step", "epoch", "metrics", "confusion_matrix")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -408,10 +467,20 @@ class EvalResult(_message.Message):
     STEP_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     METRICS_FIELD_NUMBER: _ClassVar[int]
+    CONFUSION_MATRIX_FIELD_NUMBER: _ClassVar[int]
     step: int
     epoch: float
     metrics: _containers.ScalarMap[str, float]
-    def __init__(self, step: _Optional[int] = ..., epoch: _Optional[float] = ..., metrics: _Optional[_Mapping[str, float]] = ...) -> None: ...
+    confusion_matrix: ConfusionMatrix
+    def __init__(self, step: _Optional[int] = ..., epoch: _Optional[float] = ..., metrics: _Optional[_Mapping[str, float]] = ..., confusion_matrix: _Optional[_Union[ConfusionMatrix, _Mapping]] = ...) -> None: ...
+
+class ConfusionMatrix(_message.Message):
+    __slots__ = ("labels", "counts")
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    COUNTS_FIELD_NUMBER: _ClassVar[int]
+    labels: _containers.RepeatedScalarFieldContainer[str]
+    counts: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, labels: _Optional[_Iterable[str]] = ..., counts: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class CheckpointSaved(_message.Message):
     __slots__ = ("step", "name")

@@ -9,6 +9,104 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class EstimateJobRequest(_message.Message):
+    __slots__ = ("spec",)
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    spec: _job_pb2.JobSpec
+    def __init__(self, spec: _Optional[_Union[_job_pb2.JobSpec, _Mapping]] = ...) -> None: ...
+
+class EstimateJobResponse(_message.Message):
+    __slots__ = ("estimate",)
+    ESTIMATE_FIELD_NUMBER: _ClassVar[int]
+    estimate: JobEstimate
+    def __init__(self, estimate: _Optional[_Union[JobEstimate, _Mapping]] = ...) -> None: ...
+
+class JobEstimate(_message.Message):
+    __slots__ = ("train_rows", "eval_rows", "train_tokens", "truncated_rows", "max_length", "token_length_p50", "token_length_p95", "token_length_max", "steps_per_epoch", "total_steps", "memory", "device", "device_memory_bytes", "fits", "suggested_batch_size", "suggested_max_length", "estimated_seconds", "time_basis", "notes")
+    TRAIN_ROWS_FIELD_NUMBER: _ClassVar[int]
+    EVAL_ROWS_FIELD_NUMBER: _ClassVar[int]
+    TRAIN_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATED_ROWS_FIELD_NUMBER: _ClassVar[int]
+    MAX_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_LENGTH_P50_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_LENGTH_P95_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_LENGTH_MAX_FIELD_NUMBER: _ClassVar[int]
+    STEPS_PER_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_STEPS_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    FITS_FIELD_NUMBER: _ClassVar[int]
+    SUGGESTED_BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    SUGGESTED_MAX_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATED_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    TIME_BASIS_FIELD_NUMBER: _ClassVar[int]
+    NOTES_FIELD_NUMBER: _ClassVar[int]
+    train_rows: int
+    eval_rows: int
+    train_tokens: int
+    truncated_rows: int
+    max_length: int
+    token_length_p50: int
+    token_length_p95: int
+    token_length_max: int
+    steps_per_epoch: int
+    total_steps: int
+    memory: MemoryEstimate
+    device: str
+    device_memory_bytes: int
+    fits: bool
+    suggested_batch_size: int
+    suggested_max_length: int
+    estimated_seconds: float
+    time_basis: str
+    notes: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, train_rows: _Optional[int] = ..., eval_rows: _Optional[int] = ..., train_tokens: _Optional[int] = ..., truncated_rows: _Optional[int] = ..., max_length: _Optional[int] = ..., token_length_p50: _Optional[int] = ..., token_length_p95: _Optional[int] = ..., token_length_max: _Optional[int] = ..., steps_per_epoch: _Optional[int] = ..., total_steps: _Optional[int] = ..., memory: _Optional[_Union[MemoryEstimate, _Mapping]] = ..., device: _Optional[str] = ..., device_memory_bytes: _Optional[int] = ..., fits: _Optional[bool] = ..., suggested_batch_size: _Optional[int] = ..., suggested_max_length: _Optional[int] = ..., estimated_seconds: _Optional[float] = ..., time_basis: _Optional[str] = ..., notes: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class MemoryEstimate(_message.Message):
+    __slots__ = ("weights_bytes", "gradients_bytes", "optimizer_bytes", "activations_bytes", "overhead_bytes", "total_bytes", "trainable_parameters", "total_parameters")
+    WEIGHTS_BYTES_FIELD_NUMBER: _ClassVar[int]
+    GRADIENTS_BYTES_FIELD_NUMBER: _ClassVar[int]
+    OPTIMIZER_BYTES_FIELD_NUMBER: _ClassVar[int]
+    ACTIVATIONS_BYTES_FIELD_NUMBER: _ClassVar[int]
+    OVERHEAD_BYTES_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    TRAINABLE_PARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_PARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    weights_bytes: int
+    gradients_bytes: int
+    optimizer_bytes: int
+    activations_bytes: int
+    overhead_bytes: int
+    total_bytes: int
+    trainable_parameters: int
+    total_parameters: int
+    def __init__(self, weights_bytes: _Optional[int] = ..., gradients_bytes: _Optional[int] = ..., optimizer_bytes: _Optional[int] = ..., activations_bytes: _Optional[int] = ..., overhead_bytes: _Optional[int] = ..., total_bytes: _Optional[int] = ..., trainable_parameters: _Optional[int] = ..., total_parameters: _Optional[int] = ...) -> None: ...
+
+class PauseJobRequest(_message.Message):
+    __slots__ = ("job_id",)
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+
+class PauseJobResponse(_message.Message):
+    __slots__ = ("job",)
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    job: _job_pb2.Job
+    def __init__(self, job: _Optional[_Union[_job_pb2.Job, _Mapping]] = ...) -> None: ...
+
+class ResumeJobRequest(_message.Message):
+    __slots__ = ("job_id",)
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+
+class ResumeJobResponse(_message.Message):
+    __slots__ = ("job",)
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    job: _job_pb2.Job
+    def __init__(self, job: _Optional[_Union[_job_pb2.Job, _Mapping]] = ...) -> None: ...
+
 class SubmitJobRequest(_message.Message):
     __slots__ = ("spec", "request_id")
     SPEC_FIELD_NUMBER: _ClassVar[int]

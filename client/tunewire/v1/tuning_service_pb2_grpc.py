@@ -110,6 +110,21 @@ class TuningServiceStub:
                 request_serializer=tunewire_dot_v1_dot_tuning__service__pb2.DeleteJobRequest.SerializeToString,
                 response_deserializer=tunewire_dot_v1_dot_tuning__service__pb2.DeleteJobResponse.FromString,
                 _registered_method=True)
+        self.EstimateJob = channel.unary_unary(
+                '/tunewire.v1.TuningService/EstimateJob',
+                request_serializer=tunewire_dot_v1_dot_tuning__service__pb2.EstimateJobRequest.SerializeToString,
+                response_deserializer=tunewire_dot_v1_dot_tuning__service__pb2.EstimateJobResponse.FromString,
+                _registered_method=True)
+        self.PauseJob = channel.unary_unary(
+                '/tunewire.v1.TuningService/PauseJob',
+                request_serializer=tunewire_dot_v1_dot_tuning__service__pb2.PauseJobRequest.SerializeToString,
+                response_deserializer=tunewire_dot_v1_dot_tuning__service__pb2.PauseJobResponse.FromString,
+                _registered_method=True)
+        self.ResumeJob = channel.unary_unary(
+                '/tunewire.v1.TuningService/ResumeJob',
+                request_serializer=tunewire_dot_v1_dot_tuning__service__pb2.ResumeJobRequest.SerializeToString,
+                response_deserializer=tunewire_dot_v1_dot_tuning__service__pb2.ResumeJobResponse.FromString,
+                _registered_method=True)
 
 
 class TuningServiceServicer:
@@ -240,6 +255,32 @@ class TuningServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def EstimateJob(self, request, context):
+        """Validates a spec fully (as SubmitJob does, without queueing anything), then reads its data with the
+        job's own tokenizer and answers rows, token lengths, truncation, steps, an estimate of peak memory
+        against the device this server trains on (fits or not, and what would), and of the time it takes.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PauseJob(self, request, context):
+        """A queued job becomes PAUSED at once; a running one writes a checkpoint, frees its worker for the next
+        job (PAUSING, then PAUSED). Pausing a paused job is not an error; a terminal job is refused
+        (FAILED_PRECONDITION).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResumeJob(self, request, context):
+        """Queues a PAUSED job again; it continues from the step it paused at. Resuming a job that is queued or
+        running is not an error; a terminal one is refused (FAILED_PRECONDITION).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TuningServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -317,6 +358,21 @@ def add_TuningServiceServicer_to_server(servicer, server):
                     servicer.DeleteJob,
                     request_deserializer=tunewire_dot_v1_dot_tuning__service__pb2.DeleteJobRequest.FromString,
                     response_serializer=tunewire_dot_v1_dot_tuning__service__pb2.DeleteJobResponse.SerializeToString,
+            ),
+            'EstimateJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.EstimateJob,
+                    request_deserializer=tunewire_dot_v1_dot_tuning__service__pb2.EstimateJobRequest.FromString,
+                    response_serializer=tunewire_dot_v1_dot_tuning__service__pb2.EstimateJobResponse.SerializeToString,
+            ),
+            'PauseJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.PauseJob,
+                    request_deserializer=tunewire_dot_v1_dot_tuning__service__pb2.PauseJobRequest.FromString,
+                    response_serializer=tunewire_dot_v1_dot_tuning__service__pb2.PauseJobResponse.SerializeToString,
+            ),
+            'ResumeJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeJob,
+                    request_deserializer=tunewire_dot_v1_dot_tuning__service__pb2.ResumeJobRequest.FromString,
+                    response_serializer=tunewire_dot_v1_dot_tuning__service__pb2.ResumeJobResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -725,6 +781,87 @@ class TuningService:
             '/tunewire.v1.TuningService/DeleteJob',
             tunewire_dot_v1_dot_tuning__service__pb2.DeleteJobRequest.SerializeToString,
             tunewire_dot_v1_dot_tuning__service__pb2.DeleteJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EstimateJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tunewire.v1.TuningService/EstimateJob',
+            tunewire_dot_v1_dot_tuning__service__pb2.EstimateJobRequest.SerializeToString,
+            tunewire_dot_v1_dot_tuning__service__pb2.EstimateJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PauseJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tunewire.v1.TuningService/PauseJob',
+            tunewire_dot_v1_dot_tuning__service__pb2.PauseJobRequest.SerializeToString,
+            tunewire_dot_v1_dot_tuning__service__pb2.PauseJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tunewire.v1.TuningService/ResumeJob',
+            tunewire_dot_v1_dot_tuning__service__pb2.ResumeJobRequest.SerializeToString,
+            tunewire_dot_v1_dot_tuning__service__pb2.ResumeJobResponse.FromString,
             options,
             channel_credentials,
             insecure,
