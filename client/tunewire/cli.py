@@ -52,11 +52,14 @@ def watch(client: Client, job_id: str, after_seq: int = 0) -> int:
     """Follow a job with a progress bar; print eval results and the outcome. Exit 0 iff it SUCCEEDED."""
     from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 
+    from tunewire.charts import sparkline
+
     out, _ = _console()
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), TaskProgressColumn(),
-               TimeRemainingColumn(), TextColumn("{task.fields[status]}"))
+               TimeRemainingColumn(), TextColumn("{task.fields[trend]}"), TextColumn("{task.fields[status]}"))
+    losses: list[float] = []  # the train loss so far, drawn as a sparkline beside the bar
     with Progress(*columns, console=out, transient=False) as progress:
-        bar = progress.add_task(job_id, total=1.0, status="")
+        bar = progress.add_task(job_id, total=1.0, status="", trend="")
         for event in client.stream_metrics(job_id, after_seq=after_seq):
             data = event.data
             if isinstance(data, StateChange):
@@ -68,10 +71,11 @@ def watch(client: Client, job_id: str, after_seq: int = 0) -> int:
             elif isinstance(data, TrainLog):
                 status = f"step {data.step}/{data.max_steps}  epoch {data.epoch:.2f}"
                 if data.loss is not None:
+                    losses.append(data.loss)
                     status += f"  loss {data.loss:.4f}"
                 if data.tokens_per_second:
                     status += f"  {data.tokens_per_second:.0f} tok/s"
-                progress.update(bar, completed=data.progress, status=status)
+                progress.update(bar, completed=data.progress, status=status, trend=sparkline(losses))
             elif isinstance(data, EvalResult):
                 progress.console.print(f"eval @ step {data.step} (epoch {data.epoch:.2f}): {_fmt_metrics(data.metrics)}")
     job = client.get(job_id)
@@ -125,6 +129,22 @@ def cmd_cancel(client: Client, args) -> int:
 
 def cmd_watch(client: Client, args) -> int:
     return watch(client, args.job, args.after_seq)
+
+
+def cmd_plot(client: Client, args) -> int:
+    from tunewire.charts import MissingPlotting, history, plot
+
+    out, err = _console()
+    try:
+        path = plot(history(client, args.job), args.output, metrics=args.metric or None)
+    except MissingPlotting as e:
+        err.print(f"[red]{e}[/red]")
+        return EXIT_ERROR
+    except ValueError as e:
+        err.print(f"[yellow]{e}[/yellow]")
+        return EXIT_ERROR
+    out.print(f"wrote {path}")
+    return EXIT_OK
 
 
 def cmd_predict(client: Client, args) -> int:
@@ -346,6 +366,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("cancel", help="cancel a queued or running job")
     p.add_argument("job")
     p.set_defaults(fn=cmd_cancel)
+
+    p = sub.add_parser("plot", help="draw a job's train/eval loss and eval metrics against steps into an image")
+    p.add_argument("job")
+    p.add_argument("-o", "--output", default="chart.png", help="image file (png, svg or pdf); default chart.png")
+    p.add_argument("--metric", action="append", help="only these eval metrics in the lower panel (repeatable)")
+    p.set_defaults(fn=cmd_plot)
 
     p = sub.add_parser("predict", help="run a succeeded job's model on some texts")
     p.add_argument("job")

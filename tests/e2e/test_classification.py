@@ -163,6 +163,11 @@ def test_cli(run, tmp_path):
     assert json.loads(predicted.stdout)[0]["label"] == "positive"
     watched = _cli(server, "watch", job.id)
     assert watched.returncode == 0 and "SUCCEEDED" in watched.stdout and "accuracy=" in watched.stdout
+    assert any(block in watched.stdout for block in "▁▂▃▄▅▆▇█")  # the loss sparkline beside the bar
+    chart = tmp_path / "chart.png"
+    plotted = _cli(server, "plot", job.id, "-o", str(chart))
+    assert plotted.returncode == 0, plotted.stderr
+    assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and chart.stat().st_size > 10_000
     bad = tmp_path / "bad.yaml"
     bad.write_text("base_model: tiny-bert\nclassification: {}\ntrain_dataset: {file: {path: nope.jsonl}}\n")
     refused = _cli(server, "submit", str(bad))
