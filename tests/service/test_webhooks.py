@@ -44,8 +44,8 @@ def test_succeeded_cancelled_and_checkpoint_events_arrive_signed(server_factory)
         checkpoints = receiver.of_type("tunewire.checkpoint.saved")
         assert {p["data"]["id"] for p in checkpoints} == {done.id} and len(checkpoints) >= 1
         assert all(r.verified for r in receiver.requests)  # every request carried a valid signature
-        stored = server.server.store.list_deliveries()
-        assert stored and all(d.state == "delivered" for d in stored)
+        wait_for(lambda: all(d.state == "delivered" for d in server.server.store.list_deliveries()), timeout=10)
+        assert len(server.server.store.list_deliveries()) == len(receiver.accepted())
     finally:
         receiver.close()
 
@@ -88,6 +88,6 @@ def test_deliveries_pending_at_a_stop_are_delivered_after_a_restart(server_facto
         second = _start(server_factory, url, secret, data_dir)
         wait_for(lambda: receiver.of_type("fine_tuning.job.succeeded"), timeout=30)
         assert [p["data"]["id"] for p in receiver.of_type("fine_tuning.job.succeeded")] == [job.id]
-        assert all(d.state == "delivered" for d in second.server.store.list_deliveries(job.id))
+        wait_for(lambda: all(d.state == "delivered" for d in second.server.store.list_deliveries(job.id)), timeout=10)
     finally:
         receiver.close()

@@ -155,3 +155,26 @@ def test_replicas_claiming_at_once_never_take_the_same_delivery(make_store, requ
     with ThreadPoolExecutor(4) as pool:
         claims = [d for got in pool.map(claim_all, range(4)) for d in got]
     assert len(claims) == len(set(claims)) == 20
+
+
+def test_a_sqlite_database_from_before_the_outbox_gains_it_and_keeps_its_jobs(tmp_path):
+    import sqlite3
+
+    from tunewire_server.store.sqlite import MIGRATIONS, SCHEMA, SCHEMA_VERSION
+
+    path = tmp_path / "v4.sqlite"
+    db = sqlite3.connect(path)
+    db.executescript(SCHEMA)
+    db.executescript(";".join(MIGRATIONS[:4]) + "; PRAGMA user_version = 4;")  # as issue 16's server left it
+    db.execute("INSERT INTO jobs (id, ordinal, spec, state, created_at, queue_seq, last_seq)"
+               " VALUES ('old', 1, '{}', 'RUNNING', 0, 1, 1)")
+    db.commit()
+    db.close()
+    store = SQLiteStore(path)
+    try:
+        assert store.pragma("user_version") == SCHEMA_VERSION >= 5
+        store.set_outbox(WebhookOutbox(["http://a/h"]))
+        store.append_event("old", "state_change", {"state": "SUCCEEDED"}, {"state": JobState.SUCCEEDED})
+        assert [d.event_type for d in store.list_deliveries("old")] == ["fine_tuning.job.succeeded"]
+    finally:
+        store.close()

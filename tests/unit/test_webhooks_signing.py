@@ -37,3 +37,14 @@ def test_a_signed_delivery_verifies_with_the_standard_webhooks_package():
 def test_a_bad_secret_is_refused_before_signing():
     with pytest.raises(ValueError, match="webhook_secret"):
         Signer("whsec_tooshort")
+
+
+def test_the_openai_package_accepts_the_signature_too():
+    openai = pytest.importorskip("openai")
+    secret = new_secret()
+    body = _body()
+    client = openai.OpenAI(api_key="unused", base_url="http://127.0.0.1:9/v1")
+    event = client.webhooks.unwrap(body, Signer(secret).headers("evt_1", body), secret=secret)
+    assert event.type == "fine_tuning.job.succeeded" and event.data.id == "job-1"
+    with pytest.raises(openai.InvalidWebhookSignatureError):
+        client.webhooks.verify_signature(body, Signer(new_secret()).headers("evt_1", body), secret=secret)
