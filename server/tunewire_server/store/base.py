@@ -335,6 +335,8 @@ class Store(Protocol):
         ...
 
     # --- webhook deliveries (the outbox) -------------------------------------------------------------
+    # The writes below are atomic and durable like the others, and safe from any thread: the dispatcher
+    # calls them on a thread of its own rather than through `write` (see webhooks/dispatcher.py).
 
     def set_outbox(self, outbox: Outbox | None) -> None:
         """From now on, append_event(s) store the deliveries `outbox` maps each appended event to, in the
@@ -345,7 +347,7 @@ class Store(Protocol):
         """Atomically take at most `limit` pending deliveries that are due (next_attempt_at passed, on the
         store's clock), oldest due first: each gets attempts + 1, claimed_by `owner`, and next_attempt_at
         now + lease_s (nobody else takes it meanwhile; if its sender dies it is due again then). Across
-        replicas no two claims take the same delivery (FOR UPDATE SKIP LOCKED). A write method."""
+        replicas no two claims take the same delivery (FOR UPDATE SKIP LOCKED)."""
         ...
 
     def finish_delivery(self, delivery_id: str, owner: str, attempt: int, state: str, *,
@@ -353,12 +355,12 @@ class Store(Protocol):
         """Record a claimed attempt's result, only while the claim (owner, attempt) is the delivery's latest:
         state "delivered" (sets delivered_at), "pending" (due again retry_in_s seconds from now, on the
         store's clock) or "failed" (given up); `error` is kept as last_error. False if the claim was not
-        held (nothing written). A write method."""
+        held (nothing written)."""
         ...
 
     def release_deliveries(self, owner: str | None) -> int:
         """Make the pending deliveries claimed by `owner` (None: by anyone) due now and unclaimed (a stopping
-        sender; with one process per store, a start after a crash). Returns how many. A write method."""
+        sender; with one process per store, a start after a crash). Returns how many."""
         ...
 
     def list_deliveries(self, job_id: str | None = None, limit: int = 1000) -> list[WebhookDelivery]:

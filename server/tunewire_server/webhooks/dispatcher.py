@@ -6,6 +6,10 @@ Claims hold a delivery for the attempt's timeout and a margin (Store.claim_deliv
 replicas on PostgreSQL each delivery is sent by one replica at a time, and one a dead replica held is sent
 again once that lease passes. A stopping server releases its claims. A delivery keeps its webhook-id on
 every attempt: a receiver that answered too late for us and gets it again can tell.
+
+The outbox's own writes (claims, results) run on a thread, not through Store.write: they never queue
+behind the job core's writes, and a claim that finds nothing due (a write of nothing) never tells the
+store it can write again while its disk is full (Store.writable, which health follows).
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ class WebhookDispatcher:
         self._wake: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._in_flight: set[asyncio.Task] = set()
+        self._stopping = False
 
     def install(self) -> None:
         """Have the store enqueue deliveries with the events that announce them."""
@@ -60,7 +65,7 @@ class WebhookDispatcher:
         self._wake = asyncio.Event()
         self._pool = ThreadPoolExecutor(max_workers=MAX_IN_FLIGHT, thread_name_prefix="tunewire-webhook")
         if not self._store.shared:
-            await self._store.write(self._store.release_deliveries, None)
+            await asyncio.to_thread(self._store.release_deliveries, None)
         self._task = asyncio.create_task(self._run(), name="tunewire-webhooks")
         log.info("webhooks on", endpoints=len(self.urls))
 
@@ -68,14 +73,16 @@ class WebhookDispatcher:
         """Stop sending: attempts under way are abandoned (their deliveries stay pending, due at once)."""
         if self._task is None:
             return
-        self._task.cancel()
-        tasks = [self._task, *self._in_flight]
+        self._stopping = True
+        assert self._wake is not None
+        self._wake.set()
+        await asyncio.gather(self._task, return_exceptions=True)  # ends after the claim it may be making
+        self._task = None
         for task in self._in_flight:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        self._task = None
+        await asyncio.gather(*self._in_flight, return_exceptions=True)
         with contextlib.suppress(Exception):  # the store may be out of reach: the claims then run out
-            await self._store.write(self._store.release_deliveries, self._owner)
+            await asyncio.to_thread(self._store.release_deliveries, self._owner)
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
 
@@ -88,17 +95,19 @@ class WebhookDispatcher:
 
     async def _run(self) -> None:
         assert self._wake is not None
-        while True:
+        while not self._stopping:
             self._wake.clear()
             free = MAX_IN_FLIGHT - len(self._in_flight)
             claimed: list[WebhookDelivery] = []
             if free > 0:
                 try:
-                    claimed = await self._store.write(self._store.claim_deliveries, self._owner, self._lease_s, free)
+                    claimed = await asyncio.to_thread(self._store.claim_deliveries, self._owner, self._lease_s, free)
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:  # the store is out of reach: look again at the next poll
                     log.warning("could not claim webhook deliveries", error=str(exc)[:200])
+            if self._stopping:
+                return  # what it just claimed is released by stop()
             for delivery in claimed:
                 task = asyncio.create_task(self._deliver(delivery))
                 self._in_flight.add(task)
@@ -142,7 +151,7 @@ class WebhookDispatcher:
 
     async def _finish(self, d: WebhookDelivery, state: str, *, retry_in_s: float = 0.0, error: str = "") -> None:
         try:
-            held = await self._store.write(self._store.finish_delivery, d.id, self._owner, d.attempts, state,
+            held = await asyncio.to_thread(self._store.finish_delivery, d.id, self._owner, d.attempts, state,
                                            retry_in_s=retry_in_s, error=error)
         except Exception as exc:  # not stored: the claim runs out and the delivery is sent again
             log.warning("could not store a webhook attempt's result", delivery_id=d.id, error=str(exc)[:200])
