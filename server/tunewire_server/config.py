@@ -89,6 +89,14 @@ class Settings:
     s3_max_concurrency: int = _opt(4, "Parts of one S3 upload in flight at once.")
     s3_max_retries: int = _opt(5, "Retries of one S3 request (connection errors, 5xx, timeouts) before the artifact store counts as unavailable.")
     s3_retry_timeout_s: float = _opt(60.0, "Seconds after a request's first try past which no S3 retry starts.")
+    webhook_urls: str = _opt("", "Comma-separated http(s) URLs that receive signed job events (Standard Webhooks: fine_tuning.job.succeeded, .failed, .cancelled, .paused, tunewire.checkpoint.saved); empty = webhooks off. Set by the operator only, never by a job.")
+    webhook_secret: str = _opt("", "The webhooks' signing secret: whsec_ then base64 of 24-64 random bytes (prefer webhook_secret_file). Required with webhook_urls.")
+    webhook_secret_file: Path | None = _opt(None, "File holding the webhooks' signing secret (its first non-empty line), e.g. a mounted Kubernetes Secret.")
+    webhook_timeout_s: float = _opt(10.0, "Seconds one webhook attempt may take (connect, send, answer) before it counts as failed.")
+    webhook_retry_window_s: float = _opt(86400.0, "Seconds after an event within which its webhook is retried; a delivery still failing then is marked failed and logged.")
+    webhook_retry_base_s: float = _opt(5.0, "Seconds before a webhook's first retry; each further retry waits twice as long (less up to half, at random), at most webhook_retry_max_s.")
+    webhook_retry_max_s: float = _opt(3600.0, "Longest wait between two attempts of a webhook, in seconds.")
+    webhook_poll_s: float = _opt(1.0, "Seconds between looks for due webhook deliveries (one this server enqueued is sent at once).")
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir).resolve()
@@ -159,6 +167,7 @@ class Settings:
                 self.accepted_tokens()
             except ValueError as exc:
                 problems.append(str(exc))
+        problems += self._webhook_problems()
         if problems:
             raise ValueError("invalid settings: " + "; ".join(problems))
 
@@ -172,6 +181,45 @@ class Settings:
                 raise ValueError(f"auth_tokens_file {self.auth_tokens_file} holds no token")
             tokens |= from_file
         return frozenset(tokens)
+
+    def webhook_signing_secret(self) -> str:
+        """The webhooks' whsec_ secret, from webhook_secret_file or webhook_secret ("" when neither is set)."""
+        if self.webhook_secret_file is not None:
+            lines = Path(self.webhook_secret_file).read_text(encoding="utf-8").splitlines()
+            return next((line.strip() for line in lines if line.strip()), "")
+        return self.webhook_secret.strip()
+
+    def _webhook_problems(self) -> list[str]:
+        """What is wrong with the webhook settings (each message names its setting)."""
+        from tunewire_server.webhooks.endpoints import parse_urls, secret_key
+
+        problems = []
+        for name in ("webhook_timeout_s", "webhook_retry_window_s", "webhook_retry_base_s", "webhook_poll_s"):
+            if getattr(self, name) <= 0:
+                problems.append(f"{name} must be above 0")
+        if self.webhook_retry_max_s < self.webhook_retry_base_s:
+            problems.append("webhook_retry_max_s must be at least webhook_retry_base_s")
+        try:
+            urls = parse_urls(self.webhook_urls)
+        except ValueError as exc:
+            problems.append(str(exc))
+            urls = ()
+        if self.webhook_secret and self.webhook_secret_file is not None:
+            problems.append("set one of webhook_secret and webhook_secret_file, not both")
+        elif self.webhook_secret_file is not None and not Path(self.webhook_secret_file).is_file():
+            problems.append(f"webhook_secret_file: no file {self.webhook_secret_file}")
+        else:
+            secret = self.webhook_signing_secret()
+            name = "webhook_secret_file" if self.webhook_secret_file is not None else "webhook_secret"
+            if secret:
+                try:
+                    secret_key(secret, name)
+                except ValueError as exc:
+                    problems.append(str(exc))
+            elif urls:
+                problems.append("webhook_urls needs a signing secret: set webhook_secret_file or webhook_secret "
+                                "(whsec_ then base64 of 24-64 random bytes)")
+        return problems
 
     @property
     def db_path(self) -> Path:

@@ -23,6 +23,7 @@ from tunewire_server.models.sweeper import RetentionSweeper
 from tunewire_server.observability import Metrics
 from tunewire_server.store import Store
 from tunewire_server.store.factory import open_store
+from tunewire_server.webhooks.dispatcher import WebhookDispatcher, dispatcher_for
 
 log = structlog.get_logger("tunewire.server")
 SERVICE_NAME = tuning_service_pb2.DESCRIPTOR.services_by_name["TuningService"].full_name
@@ -60,6 +61,7 @@ class TunewireServer:
         self.manager: JobManager | None = None
         self.models: ModelService | None = None
         self.retention: RetentionSweeper | None = None
+        self.webhooks: WebhookDispatcher | None = None
         self.health = health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()
         self.port: int = 0
         self.metrics: Metrics | None = None
@@ -74,10 +76,13 @@ class TunewireServer:
             check_pem(s.tls_cert_file, s.tls_key_file, s.tls_client_ca_file)
         s.data_dir.mkdir(parents=True, exist_ok=True)
         self.store = open_store(s)  # SQLite, or PostgreSQL shared by replicas (the `store` setting)
+        self.webhooks = dispatcher_for(s, self.store)  # before any job event: each enqueues its deliveries
         self.metrics = Metrics()
         self.metrics.watch_store(lambda state: self.store.count_in_states([state]))
         self.manager = JobManager(s, self.store, self.metrics)
         await self.manager.start()
+        if self.webhooks is not None:
+            await self.webhooks.start()
         self.models = ModelService(s.jobs_dir, s.data_dir, self.store, s.worker_cwd, torch_threads=s.torch_threads,
                                    merge_timeout_s=s.merge_timeout_s, evict=self.manager.inference.evict)
         await asyncio.to_thread(self.models.start)
@@ -159,6 +164,8 @@ class TunewireServer:
             await self.manager.stop()
         if self._server is not None:
             await self._server.stop(grace if grace is not None else 5)
+        if self.webhooks is not None:  # after the job core's last events: what it enqueued waits in the store
+            await self.webhooks.stop()
         if self.models is not None:
             await self.models.close()  # a merge still running is stopped
         if self.metrics is not None:

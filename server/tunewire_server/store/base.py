@@ -145,6 +145,53 @@ class Event:
     payload: dict
 
 
+@dataclass(frozen=True)
+class NewDelivery:
+    """A webhook delivery to enqueue (the outbox): `body` is the JSON text sent, and signed, on every
+    attempt; `event_id` is its webhook-id (the receiver's de-duplication key), the same on every retry."""
+
+    id: str  # the delivery's own id: one per (event, endpoint)
+    event_id: str
+    url: str
+    event_type: str
+    job_id: str
+    body: str
+    created_at: float
+
+
+@dataclass(frozen=True)
+class WebhookDelivery:
+    """A stored webhook delivery. `state`: pending (to be sent at or after next_attempt_at), delivered or
+    failed (gave up). `attempts` counts claims; a claim's `attempts` value fences the write of its result."""
+
+    id: str
+    event_id: str
+    url: str
+    event_type: str
+    job_id: str
+    body: str
+    created_at: float
+    state: str = "pending"
+    attempts: int = 0
+    next_attempt_at: float = 0.0
+    last_error: str = ""
+    delivered_at: float | None = None
+    claimed_by: str | None = None
+
+
+class Outbox(Protocol):
+    """What a store asks, inside the transaction that appends a job's events (append_event(s)), for the
+    webhook deliveries each event brings: they commit with the event or not at all."""
+
+    def deliveries(self, event: Event) -> Sequence[NewDelivery]:
+        """The deliveries `event` brings (none for most): pure, no I/O (it runs inside a transaction)."""
+        ...
+
+    def enqueued(self) -> None:
+        """Called (from the store's writer thread) after a commit that enqueued deliveries."""
+        ...
+
+
 # One event to append: (kind, payload, job fields to set with it or None, time or None for now).
 EventItem = tuple[str, dict, "dict | None", "float | None"]
 
@@ -287,6 +334,39 @@ class Store(Protocol):
         signed 64-bit integer (the servicer clamps a client's value)."""
         ...
 
+    # --- webhook deliveries (the outbox) -------------------------------------------------------------
+    # The writes below are atomic and durable like the others, and safe from any thread: the dispatcher
+    # calls them on a thread of its own rather than through `write` (see webhooks/dispatcher.py).
+
+    def set_outbox(self, outbox: Outbox | None) -> None:
+        """From now on, append_event(s) store the deliveries `outbox` maps each appended event to, in the
+        same transaction (None: none). Set before the job core starts writing."""
+        ...
+
+    def claim_deliveries(self, owner: str, lease_s: float, limit: int) -> list[WebhookDelivery]:
+        """Atomically take at most `limit` pending deliveries that are due (next_attempt_at passed, on the
+        store's clock), oldest due first: each gets attempts + 1, claimed_by `owner`, and next_attempt_at
+        now + lease_s (nobody else takes it meanwhile; if its sender dies it is due again then). Across
+        replicas no two claims take the same delivery (FOR UPDATE SKIP LOCKED)."""
+        ...
+
+    def finish_delivery(self, delivery_id: str, owner: str, attempt: int, state: str, *,
+                        retry_in_s: float = 0.0, error: str = "") -> bool:
+        """Record a claimed attempt's result, only while the claim (owner, attempt) is the delivery's latest:
+        state "delivered" (sets delivered_at), "pending" (due again retry_in_s seconds from now, on the
+        store's clock) or "failed" (given up); `error` is kept as last_error. False if the claim was not
+        held (nothing written)."""
+        ...
+
+    def release_deliveries(self, owner: str | None) -> int:
+        """Make the pending deliveries claimed by `owner` (None: by anyone) due now and unclaimed (a stopping
+        sender; with one process per store, a start after a crash). Returns how many."""
+        ...
+
+    def list_deliveries(self, job_id: str | None = None, limit: int = 1000) -> list[WebhookDelivery]:
+        """At most `limit` deliveries (of the job `job_id`, or all), in the order they were enqueued."""
+        ...
+
     # --- uploads and datasets ----------------------------------------------------------------------
 
     def begin_upload(self, upload: UploadRecord) -> UploadRecord:
@@ -354,3 +434,12 @@ def upload_from_row(row: Mapping[str, Any]) -> UploadRecord:
     return UploadRecord(upload_id=row["upload_id"], name=row["name"], format=row["format"], size=row["size"],
                         sha256=row["sha256"], label_column=row["label_column"], created_at=row["created_at"])
 
+
+
+def delivery_from_row(row: Mapping[str, Any]) -> WebhookDelivery:
+    """A webhook_deliveries-table row as a WebhookDelivery."""
+    return WebhookDelivery(id=row["id"], event_id=row["event_id"], url=row["url"], event_type=row["event_type"],
+                           job_id=row["job_id"], body=row["body"], created_at=row["created_at"],
+                           state=row["state"], attempts=row["attempts"], next_attempt_at=row["next_attempt_at"],
+                           last_error=row["last_error"], delivered_at=row["delivered_at"],
+                           claimed_by=row["claimed_by"])

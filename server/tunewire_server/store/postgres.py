@@ -54,12 +54,16 @@ from tunewire_server.store.base import (
     JobRecord,
     Lease,
     LeaseLost,
+    NewDelivery,
     Notice,
+    Outbox,
     StateChanged,
     StoreUnavailable,
     T,
     UploadRecord,
+    WebhookDelivery,
     dataset_from_row,
+    delivery_from_row,
     job_from_row,
     started_message,
     upload_from_row,
@@ -133,6 +137,28 @@ MIGRATIONS: list[str] = [
     # 3: the highest ordinal of a deleted job, so that create_job never numbers a job with it again.
     """
     CREATE TABLE counters (name TEXT PRIMARY KEY, value BIGINT NOT NULL)
+    """,
+    # 4: the webhook outbox: deliveries enqueued with the events they announce, sent and retried from here.
+    # next_attempt_at is on the database's clock (a claim pushes it on by the claim's lease).
+    """
+    CREATE TABLE webhook_deliveries (
+        id               TEXT PRIMARY KEY,
+        event_id         TEXT NOT NULL,
+        url              TEXT NOT NULL,
+        event_type       TEXT NOT NULL,
+        job_id           TEXT NOT NULL,
+        body             TEXT NOT NULL,
+        created_at       DOUBLE PRECISION NOT NULL,
+        state            TEXT NOT NULL DEFAULT 'pending',
+        attempts         INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at  DOUBLE PRECISION NOT NULL,
+        last_error       TEXT NOT NULL DEFAULT '',
+        delivered_at     DOUBLE PRECISION,
+        claimed_by       TEXT,
+        ordinal          BIGSERIAL
+    );
+    CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at) WHERE state = 'pending';
+    CREATE INDEX webhook_deliveries_job ON webhook_deliveries (job_id, ordinal)
     """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -261,6 +287,7 @@ class PostgresStore:
         self._closed = threading.Event()
         self.writable = True  # False from a write that failed for want of space (or of the server) to the next
         self.shared = True
+        self._outbox: Outbox | None = None  # webhook deliveries enqueued with the events (set_outbox)
         schema = self._read("SELECT current_schema() AS s")[0]["s"]
         self.channel = f"tunewire_{schema}"[:63]  # NOTIFY channels are per database: one per schema
 
@@ -590,7 +617,11 @@ class PostgresStore:
             self._notify(conn, job_id, found["last_seq"])
             if fields.get("state") == JobState.QUEUED:
                 self._notify(conn, job_id, queued=True)
-        return [Event(job_id, first + i, now, kind, payload) for i, (kind, payload, now) in enumerate(rows)]
+            events = [Event(job_id, first + i, now, kind, payload) for i, (kind, payload, now) in enumerate(rows)]
+            enqueued = self._enqueue(conn, events)
+        if enqueued and self._outbox is not None:
+            self._outbox.enqueued()
+        return events
 
     @staticmethod
     def _refused(conn: psycopg.Connection, job_id: str, fence: Lease | None, expect_state: JobState | None) -> None:
@@ -602,6 +633,65 @@ class PostgresStore:
             raise StateChanged(f"job {job_id} is {row['state']}, no longer {expect_state.value}")
         assert fence is not None
         raise LeaseLost(f"job {job_id}: the lease of {fence.owner} (attempt {fence.attempt}) is not held")
+
+    # --- webhook deliveries (base.Store: the outbox) ------------------------------------------
+
+    def set_outbox(self, outbox: Outbox | None) -> None:
+        self._outbox = outbox
+
+    def _enqueue(self, conn: psycopg.Connection, events: Sequence[Event]) -> int:
+        """Inside append_events' transaction: store the deliveries the outbox maps the events to."""
+        if self._outbox is None:
+            return 0
+        new: list[NewDelivery] = [d for event in events for d in self._outbox.deliveries(event)]
+        if not new:
+            return 0
+        with conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO webhook_deliveries (id, event_id, url, event_type, job_id, body, created_at,"
+                f" next_attempt_at) VALUES (%s, %s, %s, %s, %s, %s, %s, {_NOW_SQL}) ON CONFLICT (id) DO NOTHING",
+                [(d.id, d.event_id, d.url, d.event_type, d.job_id, d.body, d.created_at) for d in new])
+        return len(new)
+
+    def claim_deliveries(self, owner: str, lease_s: float, limit: int) -> list[WebhookDelivery]:
+        """The due pending deliveries, oldest due first, claimed by `owner` for lease_s seconds (base.Store):
+        SKIP LOCKED passes over those another replica is claiming right now."""
+        with self._tx() as conn:
+            rows = conn.execute(
+                "WITH due AS (SELECT id FROM webhook_deliveries WHERE state = 'pending'"
+                f" AND next_attempt_at <= {_NOW_SQL} ORDER BY next_attempt_at, ordinal LIMIT %s"
+                " FOR UPDATE SKIP LOCKED)"
+                " UPDATE webhook_deliveries d SET attempts = d.attempts + 1, claimed_by = %s,"
+                f" next_attempt_at = {_NOW_SQL} + %s FROM due WHERE d.id = due.id RETURNING d.*",
+                (limit, owner, lease_s)).fetchall()
+        return [delivery_from_row(r) for r in sorted(rows, key=lambda r: r["ordinal"])]
+
+    def finish_delivery(self, delivery_id: str, owner: str, attempt: int, state: str, *,
+                        retry_in_s: float = 0.0, error: str = "") -> bool:
+        """Record a claimed attempt's result while the claim is the delivery's latest (base.Store)."""
+        if state not in ("delivered", "pending", "failed"):
+            raise ValueError(f"finish_delivery: unknown state {state!r}")
+        with self._tx() as conn:
+            return conn.execute(
+                "UPDATE webhook_deliveries SET state = %s, claimed_by = NULL, last_error = %s,"
+                f" next_attempt_at = {_NOW_SQL} + %s,"
+                f" delivered_at = CASE WHEN %s::text = 'delivered' THEN {_NOW_SQL} ELSE delivered_at END"
+                " WHERE id = %s AND claimed_by = %s AND attempts = %s AND state = 'pending'",
+                (state, error, retry_in_s, state, delivery_id, owner, attempt)).rowcount == 1
+
+    def release_deliveries(self, owner: str | None) -> int:
+        """Make pending deliveries claimed by `owner` (None: anyone) due now and unclaimed (base.Store)."""
+        with self._tx() as conn:
+            return conn.execute(
+                f"UPDATE webhook_deliveries SET claimed_by = NULL, next_attempt_at = {_NOW_SQL}"
+                " WHERE state = 'pending' AND claimed_by IS NOT NULL"
+                " AND (%s::text IS NULL OR claimed_by = %s::text)", (owner, owner)).rowcount
+
+    def list_deliveries(self, job_id: str | None = None, limit: int = 1000) -> list[WebhookDelivery]:
+        """In the order they were enqueued."""
+        rows = self._read("SELECT * FROM webhook_deliveries WHERE %s::text IS NULL OR job_id = %s::text"
+                          " ORDER BY ordinal LIMIT %s", (job_id, job_id, limit))
+        return [delivery_from_row(r) for r in rows]
 
     def events_after(self, job_id: str, after_seq: int, limit: int = 1000) -> list[Event]:
         rows = self._read("SELECT seq, time, kind, payload FROM events WHERE job_id = %s AND seq > %s"

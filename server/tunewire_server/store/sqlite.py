@@ -33,11 +33,15 @@ from tunewire_server.store.base import (
     JobRecord,
     Lease,
     LeaseLost,
+    NewDelivery,
     Notice,
+    Outbox,
     StateChanged,
     T,
     UploadRecord,
+    WebhookDelivery,
     dataset_from_row,
+    delivery_from_row,
     is_disk_full,
     job_from_row,
     started_message,
@@ -114,6 +118,27 @@ MIGRATIONS: list[str] = [
         value  INTEGER NOT NULL
     );
     """,
+    # 5: the webhook outbox: deliveries enqueued with the events they announce, sent and retried from here.
+    """
+    CREATE TABLE IF NOT EXISTS webhook_deliveries (
+        id               TEXT PRIMARY KEY,
+        event_id         TEXT NOT NULL,
+        url              TEXT NOT NULL,
+        event_type       TEXT NOT NULL,
+        job_id           TEXT NOT NULL,
+        body             TEXT NOT NULL,
+        created_at       REAL NOT NULL,
+        state            TEXT NOT NULL DEFAULT 'pending',
+        attempts         INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at  REAL NOT NULL,
+        last_error       TEXT NOT NULL DEFAULT '',
+        delivered_at     REAL,
+        claimed_by       TEXT,
+        ordinal          INTEGER NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS webhook_deliveries_due ON webhook_deliveries(state, next_attempt_at);
+    CREATE INDEX IF NOT EXISTS webhook_deliveries_job ON webhook_deliveries(job_id, ordinal);
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -177,6 +202,7 @@ class SQLiteStore:
         self.writable = True  # False from a write that failed for want of space to the next that succeeds
         self.shared = False  # one process owns the file
         self._leases: dict[str, Lease] = {}  # the leases this process holds, by job id
+        self._outbox: Outbox | None = None  # webhook deliveries enqueued with the events (set_outbox)
 
     def _migrate(self) -> None:
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
@@ -442,8 +468,76 @@ class SQLiteStore:
             fields["last_seq"] = first + len(rows) - 1
             cols, values = _set_clause(fields)
             self._db.execute(f"UPDATE jobs SET {cols} WHERE id = ?", (*values, job_id))
+            events = [Event(job_id, first + i, now, kind, payload) for i, (kind, payload, now) in enumerate(rows)]
+            enqueued = self._enqueue(events)
         self._released(job_id, fields)
-        return [Event(job_id, first + i, now, kind, payload) for i, (kind, payload, now) in enumerate(rows)]
+        if enqueued and self._outbox is not None:
+            self._outbox.enqueued()
+        return events
+
+    # --- webhook deliveries (base.Store: the outbox) ------------------------------------------
+
+    def set_outbox(self, outbox: Outbox | None) -> None:
+        self._outbox = outbox
+
+    def _enqueue(self, events: Sequence[Event]) -> int:
+        """Inside append_events' transaction: store the deliveries the outbox maps the events to."""
+        if self._outbox is None:
+            return 0
+        new: list[NewDelivery] = [d for event in events for d in self._outbox.deliveries(event)]
+        if not new:
+            return 0
+        ordinal = self._db.execute("SELECT COALESCE(MAX(ordinal), 0) FROM webhook_deliveries").fetchone()[0]
+        self._db.executemany(
+            "INSERT OR IGNORE INTO webhook_deliveries (id, event_id, url, event_type, job_id, body, created_at,"
+            " next_attempt_at, ordinal) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [(d.id, d.event_id, d.url, d.event_type, d.job_id, d.body, d.created_at, d.created_at, ordinal + i + 1)
+             for i, d in enumerate(new)])
+        return len(new)
+
+    def claim_deliveries(self, owner: str, lease_s: float, limit: int) -> list[WebhookDelivery]:
+        """The due pending deliveries, oldest due first, claimed by `owner` for lease_s seconds (base.Store)."""
+        now = time.time()
+        with self._lock, self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            ids = [r[0] for r in self._db.execute(
+                "SELECT id FROM webhook_deliveries WHERE state = 'pending' AND next_attempt_at <= ?"
+                " ORDER BY next_attempt_at, ordinal LIMIT ?", (now, limit))]
+            if not ids:
+                return []
+            marks = ",".join("?" * len(ids))
+            self._db.execute(f"UPDATE webhook_deliveries SET attempts = attempts + 1, claimed_by = ?,"
+                             f" next_attempt_at = ? WHERE id IN ({marks})", (owner, now + lease_s, *ids))
+            rows = self._db.execute(f"SELECT * FROM webhook_deliveries WHERE id IN ({marks})"
+                                    " ORDER BY ordinal", ids).fetchall()
+        return [delivery_from_row(r) for r in rows]
+
+    def finish_delivery(self, delivery_id: str, owner: str, attempt: int, state: str, *,
+                        retry_in_s: float = 0.0, error: str = "") -> bool:
+        """Record a claimed attempt's result while the claim is the delivery's latest (base.Store)."""
+        if state not in ("delivered", "pending", "failed"):
+            raise ValueError(f"finish_delivery: unknown state {state!r}")
+        now = time.time()
+        with self._lock, self._db:
+            return self._db.execute(
+                "UPDATE webhook_deliveries SET state = ?, claimed_by = NULL, last_error = ?,"
+                " next_attempt_at = ?, delivered_at = CASE WHEN ? = 'delivered' THEN ? ELSE delivered_at END"
+                " WHERE id = ? AND claimed_by = ? AND attempts = ? AND state = 'pending'",
+                (state, error, now + retry_in_s, state, now, delivery_id, owner, attempt)).rowcount == 1
+
+    def release_deliveries(self, owner: str | None) -> int:
+        """Make pending deliveries claimed by `owner` (None: anyone) due now and unclaimed (base.Store)."""
+        with self._lock, self._db:
+            return self._db.execute(
+                "UPDATE webhook_deliveries SET claimed_by = NULL, next_attempt_at = ?"
+                " WHERE state = 'pending' AND claimed_by IS NOT NULL AND (? IS NULL OR claimed_by = ?)",
+                (time.time(), owner, owner)).rowcount
+
+    def list_deliveries(self, job_id: str | None = None, limit: int = 1000) -> list[WebhookDelivery]:
+        """In the order they were enqueued."""
+        rows = self._read("SELECT * FROM webhook_deliveries WHERE ? IS NULL OR job_id = ? ORDER BY ordinal LIMIT ?",
+                          (job_id, job_id, limit))
+        return [delivery_from_row(r) for r in rows]
 
     def events_after(self, job_id: str, after_seq: int, limit: int = 1000) -> list[Event]:
         rows = self._read("SELECT seq, time, kind, payload FROM events WHERE job_id = ? AND seq > ? ORDER BY seq LIMIT ?",
