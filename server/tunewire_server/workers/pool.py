@@ -112,9 +112,11 @@ class WarmPool:
         self._closing = True
 
     async def close(self) -> None:
-        """Stop warming and end the warm worker, if any."""
+        """Stop warming and end the warm worker, if any. One still importing is ended, not waited for: on a
+        busy machine its imports can take longer than a stop may."""
         self._closing = True
         if self._task is not None:
+            self._task.cancel()  # _spawn kills the worker it was readying
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
         await self._stop_watching()
