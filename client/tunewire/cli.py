@@ -44,6 +44,7 @@ def _job_dict(job: Job) -> dict:
         "started": job.started.isoformat() if job.started else None,
         "ended": job.ended.isoformat() if job.ended else None,
         "error": job.error.__dict__ if job.error else None, "metrics": job.metrics, "last_seq": job.last_seq,
+        "seed": job.seed,
         "spec": json_format.MessageToDict(job.spec, preserving_proto_field_name=True),
     }
 

@@ -117,7 +117,6 @@ def test_an_early_stop_says_why_and_keeps_the_best_step(tmp_path):
     assert (event.step, event.max_steps, event.stopped_early, event.kept_step) == (6, 20, True, 2)
     assert (event.metric, event.best_value) == ("f1", 0.9)
     assert "eval f1 did not improve by more than 0.01 for 2 evaluations in a row" in event.reason
-    assert "step 2" in event.reason
 
     got = through_the_api(event).data
     assert got == SdkStopped(6, 20, True, event.reason, 2, "f1", 0.9)

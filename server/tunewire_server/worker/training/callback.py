@@ -289,8 +289,6 @@ def training_stopped(args, state, early_stopper) -> TrainingStopped:
     if args.load_best_model_at_end and state.best_model_checkpoint:
         best = step_of(Path(state.best_model_checkpoint))
         kept = best if best is not None else (state.best_global_step or step)
-        if kept != step:
-            reason += f"; the final model is step {kept}'s, the best eval {metric}"
     best_value = float(state.best_metric) if state.best_metric is not None and metric else None
     return TrainingStopped(step=step, max_steps=max_steps, stopped_early=stopped_early, reason=reason,
                            kept_step=kept, metric=metric, best_value=best_value)

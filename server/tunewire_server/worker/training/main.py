@@ -359,6 +359,9 @@ def _prepare_for_first_step() -> None:
 
     import sklearn.metrics  # noqa: F401  (evaluate's accuracy and F1 modules import it)
 
+    with contextlib.suppress(ImportError):  # the job's TensorBoard writer (worker/training/tb_events.py)
+        import torch.utils.tensorboard  # noqa: F401
+
     # Built on the first from_pretrained of any model. A private helper: a transformers without it, or
     # where it changed, simply builds the table later.
     with contextlib.suppress(Exception):
