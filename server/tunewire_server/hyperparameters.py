@@ -184,7 +184,7 @@ class Hyperparameters:
     metric_for_best_model: str | None = _field(
         None, "The eval metric that picks the best checkpoint and that early stopping watches, without "
         "\"eval_\": loss, or one the task reports (classification: accuracy, f1, precision_<label>, "
-        "recall_<label>, f1_<label>; SFT: mean_token_accuracy).",
+        "recall_<label>, f1_<label>; SFT: mean_token_accuracy, entropy).",
         default_text="`loss` with early_stopping or load_best_model_at_end, else unset")
     greater_is_better: bool | None = _field(
         None, "Whether a higher metric_for_best_model is better.",
@@ -197,9 +197,7 @@ class Hyperparameters:
 
 @dataclass(frozen=True)
 class EarlyStopping:
-    """JobSpec.hyperparameters.early_stopping: transformers' EarlyStoppingCallback. Setting it turns early
-    stopping on (it needs an eval_dataset); the final model is then the best checkpoint unless
-    load_best_model_at_end is false."""
+    """JobSpec.hyperparameters.early_stopping (transformers' EarlyStoppingCallback): setting it turns it on."""
 
     patience: int | None = _field(None, "Evaluations in a row without improvement of metric_for_best_model "
                                   "before training stops.", bounds=Bounds(1, high=MAX_PATIENCE, why=SERVER_LIMIT),

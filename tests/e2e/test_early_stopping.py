@@ -59,6 +59,7 @@ def test_training_stops_early_and_says_why(run):
     assert (stopped.step, stopped.max_steps, stopped.stopped_early) == (4, MAX_STEPS, True)
     assert "eval accuracy did not improve by more than 0.05 for 1 evaluation in a row" in stopped.reason
     assert (stopped.kept_step, stopped.metric, stopped.best_value) == (2, "accuracy", evals[0].metrics["accuracy"])
+    assert job.metrics == evals[0].metrics  # the final model is step 2's: so are the job's metrics
     kinds = [type(e.data) for e in events]
     assert kinds.index(TrainingStopped) < len(kinds) - 1 and isinstance(events[-1].data, StateChange)
     assert [e.data.name for e in events if isinstance(e.data, CheckpointSaved)] == ["checkpoint-2", "checkpoint-4"]

@@ -161,3 +161,21 @@ def test_control_adds_the_early_stopping_callback_the_plan_asks_for(tmp_path):
     [stopper] = control.trainer_callbacks()
     assert stopper is control.early_stopper
     assert (stopper.early_stopping_patience, stopper.early_stopping_threshold) == (3, 0.5)
+
+
+def test_the_kept_steps_eval_becomes_the_jobs_metrics(tmp_path):
+    """With load_best_model_at_end the final model is the best checkpoint's: its evaluation is the job's."""
+    args = best_args(tmp_path)
+    stopper = EarlyStoppingCallback(early_stopping_patience=1)
+    control = Control()
+    control.early_stopper = stopper
+    callback = EventCallback(Recorder(), control)
+    model = SimpleNamespace(config=BertConfig(id2label={0: "a", 1: "b"}))
+    for step, f1 in ((2, 0.8), (4, 0.6)):
+        callback.on_evaluate(args, state(step, 20), TrainerControl(), metrics={"eval_f1": f1}, model=model)
+    stopper.early_stopping_patience_counter = 1
+    callback.on_train_end(args, state(4, 20, best_metric=0.8, best_global_step=2,
+                                      best_model_checkpoint=str(tmp_path / "checkpoints" / "checkpoint-2")),
+                          TrainerControl())
+    assert callback.out.messages[-1].kept_step == 2
+    assert callback.last_eval == {"f1": 0.8}

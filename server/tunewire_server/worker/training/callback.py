@@ -175,7 +175,8 @@ class EventCallback(TrainerCallback):
         self._start = 0.0
         self._start_step = 0
         self._last_tokens: tuple[float, float] | None = None  # (time, num_tokens)
-        self.last_eval: dict[str, float] = {}
+        self.last_eval: dict[str, float] = {}  # the final model's metrics: the job's, once it succeeds
+        self._evals: dict[int, dict[str, float]] = {}  # each evaluation's, by step
 
     def on_train_begin(self, args, state, control, **kwargs):
         self._start = time.monotonic()
@@ -232,7 +233,7 @@ class EventCallback(TrainerCallback):
                 cells[int(cell[1]), int(cell[2])] = float(value)
             else:
                 clean[key.removeprefix("eval_")] = float(value)
-        self.last_eval = {k: v for k, v in clean.items() if math.isfinite(v)}
+        self.last_eval = self._evals[state.global_step] = {k: v for k, v in clean.items() if math.isfinite(v)}
         matrix = confusion_matrix(cells, kwargs.get("model")) if cells else None
         self.out.send(EvalResult(state.global_step, float(state.epoch or 0.0), clean, matrix))
 
@@ -241,7 +242,10 @@ class EventCallback(TrainerCallback):
         cancel or a shutdown's stop: that training has not ended, it was interrupted."""
         if self.flags.stop or self.flags.checkpoint_and_stop:
             return
-        self.out.send(training_stopped(args, state, self.flags.early_stopper))
+        event = training_stopped(args, state, self.flags.early_stopper)
+        if event.kept_step in self._evals:  # the best checkpoint became the final model: its metrics are the job's
+            self.last_eval = self._evals[event.kept_step]
+        self.out.send(event)
 
     def on_save(self, args, state, control, **kwargs):
         self.flags.enter("save")
