@@ -26,9 +26,10 @@ _EXPORTS: dict[str, str] = {
         "ClassificationTask", "Dataset", "FileDataset", "HubDataset", "Hyperparameters", "InlineDataset", "JobSpec",
         "LoraConfig", "SftTask", "SpecError", "UploadedDatasetSource", "load_spec", "spec_from_dict"), "tunewire.spec"),
     **dict.fromkeys((
-        "Checkpoint", "CheckpointSaved", "Checkpoints", "Classification", "ColumnSummary", "DatasetReport",
-        "DownloadedModel", "EvalResult", "FinalModel", "Generation", "Job", "JobError", "JobEvent", "JobState",
-        "LabelCount", "ModelFile", "Prediction", "RowProblem", "StateChange", "TrainLog", "UploadedDataset"),
+        "Checkpoint", "CheckpointSaved", "Checkpoints", "Classification", "ColumnSummary", "ConfusionMatrix",
+        "DatasetReport", "DownloadedModel", "EvalResult", "FinalModel", "Generation", "Job", "JobError", "JobEvent",
+        "JobState", "LabelCount", "ModelFile", "Prediction", "RowProblem", "StateChange", "TrainingStopped",
+        "TrainLog", "UploadedDataset"),
         "tunewire.types"),
 }
 

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from tunewire.client import Client
 from tunewire.errors import TunewireError
 from tunewire.spec import SpecError
-from tunewire.types import Classification, EvalResult, Job, JobState, StateChange, TrainLog
+from tunewire.types import Classification, EvalResult, Job, JobState, StateChange, TrainingStopped, TrainLog
 
 EXIT_OK, EXIT_JOB_FAILED, EXIT_ERROR = 0, 1, 2
 
@@ -44,8 +44,18 @@ def _job_dict(job: Job) -> dict:
         "started": job.started.isoformat() if job.started else None,
         "ended": job.ended.isoformat() if job.ended else None,
         "error": job.error.__dict__ if job.error else None, "metrics": job.metrics, "last_seq": job.last_seq,
+        "seed": job.seed,
         "spec": json_format.MessageToDict(job.spec, preserving_proto_field_name=True),
     }
+
+
+def _fmt_stopped(data: TrainingStopped) -> str:
+    """One line for a TrainingStopped event."""
+    head = "stopped early" if data.stopped_early else "training ended"
+    line = f"{head} @ step {data.step}/{data.max_steps}: {data.reason}; final model from step {data.kept_step}"
+    if data.metric and data.best_value is not None:
+        line += f" (best eval {data.metric} {data.best_value:.4g})"
+    return line
 
 
 def watch(client: Client, job_id: str, after_seq: int = 0) -> int:
@@ -78,6 +88,8 @@ def watch(client: Client, job_id: str, after_seq: int = 0) -> int:
                 progress.update(bar, completed=data.progress, status=status, trend=sparkline(losses))
             elif isinstance(data, EvalResult):
                 progress.console.print(f"eval @ step {data.step} (epoch {data.epoch:.2f}): {_fmt_metrics(data.metrics)}")
+            elif isinstance(data, TrainingStopped):
+                progress.console.print(_fmt_stopped(data))
     job = client.get(job_id)
     if job.state == JobState.SUCCEEDED:
         out.print(f"[green]{job.id} SUCCEEDED[/green]  {_fmt_metrics(job.metrics)}")

@@ -62,6 +62,7 @@ class Job:
     last_seq: int
     progress: float
     metrics: dict[str, float]
+    seed: int = 0  # the seed the job runs with (the spec's, or one drawn at submission): repeat it exactly
 
     @classmethod
     def from_proto(cls, msg: job_pb2.Job) -> Job:
@@ -78,6 +79,7 @@ class Job:
             last_seq=msg.last_seq,
             progress=msg.progress,
             metrics=dict(msg.metrics),
+            seed=msg.seed,
         )
 
 
@@ -105,10 +107,25 @@ class TrainLog:
 
 
 @dataclass(frozen=True)
+class ConfusionMatrix:
+    """Counts on the eval data: counts[i][j] is how many examples of labels[i] were predicted labels[j]."""
+
+    labels: list[str]
+    counts: list[list[int]]
+
+    @classmethod
+    def from_proto(cls, msg: job_pb2.ConfusionMatrix) -> ConfusionMatrix:
+        n = len(msg.labels)
+        flat = list(msg.counts)
+        return cls(list(msg.labels), [flat[i * n:(i + 1) * n] for i in range(n)])
+
+
+@dataclass(frozen=True)
 class EvalResult:
     step: int
     epoch: float
     metrics: dict[str, float]
+    confusion_matrix: ConfusionMatrix | None = None  # a classifier's
 
 
 @dataclass(frozen=True)
@@ -118,13 +135,29 @@ class CheckpointSaved:
 
 
 @dataclass(frozen=True)
+class TrainingStopped:
+    """Training has ended: at `step`, early or not and why, and which step's weights the final model holds."""
+
+    step: int
+    max_steps: int
+    stopped_early: bool
+    reason: str
+    kept_step: int
+    metric: str = ""  # metric_for_best_model, when a best model is tracked
+    best_value: float | None = None
+
+
+EventData = StateChange | TrainLog | EvalResult | CheckpointSaved | TrainingStopped
+
+
+@dataclass(frozen=True)
 class JobEvent:
-    """One event of a job. `data` is a StateChange, TrainLog, EvalResult or CheckpointSaved."""
+    """One event of a job. `data` is a StateChange, TrainLog, EvalResult, CheckpointSaved or TrainingStopped."""
 
     job_id: str
     seq: int
     time: datetime
-    data: StateChange | TrainLog | EvalResult | CheckpointSaved
+    data: EventData
 
     @property
     def kind(self) -> str:
@@ -133,7 +166,7 @@ class JobEvent:
     @classmethod
     def from_proto(cls, msg: job_pb2.JobEvent) -> JobEvent:
         which = msg.WhichOneof("kind")
-        data: StateChange | TrainLog | EvalResult | CheckpointSaved
+        data: EventData
         if which == "state_change":
             sc = msg.state_change
             data = StateChange(JobState.from_proto(sc.state), sc.message,
@@ -146,9 +179,16 @@ class JobEvent:
             data = TrainLog(step=t.step, max_steps=t.max_steps, epoch=t.epoch, progress=t.progress,
                             extra=dict(t.extra), **optional)
         elif which == "eval_result":
-            data = EvalResult(msg.eval_result.step, msg.eval_result.epoch, dict(msg.eval_result.metrics))
+            e = msg.eval_result
+            data = EvalResult(e.step, e.epoch, dict(e.metrics),
+                              ConfusionMatrix.from_proto(e.confusion_matrix) if e.HasField("confusion_matrix")
+                              else None)
         elif which == "checkpoint_saved":
             data = CheckpointSaved(msg.checkpoint_saved.step, msg.checkpoint_saved.name)
+        elif which == "training_stopped":
+            t = msg.training_stopped
+            data = TrainingStopped(t.step, t.max_steps, t.stopped_early, t.reason, t.kept_step, t.metric,
+                                   t.best_value if t.HasField("best_value") else None)
         else:
             raise ValueError(f"event {msg.seq} has no known kind")
         return cls(msg.job_id, msg.seq, msg.time.ToDatetime(), data)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import secrets
 from dataclasses import dataclass, field
 
 from tunewire.v1 import job_pb2
@@ -87,6 +88,8 @@ POSITIVE = Bounds(0, low_open=True)
 FRACTION = Bounds(0, high=1, high_open=True)
 SERVER_LIMIT = "server limit"
 MAX_SEED = 2**32 - 1  # transformers.set_seed calls np.random.seed, which takes 0..2**32-1 only
+LEGACY_SEED = 42  # the seed of a job whose plan was stored before seeds were drawn (and recorded)
+MAX_PATIENCE = 1000
 MAX_SAVE_TOTAL_LIMIT = 1000
 MAX_GRADIENT_ACCUMULATION = 1024
 MAX_LORA_RANK = 1024
@@ -153,8 +156,10 @@ class Hyperparameters:
     weight_decay: float = _field(0.0, "AdamW weight decay.", bounds=FRACTION)
     lr_scheduler_type: str = _field("linear", "How the learning rate changes over training (a transformers "
                                     "scheduler name).", choices=SCHEDULERS)
-    seed: int = _field(42, "Seed of the shuffles (max_samples too), the initialisation and dropout.",
-                       bounds=Bounds(0, high=MAX_SEED, why="the seeds numpy's random generator accepts"))
+    seed: int = _field(LEGACY_SEED, "Seed of the shuffles (max_samples too), the head's initialisation and "
+                       "dropout. Set before anything random happens: the same spec and seed give the same model.",
+                       bounds=Bounds(0, high=MAX_SEED, why="the seeds numpy's random generator accepts"),
+                       default_text="drawn at submission and recorded on the job (`Job.seed`)")
     eval_strategy: str | None = _field(None, "When to evaluate: no, each epoch or every eval_steps steps.",
                                        choices=tuple(EVAL.values()),
                                        default_text="`epoch` with an eval_dataset, else `no`")
@@ -173,8 +178,32 @@ class Hyperparameters:
         default_text="on for SFT on a GPU, off otherwise")
     eval_on_start: bool = _field(False, "Evaluate once before training starts (the baseline); needs an "
                                  "eval_dataset.")
-    save_total_limit: int = _field(2, "Keep at most this many checkpoints.",
+    save_total_limit: int = _field(2, "Keep at most this many checkpoints (the best one is always kept too "
+                                   "with load_best_model_at_end).",
                                    bounds=Bounds(0, low_open=True, high=MAX_SAVE_TOTAL_LIMIT, why=SERVER_LIMIT))
+    metric_for_best_model: str | None = _field(
+        None, "The eval metric that picks the best checkpoint and that early stopping watches, without "
+        "\"eval_\": loss, or one the task reports (classification: accuracy, f1, precision_<label>, "
+        "recall_<label>, f1_<label>; SFT: mean_token_accuracy, entropy).",
+        default_text="`loss` with early_stopping or load_best_model_at_end, else unset")
+    greater_is_better: bool | None = _field(
+        None, "Whether a higher metric_for_best_model is better.",
+        default_text="`false` for a loss (`loss`, `*_loss`), `true` otherwise")
+    load_best_model_at_end: bool | None = _field(
+        None, "The final model is the best checkpoint by metric_for_best_model instead of the last step; needs "
+        "an eval_dataset and evaluation and saving on the same schedule.",
+        default_text="`true` with early_stopping, else `false`")
+
+
+@dataclass(frozen=True)
+class EarlyStopping:
+    """JobSpec.hyperparameters.early_stopping (transformers' EarlyStoppingCallback): setting it turns it on."""
+
+    patience: int | None = _field(None, "Evaluations in a row without improvement of metric_for_best_model "
+                                  "before training stops.", bounds=Bounds(1, high=MAX_PATIENCE, why=SERVER_LIMIT),
+                                  default_text="required (> 0)")
+    threshold: float = _field(0.0, "The least change of metric_for_best_model that counts as an improvement.",
+                              bounds=Bounds(0))
 
 
 @dataclass(frozen=True)
@@ -227,6 +256,7 @@ class ClassificationOptions:
 
 SECTIONS = {  # JobSpec field -> its definition
     "hyperparameters": Hyperparameters,
+    "hyperparameters.early_stopping": EarlyStopping,
     "lora": Lora,
     "sft": SftOptions,
     "classification": ClassificationOptions,
@@ -254,8 +284,24 @@ def _set(message, name: str):
 # --- resolving a spec: every default filled ------------------------------------------------------
 
 
-def hyperparameters(spec: job_pb2.JobSpec, has_eval: bool) -> Hyperparameters:
-    """spec.hyperparameters with every default filled (but the device's: precision, checkpointing for SFT)."""
+def draw_seed() -> int:
+    """A fresh seed for a job whose spec sets none (recorded in its plan, so the run can be repeated)."""
+    return secrets.randbelow(MAX_SEED + 1)
+
+
+def is_loss(metric: str) -> bool:
+    """Whether a metric is a loss (lower is better), by its name as transformers decides it."""
+    return metric.endswith("loss")
+
+
+def best_metric(name: str) -> str:
+    """metric_for_best_model as the plan holds it: without the "eval_" prefix the Trainer adds."""
+    return name.removeprefix("eval_")
+
+
+def hyperparameters(spec: job_pb2.JobSpec, has_eval: bool, seed: int | None = None) -> Hyperparameters:
+    """spec.hyperparameters with every default filled (but the device's: precision, checkpointing for SFT).
+    `seed` is the one used when the spec sets none (validation draws it; an old plan gets LEGACY_SEED)."""
     hp = spec.hyperparameters
     given = {f.name: _set(hp, f.name) for f in dataclasses.fields(Hyperparameters)}
     given["eval_strategy"] = EVAL.get(hp.eval_strategy)
@@ -268,9 +314,52 @@ def hyperparameters(spec: job_pb2.JobSpec, has_eval: bool) -> Hyperparameters:
         values["learning_rate"] = DEFAULT_LORA_LEARNING_RATE
     values.setdefault("per_device_eval_batch_size",
                       values.get("per_device_train_batch_size", Hyperparameters.per_device_train_batch_size))
+    if seed is not None:
+        values.setdefault("seed", seed)
+    stopping = hp.HasField("early_stopping")
+    values.setdefault("load_best_model_at_end", stopping)
+    if "metric_for_best_model" in values:
+        values["metric_for_best_model"] = best_metric(values["metric_for_best_model"])
+    elif stopping or values["load_best_model_at_end"]:
+        values["metric_for_best_model"] = "loss"
+    if values.get("metric_for_best_model") is not None:
+        values.setdefault("greater_is_better", not is_loss(values["metric_for_best_model"]))
+    _matching_strategies(values, hp)
     values.setdefault("eval_strategy", "epoch" if has_eval else "no")
     values["eval_on_start"] = hp.eval_on_start and has_eval
     return Hyperparameters(**values)
+
+
+def _matching_strategies(values: dict, hp: job_pb2.Hyperparameters) -> None:
+    """With load_best_model_at_end, evaluation and saving run on one schedule (transformers requires it): the
+    one the spec set for either, when it set only one (validation refuses two that differ)."""
+    if not values["load_best_model_at_end"]:
+        return
+    eval_set = hp.eval_strategy != job_pb2.EVAL_STRATEGY_UNSPECIFIED
+    save_set = hp.save_strategy != job_pb2.SAVE_STRATEGY_UNSPECIFIED
+    if eval_set and not save_set and values["eval_strategy"] in ("epoch", "steps"):
+        values["save_strategy"] = values["eval_strategy"]
+        if values["eval_strategy"] == "steps":
+            values.setdefault("save_steps", values.get("eval_steps"))
+    elif save_set and not eval_set and values["save_strategy"] in ("epoch", "steps"):
+        values["eval_strategy"] = values["save_strategy"]
+        if values["save_strategy"] == "steps":
+            values.setdefault("eval_steps", values.get("save_steps"))
+
+
+def early_stopping(spec: job_pb2.JobSpec) -> EarlyStopping | None:
+    """spec.hyperparameters.early_stopping with every default filled, or None without early stopping."""
+    if not spec.hyperparameters.HasField("early_stopping"):
+        return None
+    es = spec.hyperparameters.early_stopping
+    return EarlyStopping(patience=es.patience, threshold=es.threshold)
+
+
+def hyperparameters_entry(spec: job_pb2.JobSpec, has_eval: bool, seed: int | None = None) -> dict:
+    """The plan's "hyperparameters" entry: Hyperparameters' fields and "early_stopping" (a dict or None)."""
+    stopping = early_stopping(spec)
+    return {**as_dict(hyperparameters(spec, has_eval, seed)),
+            "early_stopping": as_dict(stopping) if stopping is not None else None}
 
 
 def lora(spec: job_pb2.JobSpec) -> Lora | None:
@@ -310,7 +399,8 @@ def resolve_plan(spec: job_pb2.JobSpec, plan: dict) -> dict:
     defaults. The one place the worker gets its values from."""
     out = dict(plan)
     has_eval = bool(plan.get("eval_dataset"))
-    out["hyperparameters"] = {**as_dict(hyperparameters(spec, has_eval)), **(plan.get("hyperparameters") or {})}
+    out["hyperparameters"] = {**hyperparameters_entry(spec, has_eval, LEGACY_SEED),
+                              **(plan.get("hyperparameters") or {})}
     if "lora" not in plan:
         resolved = lora(spec)
         out["lora"] = as_dict(resolved) if resolved is not None else None

@@ -12,4 +12,5 @@ CHECKPOINTS_DIR = "checkpoints"  # the Trainer's checkpoints, the newest complet
 RUN_DIR = "ranks"  # a multi-process run's working files (request, message FIFO, pids); removed when it ends
 PLAN_FILE = "plan.json"  # the plan of a job stored before plans were kept in the store
 WORKER_LOG = "worker.log"  # the training worker's output
+TENSORBOARD_DIR = "tensorboard"  # TensorBoard event files of the training run (kept with the job, deleted with it)
 WORKER_PID = "worker.pid"  # the running worker's pid: a restarted server ends an orphan with it

@@ -1,7 +1,7 @@
 """Typed messages across the training worker boundary, and their one encoding: a JSON object per line.
 
     control plane ──JobRequest──▶ worker          (stdin; a multi-process run's ranks read it from a file)
-    control plane ◀──Ready, TrainLog, EvalResult, CheckpointSaved, Result, ErrorMessage── worker
+    control plane ◀──Ready, TrainLog, EvalResult, CheckpointSaved, TrainingStopped, Result, ErrorMessage── worker
     control plane ──STOP_SIGNAL (cancel), CHECKPOINT_SIGNAL (shutdown)──▶ worker
 
 Every message is a frozen dataclass; `encode` turns one into a line, `decode` a line back into one. On the
@@ -133,18 +133,69 @@ class TrainLog(Message):
 
 
 @dataclass(frozen=True)
+class ConfusionMatrix:
+    """Counts of (true label, predicted label) on the eval data: `labels` in class-index order, `counts`
+    row-major (row: the true label), len(labels) ** 2 of them."""
+
+    labels: list[str]
+    counts: list[int]
+
+    def to_dict(self) -> dict:
+        return {"labels": list(self.labels), "counts": list(self.counts)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ConfusionMatrix:
+        return cls([str(label) for label in data.get("labels") or ()], [int(c) for c in data.get("counts") or ()])
+
+    def rows(self) -> list[list[int]]:
+        n = len(self.labels)
+        return [list(self.counts[i * n:(i + 1) * n]) for i in range(n)]
+
+
+@dataclass(frozen=True)
 class EvalResult(Message):
-    """An evaluation's metrics, names without the "eval_" prefix."""
+    """An evaluation's metrics, names without the "eval_" prefix; a classifier's confusion matrix."""
 
     KIND: ClassVar[str] = "eval_result"
     step: int
     epoch: float
     metrics: dict[str, float]
+    confusion_matrix: ConfusionMatrix | None = None
+
+    def fields(self) -> dict:
+        data = super().fields()
+        if self.confusion_matrix is not None:
+            data["confusion_matrix"] = self.confusion_matrix.to_dict()
+        return data
 
     @classmethod
     def from_fields(cls, data: dict) -> EvalResult:
+        matrix = data.get("confusion_matrix")
         return super().from_fields({**data, "epoch": _number(data.get("epoch")),
-                                    "metrics": _numbers(data.get("metrics") or {})})
+                                    "metrics": _numbers(data.get("metrics") or {}),
+                                    "confusion_matrix": ConfusionMatrix.from_dict(matrix)
+                                    if isinstance(matrix, dict) else None})
+
+
+@dataclass(frozen=True)
+class TrainingStopped(Message):
+    """Training has ended, before the final model is saved: at which step, whether early stopping ended it
+    before max_steps (and why, in words), which step's weights become the final model (`kept_step`: the best
+    checkpoint's with load_best_model_at_end, else the last), and the best value of `metric` when one is
+    tracked (metric_for_best_model, without "eval_")."""
+
+    KIND: ClassVar[str] = "training_stopped"
+    step: int
+    max_steps: int
+    stopped_early: bool
+    reason: str
+    kept_step: int
+    metric: str = ""
+    best_value: float | None = None
+
+    @classmethod
+    def from_fields(cls, data: dict) -> TrainingStopped:
+        return super().from_fields({**data, "best_value": _number(data.get("best_value"))})
 
 
 @dataclass(frozen=True)
@@ -187,8 +238,9 @@ class ErrorMessage(Message):
 
 
 KINDS: dict[str, type[Message]] = {cls.KIND: cls for cls in (
-    JobRequest, Ready, TrainLog, EvalResult, CheckpointSaved, Result, ErrorMessage)}
-PROGRESS = (TrainLog, EvalResult, CheckpointSaved)  # what is stored as a job's events while it runs
+    JobRequest, Ready, TrainLog, EvalResult, CheckpointSaved, TrainingStopped, Result, ErrorMessage)}
+# what is stored as a job's events while it runs
+PROGRESS = (TrainLog, EvalResult, CheckpointSaved, TrainingStopped)
 
 
 def payload(message: Message) -> dict:

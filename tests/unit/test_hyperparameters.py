@@ -27,9 +27,10 @@ ROOT = Path(__file__).resolve().parents[2]
 OLD_WORKER_DEFAULTS = {
     "num_train_epochs": 3.0, "max_steps": -1, "learning_rate": 5e-5, "per_device_train_batch_size": 8,
     "per_device_eval_batch_size": 8, "gradient_accumulation_steps": 1, "warmup_steps": 0, "weight_decay": 0.0,
-    "lr_scheduler_type": "linear", "seed": 42, "eval_strategy": "no", "save_strategy": "epoch",
+    "lr_scheduler_type": "linear", "eval_strategy": "no", "save_strategy": "epoch",
     "save_total_limit": 2, "logging_steps": 10, "eval_on_start": False, "bf16": False, "fp16": False,
-}
+    "load_best_model_at_end": False,
+}  # and "seed": 42, which is now drawn at submission (test_a_spec_without_a_seed_gets_one_drawn)
 
 
 @pytest.fixture
@@ -68,12 +69,16 @@ def strip_resolved(plan: dict) -> dict:
 
 def test_every_default_is_filled_into_the_plan(settings):
     plan = validate(spec(), settings)
+    seed = plan["hyperparameters"].pop("seed")
+    assert isinstance(seed, int) and 0 <= seed <= definition.MAX_SEED
     assert plan["hyperparameters"] == {
         "num_train_epochs": 3.0, "max_steps": -1, "learning_rate": 5e-5, "per_device_train_batch_size": 8,
         "per_device_eval_batch_size": 8, "gradient_accumulation_steps": 1, "warmup_ratio": 0.0,
-        "weight_decay": 0.0, "lr_scheduler_type": "linear", "seed": 42, "eval_strategy": "no", "eval_steps": None,
+        "weight_decay": 0.0, "lr_scheduler_type": "linear", "eval_strategy": "no", "eval_steps": None,
         "save_strategy": "epoch", "save_steps": None, "logging_steps": 10, "precision": "auto",
         "gradient_checkpointing": False, "eval_on_start": False, "save_total_limit": 2,
+        "metric_for_best_model": None, "greater_is_better": None, "load_best_model_at_end": False,
+        "early_stopping": None,
     }
     assert plan["lora"] is None
     assert plan["classification"] == {"max_length": 0, "pad_to_max_length": False}
@@ -123,7 +128,7 @@ def _out_of_range(f: dataclasses.Field, settings):
 
 
 BOUNDED = [(section, f) for section, cls in definition.SECTIONS.items() for f in dataclasses.fields(cls)
-           if f.metadata["bounds"] is not None]
+           if f.metadata["bounds"] is not None and f.metadata["bounds"].high is not None]
 
 
 @pytest.mark.parametrize("section, f", BOUNDED, ids=[f"{s}.{f.name}" for s, f in BOUNDED])
@@ -131,6 +136,9 @@ def test_a_value_beyond_a_bound_is_refused_naming_its_field(settings, section, f
     value = _out_of_range(f, settings)
     task = "classification" if section == "classification" else "sft"
     overrides = {"lora": {"r": 4, f.name: value}} if section == "lora" else {section: {f.name: value}}
+    if "." in section:  # a message inside a section: hyperparameters.early_stopping
+        outer, inner = section.split(".")
+        overrides = {outer: {inner: {f.name: value}}}
     if section == "sft":
         overrides["sft"]["text_field"] = "text"
     problems = refused(settings, spec(task, **overrides))
@@ -169,13 +177,19 @@ def test_an_old_plan_gets_the_same_defaults_in_the_worker(settings, task, extra)
     plan = validate(s, settings)
     old = strip_resolved(plan)
     assert old != plan
-    assert definition.resolve_plan(s, old) == plan
+    expected = copy.deepcopy(plan)
+    if not s.hyperparameters.HasField("seed"):  # the seed such a job was queued with: the worker's default then
+        expected["hyperparameters"]["seed"] = definition.LEGACY_SEED
+    assert definition.resolve_plan(s, old) == expected
     assert definition.resolve_plan(s, plan) == plan  # a resolved plan is left as it is
 
 
 def test_the_trainer_arguments_the_worker_used_to_default_to_are_unchanged(settings, tmp_path):
-    kwargs = trainer_args.training_kwargs(validate(spec(), settings), tmp_path)  # on this CPU
+    plan = validate(spec(), settings)
+    kwargs = trainer_args.training_kwargs(plan, tmp_path)  # on this CPU
     assert {k: kwargs[k] for k in OLD_WORKER_DEFAULTS} == OLD_WORKER_DEFAULTS
+    assert kwargs["seed"] == plan["hyperparameters"]["seed"]
+    assert "metric_for_best_model" not in kwargs
     assert kwargs[trainer_args.checkpointing_arg()] is False and "eval_steps" not in kwargs
     sft_kwargs = sft.sft_config_kwargs(spec("sft"), validate(spec("sft"), settings), tmp_path)
     assert {k: sft_kwargs[k] for k in OLD_WORKER_DEFAULTS} == OLD_WORKER_DEFAULTS

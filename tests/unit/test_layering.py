@@ -71,7 +71,6 @@ COVERED_ELSEWHERE: dict[str, str] = {
     "tunewire_server.worker.inference.generation": "tests/unit/test_sft_generation.py",
     "tunewire_server.worker.inference.turns": "tests/unit/test_sft_generation.py",
     "tunewire_server.worker.training.artifacts": "tests/unit/test_worker_errors.py",
-    "tunewire_server.worker.training.callback": "tests/unit/test_worker_errors.py",
     "tunewire_server.worker.training.classification": "tests/unit/test_worker_errors.py",
     "tunewire_server.worker.training.data": "tests/robust/test_special_files.py",
     "tunewire_server.worker.training.failures": "tests/unit/test_worker_errors.py",

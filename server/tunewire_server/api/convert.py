@@ -6,6 +6,7 @@ from google.protobuf import timestamp_pb2
 
 from tunewire.v1 import job_pb2
 from tunewire.v1 import tuning_service_pb2 as pb
+from tunewire_server.hyperparameters import LEGACY_SEED
 from tunewire_server.jobs.states import JobState
 from tunewire_server.protocol import JobError
 from tunewire_server.store import Event, JobRecord
@@ -52,7 +53,19 @@ def job_to_proto(job: JobRecord) -> job_pb2.Job:
         last_seq=job.last_seq,
         progress=job.progress,
         metrics=job.metrics,
+        seed=job_seed(job),
     )
+
+
+def job_seed(job: JobRecord) -> int:
+    """The seed a job runs with: its plan's (the spec's, or the one drawn at submission); for a job stored
+    without a plan, the spec's or the worker's default then (hyperparameters.LEGACY_SEED)."""
+    plan = job.plan
+    seed = ((plan or {}).get("hyperparameters") or {}).get("seed")
+    if seed is not None:
+        return int(seed)
+    spec = spec_from_json(job.spec_json).hyperparameters
+    return spec.seed if spec.HasField("seed") else LEGACY_SEED
 
 
 _TRAIN_LOG_FIELDS = frozenset(job_pb2.TrainLog.DESCRIPTOR.fields_by_name)
@@ -84,8 +97,18 @@ def event_to_proto(event: Event) -> job_pb2.JobEvent:
     elif event.kind == "eval_result":
         msg.eval_result.CopyFrom(job_pb2.EvalResult(step=p.get("step", 0), epoch=p.get("epoch", 0.0),
                                                     metrics=_numbers(p.get("metrics", {}))))
+        matrix = p.get("confusion_matrix")
+        if isinstance(matrix, dict):
+            msg.eval_result.confusion_matrix.CopyFrom(job_pb2.ConfusionMatrix(
+                labels=matrix.get("labels", []), counts=matrix.get("counts", [])))
     elif event.kind == "checkpoint_saved":
         msg.checkpoint_saved.CopyFrom(job_pb2.CheckpointSaved(step=p.get("step", 0), name=p.get("name", "")))
+    elif event.kind == "training_stopped":
+        p = _numbers(p)
+        msg.training_stopped.CopyFrom(job_pb2.TrainingStopped(
+            step=p.get("step", 0), max_steps=max(p.get("max_steps", 0), 0), stopped_early=p.get("stopped_early", False),
+            reason=p.get("reason", ""), kept_step=p.get("kept_step", 0), metric=p.get("metric", ""),
+            best_value=p.get("best_value")))
     return msg
 
 

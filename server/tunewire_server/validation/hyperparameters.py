@@ -51,6 +51,72 @@ def check_hyperparameters(spec: job_pb2.JobSpec, settings: Settings, v: Violatio
         v.add(f + "eval_strategy", "evaluation needs an eval_dataset")
     if hp.eval_on_start and not has_eval:
         v.add(f + "eval_on_start", "evaluation needs an eval_dataset")
+    check_best_model(spec, has_eval, settings, v)
+
+
+def check_best_model(spec: job_pb2.JobSpec, has_eval: bool, settings: Settings, v: Violations) -> None:
+    """Early stopping and load_best_model_at_end: eval data, an evaluation to watch, and (for the best
+    checkpoint) evaluation and saving on one schedule, as transformers' TrainingArguments requires."""
+    hp = spec.hyperparameters
+    f = "hyperparameters."
+    stopping = hp.HasField("early_stopping")
+    if stopping:
+        es = hp.early_stopping
+        check_section(es, definition.EarlyStopping, f + "early_stopping.", settings, v)
+        if es.patience == 0:
+            also = " (a threshold alone does nothing)" if es.threshold else ""
+            v.add(f + "early_stopping.patience", f"is required (> 0) to enable early stopping{also}")
+    resolved = definition.hyperparameters(spec, has_eval)
+    best = resolved.load_best_model_at_end
+    if not has_eval:
+        if stopping:
+            v.add(f + "early_stopping", "early stopping needs an eval_dataset")
+        if best and hp.HasField("load_best_model_at_end"):
+            v.add(f + "load_best_model_at_end", "the best model is chosen by evaluation: it needs an eval_dataset")
+        return
+    why = "with early_stopping" if stopping and not hp.HasField("load_best_model_at_end") else \
+        "with load_best_model_at_end"
+    if (stopping or best) and resolved.eval_strategy == "no":
+        v.add(f + "eval_strategy", f"must be EPOCH or STEPS {why}: nothing would be evaluated")
+        return
+    if not best:
+        return
+    if resolved.save_strategy == "no":
+        v.add(f + "save_strategy", f"must be EPOCH or STEPS {why}: there would be no checkpoint to keep")
+    elif resolved.save_strategy != resolved.eval_strategy:
+        v.add(f + "save_strategy", f"must match eval_strategy ({resolved.eval_strategy}) {why}, got "
+              f"{resolved.save_strategy}: the best model is picked among the checkpoints")
+    elif (resolved.eval_strategy == "steps" and resolved.save_steps and resolved.eval_steps
+          and resolved.save_steps % resolved.eval_steps):
+        v.add(f + "save_steps", f"must be a multiple of eval_steps ({resolved.eval_steps}) {why}, got "
+              f"{resolved.save_steps}")
+
+
+# The eval metrics each task reports (names without "eval_"), for metric_for_best_model. Classification
+# adds per-class metrics, named by label (PER_CLASS): the worker's compute_metrics writes them.
+TASK_METRICS = {"classification": ("loss", "accuracy", "f1"), "sft": ("loss", "mean_token_accuracy", "entropy")}
+PER_CLASS = ("precision", "recall", "f1")
+
+
+def check_best_metric(spec: job_pb2.JobSpec, task: str | None, label_names: list[str] | None,
+                      v: Violations) -> None:
+    """metric_for_best_model is a metric the task reports. Runs after the data scan: a classifier's
+    per-class metrics are named by its labels."""
+    name = spec.hyperparameters.metric_for_best_model
+    if not name or task not in TASK_METRICS:
+        return
+    name = definition.best_metric(name)
+    known = set(TASK_METRICS[task])
+    if task == "classification":
+        if label_names is None:
+            return  # the scan failed: that is the error to report
+        known |= {f"{kind}_{label}" for kind in PER_CLASS for label in label_names}
+    if name not in known:
+        listed = ", ".join(TASK_METRICS[task])
+        if task == "classification":
+            listed += ", precision_<label>, recall_<label>, f1_<label>"
+        v.add("hyperparameters.metric_for_best_model",
+              f"{task} jobs report no eval metric {preview(name)}; one of {listed}")
 
 
 def check_lora(spec: job_pb2.JobSpec, task: str | None, settings: Settings, v: Violations) -> None:

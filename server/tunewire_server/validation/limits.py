@@ -52,6 +52,8 @@ STRING_LIMITS: dict[str, tuple[int, str]] = {  # field full name -> (most charac
     "tunewire.v1.SftTask.response_template": (1024, TEXT),
     "tunewire.v1.SftTask.chat_template_source": (MAX_PATH, NAME),
     "tunewire.v1.Hyperparameters.lr_scheduler_type": (64, NAME),
+    # a per-class metric is named by its label ("f1_" + a label name)
+    "tunewire.v1.Hyperparameters.metric_for_best_model": (300, LINE),
     "tunewire.v1.LoraConfig.target_modules": (256, NAME),
 }
 DEFAULT_REPEATED_LIMIT = 1024  # elements of a repeated scalar field not listed below

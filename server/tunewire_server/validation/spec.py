@@ -16,7 +16,7 @@ from tunewire_server.config import Settings
 from tunewire_server.errors import InvalidSpec
 from tunewire_server.validation import classification, limits, sft
 from tunewire_server.validation.common import Violations
-from tunewire_server.validation.hyperparameters import check_hyperparameters, check_lora
+from tunewire_server.validation.hyperparameters import check_best_metric, check_hyperparameters, check_lora
 from tunewire_server.validation.model import check_model
 from tunewire_server.validation.sources import check_dataset_source
 
@@ -74,7 +74,9 @@ def validate(spec: job_pb2.JobSpec, settings: Settings) -> dict:
         "base_model": model_path,
         "train_dataset": train.to_dict(),
         "eval_dataset": evals.to_dict() if evals else None,
-        "hyperparameters": definition.as_dict(definition.hyperparameters(spec, has_eval=evals is not None)),
+        # A spec without a seed gets one drawn here, kept in the plan (and so on the job: Job.seed).
+        "hyperparameters": definition.hyperparameters_entry(spec, has_eval=evals is not None,
+                                                            seed=definition.draw_seed()),
         "lora": definition.as_dict(lora) if (lora := definition.lora(spec)) is not None else None,
     }
     if task == "classification":
@@ -82,5 +84,6 @@ def validate(spec: job_pb2.JobSpec, settings: Settings) -> dict:
         plan["classification"] = definition.as_dict(definition.classification_options(spec))
     elif task == "sft":
         plan.update(sft.scan(spec, train, evals, settings, v))
+    check_best_metric(spec, task, plan.get("label_names"), v)
     v.raise_if_any()
     return plan

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import math
+import re
 import shutil
 import time
 from collections.abc import Iterator
@@ -12,14 +13,16 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from tunewire_server.checkpoints import mark_complete, unmark
-from tunewire_server.protocol import CheckpointSaved, EvalResult, TrainLog
+from tunewire_server.checkpoints import mark_complete, step_of, unmark
+from tunewire_server.protocol import CheckpointSaved, ConfusionMatrix, EvalResult, TrainingStopped, TrainLog
 from tunewire_server.worker.protocol import MessageWriter
 from tunewire_server.worker.runtime import UserError
 from tunewire_server.worker.training.failures import nearly_full
 
 # Keys Trainer logs that have a field of their own in TrainLog.
 _OWN_FIELDS = {"loss", "learning_rate", "grad_norm", "epoch", "num_tokens", "mean_token_accuracy"}
+# A classifier's compute_metrics reports its confusion matrix as cm_<true index>_<predicted index> counts.
+_CONFUSION = re.compile(r"eval_cm_(\d+)_(\d+)")
 
 
 class Control:
@@ -37,6 +40,28 @@ class Control:
         # trainer hooks below, and left as it was when an exception escapes.
         self.phase = "prepare"
         self.field = ""  # the spec field the phase works on (a dataset's), where there is one
+        # Callbacks every guarded Trainer gets (set by run_job from the plan): early stopping (the plan's
+        # early_stopping entry: patience, threshold) and TensorBoard event files into this folder.
+        self.early_stopping: dict | None = None
+        self.tensorboard_dir: Path | None = None
+        self.early_stopper = None  # the EarlyStoppingCallback added, read when training ends
+
+    def trainer_callbacks(self) -> list:
+        """The callbacks to add to the job's Trainer: transformers' EarlyStoppingCallback, TensorBoard's."""
+        from transformers import EarlyStoppingCallback
+
+        from tunewire_server.worker.training.tb_events import tensorboard_callback
+
+        callbacks = []
+        self.early_stopper = None
+        if self.early_stopping:
+            self.early_stopper = EarlyStoppingCallback(
+                early_stopping_patience=self.early_stopping["patience"],
+                early_stopping_threshold=self.early_stopping["threshold"])
+            callbacks.append(self.early_stopper)
+        if self.tensorboard_dir is not None and (board := tensorboard_callback(self.tensorboard_dir)) is not None:
+            callbacks.append(board)
+        return callbacks
 
     def enter(self, phase: str, field: str = "") -> None:
         self.phase = phase
@@ -92,6 +117,11 @@ def guarded(trainer_cls: type, control: Control) -> type:
     tells `control` when it loads a checkpoint ("resume"), trains ("train") or saves one ("save")."""
 
     class Guarded(trainer_cls):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            for callback in control.trainer_callbacks():
+                self.add_callback(callback)
+
         def train(self, *args, **kwargs):
             control.enter("train")
             return super().train(*args, **kwargs)
@@ -145,7 +175,8 @@ class EventCallback(TrainerCallback):
         self._start = 0.0
         self._start_step = 0
         self._last_tokens: tuple[float, float] | None = None  # (time, num_tokens)
-        self.last_eval: dict[str, float] = {}
+        self.last_eval: dict[str, float] = {}  # the final model's metrics: the job's, once it succeeds
+        self._evals: dict[int, dict[str, float]] = {}  # each evaluation's, by step
 
     def on_train_begin(self, args, state, control, **kwargs):
         self._start = time.monotonic()
@@ -194,11 +225,27 @@ class EventCallback(TrainerCallback):
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
         clean = {}
+        cells: dict[tuple[int, int], float] = {}
         for key, value in (metrics or {}).items():
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
+                continue
+            if cell := _CONFUSION.fullmatch(key):  # lifted out of the metrics into the matrix
+                cells[int(cell[1]), int(cell[2])] = float(value)
+            else:
                 clean[key.removeprefix("eval_")] = float(value)
-        self.last_eval = {k: v for k, v in clean.items() if math.isfinite(v)}
-        self.out.send(EvalResult(state.global_step, float(state.epoch or 0.0), clean))
+        self.last_eval = self._evals[state.global_step] = {k: v for k, v in clean.items() if math.isfinite(v)}
+        matrix = confusion_matrix(cells, kwargs.get("model")) if cells else None
+        self.out.send(EvalResult(state.global_step, float(state.epoch or 0.0), clean, matrix))
+
+    def on_train_end(self, args, state, control, **kwargs):
+        """Say when and why training stopped and which step's weights the final model holds. Not for a
+        cancel or a shutdown's stop: that training has not ended, it was interrupted."""
+        if self.flags.stop or self.flags.checkpoint_and_stop:
+            return
+        event = training_stopped(args, state, self.flags.early_stopper)
+        if event.kept_step in self._evals:  # the best checkpoint became the final model: its metrics are the job's
+            self.last_eval = self._evals[event.kept_step]
+        self.out.send(event)
 
     def on_save(self, args, state, control, **kwargs):
         self.flags.enter("save")
@@ -214,3 +261,38 @@ class EventCallback(TrainerCallback):
                 self.flags.uploader.checkpoint(folder)
         self.flags.enter("train")
         self.out.send(CheckpointSaved(state.global_step, name))
+
+
+def confusion_matrix(cells: dict[tuple[int, int], float], model) -> ConfusionMatrix:
+    """The matrix of (true, predicted) index -> count cells, labelled by the model's id2label in index order
+    (the index itself where the model has no name for it)."""
+    n = max(max(i, j) for i, j in cells) + 1
+    id2label = getattr(getattr(model, "config", None), "id2label", None) or {}
+    names = {int(k): str(v) for k, v in id2label.items()}
+    n = max(n, len(names))
+    labels = [names.get(i, str(i)) for i in range(n)]
+    counts = [round(c) if math.isfinite(c := cells.get((i, j), 0.0)) and c > 0 else 0
+              for i in range(n) for j in range(n)]
+    return ConfusionMatrix(labels, counts)
+
+
+def training_stopped(args, state, early_stopper) -> TrainingStopped:
+    """The TrainingStopped event for a training run that has ended (Trainer's on_train_end: the best model,
+    with load_best_model_at_end, is loaded by then)."""
+    step, max_steps = state.global_step, state.max_steps
+    metric = (args.metric_for_best_model or "").removeprefix("eval_")
+    stopped_early = (early_stopper is not None and step < max_steps
+                     and early_stopper.early_stopping_patience_counter >= early_stopper.early_stopping_patience)
+    if stopped_early:
+        reason = (f"eval {metric} did not improve by more than {early_stopper.early_stopping_threshold:g} for "
+                  f"{early_stopper.early_stopping_patience} evaluation"
+                  f"{'s' if early_stopper.early_stopping_patience != 1 else ''} in a row")
+    else:
+        reason = f"training reached its last step ({step} of {max_steps})"
+    kept = step
+    if args.load_best_model_at_end and state.best_model_checkpoint:
+        best = step_of(Path(state.best_model_checkpoint))
+        kept = best if best is not None else (state.best_global_step or step)
+    best_value = float(state.best_metric) if state.best_metric is not None and metric else None
+    return TrainingStopped(step=step, max_steps=max_steps, stopped_early=stopped_early, reason=reason,
+                           kept_step=kept, metric=metric, best_value=best_value)

@@ -199,6 +199,8 @@ def run_job(request: JobRequest, out, control, runners: dict) -> tuple[int, dict
                  f", resuming from {resume.name}" if resume else "")
         control.enter("prepare")
         try:
+            seed_everything(spec, plan)  # each attempt starts from the same random state
+            configure_callbacks(control, spec, plan, job_dir)
             metrics = runners[plan["task"]](spec, plan, job_dir, out, control, str(resume) if resume else None)
             _finish_uploads(control, job_dir)
             return 0, metrics
@@ -216,6 +218,35 @@ def run_job(request: JobRequest, out, control, runners: dict) -> tuple[int, dict
             continue
         out.send(ErrorMessage(error))
         return 1, {}
+
+
+def seed_everything(spec, plan: dict) -> int:
+    """Seed Python's, numpy's and torch's generators with the job's seed before anything random happens:
+    the classification head's initialisation (before the Trainer, which seeds only in its constructor),
+    the data's shuffles and dropout. The seed is the plan's (drawn at submission when the spec set none).
+    cuDNN is kept to its deterministic kernels; torch.use_deterministic_algorithms is not turned on, as
+    it raises for the operations that have no deterministic CUDA kernel. Returns the seed."""
+    import torch
+    from transformers import set_seed
+
+    from tunewire_server import hyperparameters as definition
+
+    seed = int(definition.resolve_plan(spec, plan)["hyperparameters"]["seed"])
+    set_seed(seed)
+    if torch.cuda.is_available():
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+    return seed
+
+
+def configure_callbacks(control, spec, plan: dict, job_dir) -> None:
+    """What the job's Trainer gets beside the event callback (callback.Control.trainer_callbacks): early
+    stopping as the plan says, TensorBoard event files into the job's folder."""
+    from tunewire_server import hyperparameters as definition
+    from tunewire_server.layout import TENSORBOARD_DIR
+
+    control.early_stopping = definition.resolve_plan(spec, plan)["hyperparameters"].get("early_stopping")
+    control.tensorboard_dir = job_dir / TENSORBOARD_DIR
 
 
 def _fetch_shared(request: JobRequest, out) -> bool:
@@ -327,6 +358,9 @@ def _prepare_for_first_step() -> None:
     import gc
 
     import sklearn.metrics  # noqa: F401  (evaluate's accuracy and F1 modules import it)
+
+    with contextlib.suppress(ImportError):  # the job's TensorBoard writer (worker/training/tb_events.py)
+        import torch.utils.tensorboard  # noqa: F401
 
     # Built on the first from_pretrained of any model. A private helper: a transformers without it, or
     # where it changed, simply builds the table later.

@@ -76,6 +76,12 @@ def training_kwargs(plan: dict, job_dir: Path) -> dict:
         "dataloader_pin_memory": device_kind() == "cuda",  # pinned host memory serves only a CUDA copy
         **precision_kwargs(hp["precision"]),
     }
+    # The best checkpoint (load_best_model_at_end) and what early stopping watches; a plan stored before
+    # these existed has none of them.
+    if hp.get("metric_for_best_model"):
+        kwargs["metric_for_best_model"] = hp["metric_for_best_model"]
+        kwargs["greater_is_better"] = hp["greater_is_better"]
+    kwargs["load_best_model_at_end"] = bool(hp.get("load_best_model_at_end"))
     if hp["eval_steps"] is not None:
         kwargs["eval_steps"] = hp["eval_steps"]
     if hp["save_steps"] is not None:
