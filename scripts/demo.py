@@ -6,7 +6,8 @@
 3. Uploads the two JSONL files through the CLI (`tunewire datasets upload`: progress bar, validation report).
 4. Submits examples/drugreview.yaml, its datasets pointed at the uploads, through the CLI with --watch (a
    progress bar with loss and eval metrics).
-5. Prints eval accuracy of the untrained head (eval_on_start) and of the fine-tuned model.
+5. Prints eval accuracy and macro F1 of the untrained head (eval_on_start) and of the fine-tuned model, then
+   the fine-tuned model's per-class precision/recall/F1 and its confusion matrix on the eval data.
 6. Runs Predict through the CLI on a few reviews; downloads the fine-tuned model (`tunewire download`) and
    runs it with plain transformers beside Predict: the same labels. Then stops the server.
 """
@@ -105,6 +106,31 @@ def uploaded_spec(train_id: str, eval_id: str) -> Path:
     return path
 
 
+def confusion_matrix(result, labels: list[str]) -> list[list[int]]:
+    """The eval's confusion matrix, rows true labels and columns predicted: the typed one where the SDK has it,
+    else from the worker's `cm_<true>_<predicted>` metrics."""
+    typed = getattr(result, "confusion_matrix", None)
+    if typed is not None and list(getattr(typed, "labels", [])) == labels:
+        counts = list(typed.counts)
+        return [counts[i * len(labels):(i + 1) * len(labels)] for i in range(len(labels))]
+    return [[int(result.metrics[f"cm_{i}_{j}"]) for j in range(len(labels))] for i in range(len(labels))]
+
+
+def print_per_class(result, labels: list[str]) -> None:
+    """Precision, recall and F1 of each class, and the confusion matrix, of one evaluation."""
+    matrix = confusion_matrix(result, labels)
+    width = max(len(n) for n in labels) + 2
+    print(f"{'':{width}}precision  recall     F1  rows")
+    for name, row in zip(labels, matrix, strict=True):
+        m = result.metrics
+        print(f"{name:{width}}{m[f'precision_{name}']:9.3f} {m[f'recall_{name}']:7.3f} {m[f'f1_{name}']:6.3f} "
+              f"{sum(row):5d}")
+    print(f"\nconfusion matrix (rows: true label, columns: predicted)\n{'':{width}}"
+          + "".join(f"{n:>{width}}" for n in labels))
+    for name, row in zip(labels, matrix, strict=True):
+        print(f"{name:{width}}" + "".join(f"{c:>{width}d}" for c in row))
+
+
 def run_locally(folder: Path, texts: list[str]) -> list[tuple[str, float]]:
     """The downloaded classifier with plain transformers, as on a machine without tunewire."""
     import torch
@@ -140,12 +166,16 @@ def main() -> int:
             print(f"the job did not succeed: {job.state.value} {job.error}")
             return 1
         evals = [e.data for e in client.stream_metrics(job.id) if isinstance(e.data, tunewire.EvalResult)]
+        labels = list(job.spec.classification.label_names)
         before, after = evals[0], evals[-1]
         print(f"\nfine-tuned in {time.monotonic() - t0:.0f}s")
         print(f"eval accuracy, untrained head (step {before.step}): {before.metrics['accuracy']:.3f}  "
               f"macro F1 {before.metrics['f1']:.3f}")
         print(f"eval accuracy, fine-tuned     (step {after.step}): {after.metrics['accuracy']:.3f}  "
               f"macro F1 {after.metrics['f1']:.3f}")
+        print(f"\nthe fine-tuned model on the {int(sum(sum(r) for r in confusion_matrix(after, labels)))} "
+              "eval reviews:")
+        print_per_class(after, labels)
         print()
         code = subprocess.call(cli + ["predict", job.id, *REVIEWS])
         improved = after.metrics["accuracy"] > before.metrics["accuracy"]

@@ -28,10 +28,15 @@ def _console():
     return Console(), Console(stderr=True)
 
 
+# a classifier's confusion matrix and per-class precision/recall: too many for one line (per-class F1 stays)
+_NOT_ON_ONE_LINE = ("cm_", "precision_", "recall_")
+
+
 def _fmt_metrics(metrics: dict[str, float]) -> str:
     keep = [k for k in ("loss", "accuracy", "f1", "mean_token_accuracy") if k in metrics]
     keep += [k for k in sorted(metrics) if k not in keep and k not in
-             ("runtime", "samples_per_second", "steps_per_second", "epoch")]
+             ("runtime", "samples_per_second", "steps_per_second", "epoch")
+             and not k.startswith(_NOT_ON_ONE_LINE)]
     return "  ".join(f"{k}={metrics[k]:.4g}" for k in keep)
 
 

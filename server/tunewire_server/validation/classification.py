@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import math
+
 from tunewire.v1 import job_pb2
 from tunewire_server import hyperparameters as definition
 from tunewire_server.config import Settings
@@ -9,6 +12,9 @@ from tunewire_server.errors import preview
 from tunewire_server.validation.common import MAX_LABELS, DatasetPlan, Violations
 from tunewire_server.validation.dataset_scan import DatasetProblem, class_index, require_text, scan_dataset
 from tunewire_server.validation.hyperparameters import check_section
+from tunewire_server.validation.limits import LINE, string_problem
+
+WEIGHTS = "classification.class_weights"
 
 
 def check_options(task: job_pb2.ClassificationTask, settings: Settings, v: Violations) -> None:
@@ -23,6 +29,32 @@ def check_options(task: job_pb2.ClassificationTask, settings: Settings, v: Viola
     check_section(task, definition.ClassificationOptions, "classification.", settings, v)  # max_length
     if task.pad_to_max_length and task.max_length == 0:
         v.add("classification.max_length", "pad_to_max_length needs a max_length")
+    check_class_weights(task.class_weights, names or None, v)
+
+
+def check_class_weights(weights: job_pb2.ClassWeights, names: list[str] | None, v: Violations) -> None:
+    """Exactly one of `balanced` and `per_label`; each named label one of `names` (None: not known yet, see
+    `scan`), each weight finite and above 0."""
+    if weights.balanced and weights.per_label:
+        v.add(WEIGHTS, "set either balanced or per_label, not both")
+    if len(weights.per_label) > MAX_LABELS:  # the map is not bounded by limits.py: its size and keys are here
+        v.add(f"{WEIGHTS}.per_label", f"has {len(weights.per_label)} entries; at most {MAX_LABELS}")
+        return
+    for name, weight in sorted(weights.per_label.items()):
+        field = f"{WEIGHTS}.per_label[{_quoted(name)}]"
+        problem = string_problem(name, 256, LINE)
+        if problem:
+            v.add(field, f"the label name {problem}")
+            continue
+        if not math.isfinite(weight) or weight <= 0:
+            v.add(field, f"must be a finite number above 0, got {weight}")
+        if names is not None and name not in names:
+            v.add(field, f"is not one of the labels ({', '.join(preview(n) for n in names[:10])}"
+                  f"{', ...' if len(names) > 10 else ''})")
+
+
+def _quoted(name: str) -> str:
+    return json.dumps(name) if len(name) <= 64 else preview(name)
 
 
 def scan(spec: job_pb2.JobSpec, train: DatasetPlan, evals: DatasetPlan | None,
@@ -81,6 +113,8 @@ def scan(spec: job_pb2.JobSpec, train: DatasetPlan, evals: DatasetPlan | None,
               f"({', '.join(preview(x) for x in values[:2])})")
     if len(names) > MAX_LABELS:
         v.add("train_dataset", f"has {len(names)} labels; at most {MAX_LABELS}")
+    if task.class_weights.per_label and not v.items:  # the names are known only now
+        check_class_weights(job_pb2.ClassWeights(per_label=task.class_weights.per_label), names, v)
     if evals is not None and evals.kind != "hub" and not v.items:
         # eval labels must be known to the model trained on train's labels
         def check_eval(row_no: int, row: dict) -> None:

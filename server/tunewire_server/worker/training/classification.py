@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
-import evaluate
-import numpy as np
 from transformers import (
     AutoModelForSequenceClassification,
     AutoTokenizer,
@@ -16,14 +15,17 @@ from transformers import (
 
 from tunewire.v1 import job_pb2
 from tunewire_server import hyperparameters as definition
-from tunewire_server.metrics import metric_path
 from tunewire_server.validation.dataset_scan import DatasetProblem, label_index
 from tunewire_server.worker.protocol import MessageWriter
 from tunewire_server.worker.runtime import UserError, checked_config
 from tunewire_server.worker.training import data
 from tunewire_server.worker.training.artifacts import save_final_model
 from tunewire_server.worker.training.callback import Control, EventCallback, guarded
+from tunewire_server.worker.training.class_weights import effective_weights, weighted_loss
+from tunewire_server.worker.training.classification_metrics import classification_metrics
 from tunewire_server.worker.training.trainer_args import training_kwargs
+
+log = logging.getLogger("tunewire.worker.classification")
 
 
 def run(spec: job_pb2.JobSpec, plan: dict, job_dir: Path, out: MessageWriter, control: Control,
@@ -89,18 +91,14 @@ def run(spec: job_pb2.JobSpec, plan: dict, job_dir: Path, out: MessageWriter, co
     )
 
     control.enter("config")
-    all_labels = list(range(len(names)))
-    if evals is not None:  # loading the metric modules costs a noticeable part of a short job's start
-        accuracy = evaluate.load(metric_path("accuracy"))
-        f1 = evaluate.load(metric_path("f1"))
+    weights = effective_weights(task.class_weights, names, train["labels"])
+    if weights is not None:  # the job's log shows what `balanced` came to
+        log.info("class weights in the loss: %s",
+                 ", ".join(f"{name}={weight:.4g}" for name, weight in zip(names, weights, strict=True)))
 
     def compute_metrics(eval_pred):
         logits, references = eval_pred
-        predictions = np.argmax(logits, axis=-1)
-        return {
-            **accuracy.compute(predictions=predictions, references=references),
-            **f1.compute(predictions=predictions, references=references, average="macro", labels=all_labels),
-        }
+        return classification_metrics(logits, references, names)
 
     # A classifier's loss is a mean over its own batch: in a multi-process run, Trainer's token averaging
     # across devices would scale it (and its gradients) by the number of processes.
@@ -114,6 +112,7 @@ def run(spec: job_pb2.JobSpec, plan: dict, job_dir: Path, out: MessageWriter, co
         processing_class=tokenizer,
         data_collator=DataCollatorWithPadding(tokenizer),
         compute_metrics=compute_metrics if evals is not None else None,
+        compute_loss_func=weighted_loss(weights) if weights is not None else None,
         callbacks=[callback],
     )
     trainer.train(resume_from_checkpoint=resume_from)
