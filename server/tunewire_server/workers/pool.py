@@ -112,9 +112,11 @@ class WarmPool:
         self._closing = True
 
     async def close(self) -> None:
-        """Stop warming and end the warm worker, if any."""
+        """Stop warming and end the warm worker, if any: one still importing is killed, not waited for (on a
+        busy machine its imports take a minute, and the server's stop would wait for them)."""
         self._closing = True
         if self._task is not None:
+            self._task.cancel()  # _spawn kills a worker it was readying
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
         await self._stop_watching()
