@@ -98,6 +98,5 @@ def test_a_paused_job_frees_the_worker_and_resumes_from_the_exact_step(sft_clien
     assert set(done.metrics) == set(reference_job.metrics) and "loss" in done.metrics
     for key in ("loss", "mean_token_accuracy", "entropy", "epoch"):
         assert math.isclose(done.metrics[key], reference_job.metrics[key], rel_tol=1e-5, abs_tol=1e-6), key
-    # TRL's num_tokens counter is not in the checkpoint: after any resume (a pause, a retry, a handover) it
-    # counts only the tokens trained since, so it is short of the uninterrupted run's by the paused part
-    assert done.metrics["num_tokens"] < reference_job.metrics["num_tokens"]
+    # not num_tokens: TRL's token counter is not in the checkpoint, so after any resume (a pause, a retry, a
+    # handover) it counts only the tokens trained since (measured: 2241 against 2497 uninterrupted)

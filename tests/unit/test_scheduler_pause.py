@@ -33,6 +33,7 @@ from tunewire_server.errors import FailedPrecondition, NotFound
 from tunewire_server.jobs.manager import JobManager
 from tunewire_server.jobs.outcome import Outcome
 from tunewire_server.jobs.states import JobState
+from tunewire_server.protocol import JobError
 from tunewire_server.workers.process import CHECKPOINT_SIGNAL, STOP_SIGNAL
 
 run = test_scheduler.run  # the fixture: run(body, launcher, before=..., **settings)
@@ -236,6 +237,25 @@ def test_a_resume_after_the_worker_stopped_for_the_pause_queues_the_job_again(tm
         assert states(store, "job-a") == ["QUEUED", "RUNNING", "PAUSING", "RUNNING", "QUEUED"]
         job = store.get_job("job-a")
         assert (job.state, job.attempts, job.pauses) == (JobState.QUEUED, 1, 1)
+        store.close()
+
+    asyncio.run(main())
+
+
+def test_a_pause_that_comes_as_a_failed_attempt_ends_pauses_it_instead_of_retrying(tmp_path):
+    """The worker crashed (a retry is decided) and the pause comes before that outcome is stored."""
+    async def main():
+        s = settings(tmp_path)
+        store = Store(s.db_path)
+        manager = JobManager(s, store, launcher=FakeLauncher())
+        queue(store, "job-a", max_retries=2)
+        store.claim_next()
+        assert (await manager.pause("job-a")).state == JobState.PAUSING
+        await manager.scheduler.conclude("job-a", Outcome(JobState.QUEUED, "crashed; retrying",
+                                                          error=JobError.system("X", "crashed")))
+        assert states(store, "job-a") == ["QUEUED", "RUNNING", "PAUSING", "PAUSED"]
+        job = store.get_job("job-a")
+        assert (job.pauses, job.error["code"]) == (0, "X")  # a failed attempt, not a pause
         store.close()
 
     asyncio.run(main())

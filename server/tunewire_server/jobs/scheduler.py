@@ -268,6 +268,10 @@ class Scheduler:
             await self.transitions.set_state(job_id, JobState.PAUSED, message=outcome.message, fence=fence,
                                              extra=self._pause_counted(job_id), details={"step": outcome.step})
             log.info("job paused", job_id=job_id, step=outcome.step)
+        elif outcome.state == JobState.QUEUED and not outcome.pause and self._pausing(job_id):
+            # paused as the attempt failed (after its worker exited): PAUSED, the failure still counted
+            await self.transitions.set_state(job_id, JobState.PAUSED, message=f"paused; {outcome.message}",
+                                             error=outcome.error, fence=fence)
         elif outcome.state == JobState.QUEUED:  # a retry waits behind every job queued before it
             extra = {"queue_seq": BACK_OF_QUEUE, **(self._pause_counted(job_id) if outcome.pause else {})}
             await self.transitions.set_state(job_id, JobState.QUEUED, message=outcome.message, error=outcome.error,
@@ -276,6 +280,10 @@ class Scheduler:
         else:  # the job's end (SUCCEEDED included: hooks on a success go after this)
             await self.transitions.finish(job_id, outcome.state, message=outcome.message, error=outcome.error,
                                           metrics=outcome.metrics, fence=fence)
+
+    def _pausing(self, job_id: str) -> bool:
+        job = self.store.get_job(job_id)
+        return job is not None and job.state == JobState.PAUSING
 
     def _pause_counted(self, job_id: str) -> dict:
         """The job fields that count one more attempt ended by a pause (only the lease's holder writes them)."""
