@@ -100,6 +100,14 @@ def cancel(job_id: str) -> Unary[Job]:
     return Unary("CancelJob", pb.CancelJobRequest(job_id=job_id), _job)
 
 
+def pause(job_id: str) -> Unary[Job]:
+    return Unary("PauseJob", pb.PauseJobRequest(job_id=job_id), _job)
+
+
+def resume(job_id: str) -> Unary[Job]:
+    return Unary("ResumeJob", pb.ResumeJobRequest(job_id=job_id), _job)
+
+
 def predict(job_id: str, inputs: Sequence[str | Sequence[req.Message]] | str,
             generation: pb.GenerationParams | None, generation_kwargs: dict[str, Any]) -> Unary[list[Prediction]]:
     if generation is None and generation_kwargs:
@@ -200,18 +208,25 @@ class Pager:
 
 class Waiter:
     """`wait()`'s decisions: it follows the job's events until one says the job reached a terminal state
-    (or the stream ends), then reads the job once and returns it, raising JobFailedError unless it
-    SUCCEEDED when `raise_on_failure`."""
+    (or PAUSED, with `return_when_paused`; or the stream ends), then reads the job once and returns it,
+    raising JobFailedError unless it SUCCEEDED (or is PAUSED, with `return_when_paused`) when
+    `raise_on_failure`.
 
-    def __init__(self, raise_on_failure: bool = True) -> None:
+    PAUSED is not terminal: a paused job's stream stays open (its PAUSED state change is an event like any
+    other) and, by default, wait() goes on waiting until someone resumes the job and it ends."""
+
+    def __init__(self, raise_on_failure: bool = True, return_when_paused: bool = False) -> None:
         self.raise_on_failure = raise_on_failure
+        self.return_when_paused = return_when_paused
 
-    @staticmethod
-    def finished(event: JobEvent) -> bool:
-        return isinstance(event.data, StateChange) and event.data.state.terminal
+    def finished(self, event: JobEvent) -> bool:
+        if not isinstance(event.data, StateChange):
+            return False
+        return event.data.state.terminal or (self.return_when_paused and event.data.state == JobState.PAUSED)
 
     def result(self, job: Job) -> Job:
-        if self.raise_on_failure and job.state != JobState.SUCCEEDED:
+        paused = self.return_when_paused and job.state == JobState.PAUSED
+        if self.raise_on_failure and job.state != JobState.SUCCEEDED and not paused:
             raise JobFailedError(job)
         return job
 

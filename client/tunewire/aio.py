@@ -62,9 +62,18 @@ class AsyncClient(core.Connection):
     async def cancel(self, job_id: str, *, timeout: float | None = None) -> Job:
         return await self._unary(core.cancel(job_id), timeout)
 
+    async def pause(self, job_id: str, *, timeout: float | None = None) -> Job:
+        """Pause a job (Client.pause): PAUSED at once if queued; PAUSING, then PAUSED at a checkpoint if running."""
+        return await self._unary(core.pause(job_id), timeout)
+
+    async def resume(self, job_id: str, *, timeout: float | None = None) -> Job:
+        """Queue a PAUSED job again, at the back of the queue, to continue from its step (Client.resume)."""
+        return await self._unary(core.resume(job_id), timeout)
+
     async def stream_metrics(self, job_id: str, *, after_seq: int = 0,
                              reconnect: bool = True) -> AsyncIterator[JobEvent]:
-        """Events with seq > after_seq, then live ones, until the job ends; reconnects without loss."""
+        """Events with seq > after_seq, then live ones, until the job ends (a PAUSED job's stream stays
+        open); reconnects without loss."""
         resumer = core.StreamResumer(job_id, after_seq, reconnect)
         while True:
             call = self._stub.StreamMetrics(resumer.request(), metadata=self._metadata)
@@ -81,8 +90,9 @@ class AsyncClient(core.Connection):
             finally:
                 call.cancel()
 
-    async def wait(self, job_id: str, *, raise_on_failure: bool = True) -> Job:
-        waiter = core.Waiter(raise_on_failure)
+    async def wait(self, job_id: str, *, raise_on_failure: bool = True, return_when_paused: bool = False) -> Job:
+        """Client.wait: until the job is terminal (or PAUSED, with `return_when_paused`)."""
+        waiter = core.Waiter(raise_on_failure, return_when_paused)
         async for event in self.stream_metrics(job_id):
             if waiter.finished(event):
                 break

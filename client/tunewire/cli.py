@@ -1,5 +1,5 @@
-"""`tunewire`: submit, watch, list, inspect, cancel, query and delete fine-tuning jobs, upload datasets and
-download models, from a shell.
+"""`tunewire`: submit, watch, list, inspect, cancel, pause, resume, query and delete fine-tuning jobs,
+upload datasets and download models, from a shell.
 
 The server address comes from --address or TUNEWIRE_ADDRESS (default localhost:50051).
 """
@@ -79,6 +79,11 @@ def watch(client: Client, job_id: str, after_seq: int = 0) -> int:
             data = event.data
             if isinstance(data, StateChange):
                 progress.update(bar, status=data.state.value)
+                if data.state in (JobState.PAUSING, JobState.PAUSED) or (
+                        data.state == JobState.QUEUED and event.seq > 1):  # paused, resumed or retried
+                    progress.console.print(f"{data.state.value}: {data.message}"
+                                           + (f"  (tunewire resume {job_id})" if data.state == JobState.PAUSED
+                                              else ""))
                 if data.state.terminal:
                     if data.state == JobState.SUCCEEDED:
                         progress.update(bar, completed=1.0)
@@ -140,6 +145,20 @@ def cmd_get(client: Client, args) -> int:
 def cmd_cancel(client: Client, args) -> int:
     out, _ = _console()
     job = client.cancel(args.job)
+    out.print(f"{job.id}: {job.state.value}")
+    return EXIT_OK
+
+
+def cmd_pause(client: Client, args) -> int:
+    out, _ = _console()
+    job = client.pause(args.job)
+    out.print(f"{job.id}: {job.state.value}")
+    return EXIT_OK
+
+
+def cmd_resume(client: Client, args) -> int:
+    out, _ = _console()
+    job = client.resume(args.job)
     out.print(f"{job.id}: {job.state.value}")
     return EXIT_OK
 
@@ -389,6 +408,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", default="chart.png", help="image file (png, svg or pdf); default chart.png")
     p.add_argument("--metric", action="append", help="only these eval metrics in the lower panel (repeatable)")
     p.set_defaults(fn=cmd_plot)
+
+    p = sub.add_parser("pause", help="pause a job: a running one saves a checkpoint and frees the server")
+    p.add_argument("job")
+    p.set_defaults(fn=cmd_pause)
+
+    p = sub.add_parser("resume", help="queue a paused job again; it continues from the step it paused at")
+    p.add_argument("job")
+    p.set_defaults(fn=cmd_resume)
 
     p = sub.add_parser("predict", help="run a succeeded job's model on some texts")
     p.add_argument("job")

@@ -71,8 +71,21 @@ class Client(core.Connection):
     def cancel(self, job_id: str, *, timeout: float | None = None) -> Job:
         return self._unary(core.cancel(job_id), timeout)
 
+    def pause(self, job_id: str, *, timeout: float | None = None) -> Job:
+        """Pause a job: a queued one is PAUSED at once; a running one goes PAUSING, saves a checkpoint at its
+        next step and frees the server for the next job, then is PAUSED (its state change names the step).
+        Pausing a paused job is not an error; FailedPreconditionError for a job that has ended."""
+        return self._unary(core.pause(job_id), timeout)
+
+    def resume(self, job_id: str, *, timeout: float | None = None) -> Job:
+        """Queue a PAUSED job again, at the back of the queue (as a new job); it continues from the step it
+        paused at. Resuming a queued or running job is not an error; FailedPreconditionError for a job that
+        has ended."""
+        return self._unary(core.resume(job_id), timeout)
+
     def stream_metrics(self, job_id: str, *, after_seq: int = 0, reconnect: bool = True) -> Iterator[JobEvent]:
-        """Events with seq > after_seq, then live ones, until the job ends.
+        """Events with seq > after_seq, then live ones, until the job ends. A paused job's stream stays
+        open (its PAUSED state change is one of the events) and goes on once it is resumed.
 
         If the connection drops, the stream reconnects after the last seq it delivered, so no event
         is lost or repeated.
@@ -92,9 +105,12 @@ class Client(core.Connection):
             finally:
                 call.cancel()
 
-    def wait(self, job_id: str, *, raise_on_failure: bool = True) -> Job:
-        """Block until the job is terminal; raise JobFailedError unless it SUCCEEDED."""
-        waiter = core.Waiter(raise_on_failure)
+    def wait(self, job_id: str, *, raise_on_failure: bool = True, return_when_paused: bool = False) -> Job:
+        """Block until the job is terminal; raise JobFailedError unless it SUCCEEDED.
+
+        A PAUSED job is not terminal: wait() goes on until it is resumed and ends, unless
+        `return_when_paused`, which returns the PAUSED job (without raising) as soon as it is paused."""
+        waiter = core.Waiter(raise_on_failure, return_when_paused)
         for event in self.stream_metrics(job_id):
             if waiter.finished(event):
                 break

@@ -56,6 +56,15 @@ def test_a_dataset_named_by_a_queued_or_running_job_is_not_deleted(catalog):
         catalog.get(ID)
 
 
+@pytest.mark.parametrize("state", [JobState.PAUSING, JobState.PAUSED])
+def test_a_dataset_named_by_a_paused_job_is_not_deleted(catalog, state):
+    add(catalog)
+    job_naming(catalog, "job-a", "train_dataset")
+    catalog.store.update_job("job-a", state=state)  # a resume reads it again
+    with pytest.raises(FailedPrecondition, match="job-a"):
+        asyncio.run(catalog.delete(ID))
+
+
 def test_pages_follow_their_tokens_and_foreign_tokens_are_refused(catalog):
     ids = [add(catalog, c * 64).id for c in "abc"]
     page, token = catalog.list(2, "")

@@ -124,11 +124,23 @@ def test_the_pager_request_carries_states_and_page_size():
 # --- Waiter ----------------------------------------------------------------------------------------------
 
 def test_the_waiter_stops_at_a_terminal_state_change_only():
-    finished = core.Waiter.finished
+    finished = core.Waiter().finished
     assert not finished(tunewire.JobEvent.from_proto(event(1)))
     assert not finished(tunewire.JobEvent.from_proto(event(2, job_pb2.JOB_STATE_RUNNING)))
+    for state in (job_pb2.JOB_STATE_PAUSING, job_pb2.JOB_STATE_PAUSED):  # not the end: it may be resumed
+        assert not finished(tunewire.JobEvent.from_proto(event(2, state)))
     for state in (job_pb2.JOB_STATE_SUCCEEDED, job_pb2.JOB_STATE_FAILED, job_pb2.JOB_STATE_CANCELLED):
         assert finished(tunewire.JobEvent.from_proto(event(3, state)))
+
+
+def test_the_waiter_returns_a_paused_job_only_when_asked_to():
+    waiter = core.Waiter(return_when_paused=True)
+    assert waiter.finished(tunewire.JobEvent.from_proto(event(2, job_pb2.JOB_STATE_PAUSED)))
+    assert not waiter.finished(tunewire.JobEvent.from_proto(event(2, job_pb2.JOB_STATE_PAUSING)))
+    paused = tunewire.Job.from_proto(job("j1", job_pb2.JOB_STATE_PAUSED))
+    assert waiter.result(paused) is paused  # not a failure
+    with pytest.raises(tunewire.JobFailedError):
+        core.Waiter().result(paused)  # the stream ended early, and the job had not ended
 
 
 @pytest.mark.parametrize("state", [job_pb2.JOB_STATE_FAILED, job_pb2.JOB_STATE_CANCELLED])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.unit.test_scheduler import READY, REQUEST, SUCCESS, Exit, FakeLauncher
+from tests.unit.test_scheduler import READY, REQUEST, SUCCESS, Exit, FakeLauncher, Gate
 from tunewire_server.workers.pool import IDLE_DEATHS, WarmPool, WorkerStartFailed
 
 DIES_IDLE = [READY, Exit(-11)]  # ready, then killed while it waits for a job
@@ -46,6 +46,17 @@ async def test_a_job_gets_a_fresh_worker_when_the_warm_one_never_became_ready(tm
     taken = await pool.take(tmp_path / "job.log")
     assert taken is launcher.workers[1]
     await pool.close()
+
+
+async def test_close_kills_a_warm_worker_still_starting_instead_of_waiting_for_it(tmp_path):
+    launcher = FakeLauncher([Gate(asyncio.Event()), READY])  # its imports never end
+    pool = WarmPool(launcher, tmp_path / "warm.log")
+    pool.ensure_warm()
+    await settle(pool)
+    closing = asyncio.create_task(pool.close())
+    await settle(pool)
+    assert closing.done()  # without waiting for imports that never end
+    assert await launcher.workers[0].wait() == -9
 
 
 async def test_take_gives_up_after_start_tries_fresh_workers_fail(tmp_path):

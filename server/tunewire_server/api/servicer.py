@@ -215,6 +215,16 @@ class TuningServicer(pb_grpc.TuningServiceServicer):
         job = await self.manager.cancel(_require_job_id(request.job_id))
         return pb.CancelJobResponse(job=convert.job_to_proto(job))
 
+    @unary
+    async def PauseJob(self, request: pb.PauseJobRequest, context) -> pb.PauseJobResponse:
+        job = await self.manager.pause(_require_job_id(request.job_id))
+        return pb.PauseJobResponse(job=convert.job_to_proto(job))
+
+    @unary
+    async def ResumeJob(self, request: pb.ResumeJobRequest, context) -> pb.ResumeJobResponse:
+        job = await self.manager.resume(_require_job_id(request.job_id))
+        return pb.ResumeJobResponse(job=convert.job_to_proto(job))
+
     @streaming
     async def StreamMetrics(self, request: pb.StreamMetricsRequest, context):
         size = min(request.max_batch, MAX_STREAM_BATCH)

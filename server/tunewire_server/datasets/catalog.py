@@ -20,7 +20,8 @@ from tunewire_server.shared_store import dataset_key, open_shared
 from tunewire_server.store import DatasetRecord, Store
 
 DEFAULT_PAGE, MAX_PAGE = 50, 500
-ACTIVE = (JobState.QUEUED, JobState.RUNNING, JobState.CANCELLING)  # jobs that may still read their data
+ACTIVE = (JobState.QUEUED, JobState.RUNNING, JobState.CANCELLING, JobState.PAUSING,
+          JobState.PAUSED)  # jobs that may still read their data (a paused one, once resumed)
 
 
 def _token(ordinal: int) -> str:

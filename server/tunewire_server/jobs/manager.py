@@ -1,4 +1,5 @@
-"""The job manager: the facade the gRPC servicer calls (submit, get, list, cancel, events, predict).
+"""The job manager: the facade the gRPC servicer calls (submit, get, list, cancel, pause, resume, events,
+predict).
 
 It never imports grpc or torch. The servicer translates protobuf requests into calls on this class, and
 domain errors (errors.py) out of it. Running jobs is the scheduler's (jobs/scheduler.py), on workers from
@@ -39,7 +40,7 @@ from tunewire_server.jobs.transitions import Transitions
 from tunewire_server.layout import MODEL_DIR
 from tunewire_server.observability import Metrics
 from tunewire_server.resources import check_free_disk
-from tunewire_server.store import DiskFull, Event, JobRecord, Notice, Store
+from tunewire_server.store import BACK_OF_QUEUE, DiskFull, Event, JobRecord, Notice, Store
 from tunewire_server.workers.inference import InferenceClient
 from tunewire_server.workers.launcher import ProcessLauncher, TrainingLauncher
 from tunewire_server.workers.pool import WarmPool
@@ -76,8 +77,8 @@ class JobManager:
         loop = asyncio.get_running_loop()
         self._unlisten = self.store.listen(lambda notice: self._from_listener(loop, notice))
         await recover(self.transitions, self.settings.jobs_dir, self.settings.max_job_retries)
-        for job in self.store.jobs_in_states([JobState.QUEUED]):
-            self.hub.open(job.id)
+        for job in self.store.jobs_in_states([JobState.QUEUED, JobState.PAUSED]):
+            self.hub.open(job.id)  # live: their streams follow them until they end
         self.scheduler.warm_next()
         self.scheduler.start()
 
@@ -181,7 +182,9 @@ class JobManager:
             try:
                 if job.state == JobState.QUEUED:  # a claim in between makes this illegal: look again
                     await self.transitions.finish(job_id, JobState.CANCELLED, message="cancelled before it started")
-                else:  # RUNNING; with no attempt here it is ending: its outcome gives way to the cancel
+                elif job.state == JobState.PAUSED:  # no worker: a resume in between makes this illegal
+                    await self.transitions.finish(job_id, JobState.CANCELLED, message="cancelled while paused")
+                else:  # RUNNING or PAUSING; with no attempt here it is ending: its outcome gives way to the cancel
                     if running is not None:
                         running.cancel_requested = True
                     try:
@@ -195,6 +198,72 @@ class JobManager:
                 continue
             except DiskFull:
                 raise ResourceExhausted("the server's data disk is full: the cancel cannot be recorded now") from None
+        return self.get(job_id)
+
+    async def pause(self, job_id: str) -> JobRecord:
+        """Pause a job: a queued one is PAUSED at once (no replica claims it until resumed); a running one
+        goes PAUSING and its worker writes a checkpoint at its next step boundary and exits, freeing this
+        replica for the next queued job; the job is then PAUSED, its state change naming the step it
+        resumes from. Pausing a PAUSING or PAUSED job changes nothing; a terminal (or CANCELLING) job is
+        refused: FailedPrecondition. The job as stored after the call."""
+        for _ in range(3):  # another look if the job moved on while we decided (a claim, its end)
+            job = self.get(job_id)
+            if job.state in (JobState.PAUSING, JobState.PAUSED):
+                return job
+            if job.terminal or job.state == JobState.CANCELLING:
+                raise FailedPrecondition(f"job {job_id} is {job.state.value}; only a queued or running job can "
+                                         "be paused")
+            running = self.scheduler.attempt_of(job_id)
+            try:
+                if job.state == JobState.QUEUED:
+                    await self.transitions.set_state(job_id, JobState.PAUSED, message="paused while queued")
+                else:  # RUNNING here or on another replica (whose heartbeat or notice sees PAUSING)
+                    await self.transitions.set_state(job_id, JobState.PAUSING, message="pause requested: "
+                                                     "saving a checkpoint at the next step")
+                    if running is not None and not running.cancel_requested and not running.pause_requested:
+                        running.pause_requested = True
+                        if running.worker is not None:  # else _watch signals it once it has the job
+                            self.scheduler.pause_worker(running)
+                log.info("job pause requested", job_id=job_id, state=job.state.value)
+                break
+            except IllegalTransition:
+                continue
+            except DiskFull:
+                raise ResourceExhausted("the server's data disk is full: the pause cannot be recorded now") from None
+        return self.get(job_id)
+
+    async def resume(self, job_id: str) -> JobRecord:
+        """Resume a PAUSED job: QUEUED again, at the back of the queue (as a new job), to continue from the
+        step it paused at (its newest complete checkpoint). A PAUSING job's pause is withdrawn (RUNNING
+        again; once its worker has stopped at the checkpoint it is queued again, at the back). Resuming a
+        queued or running job changes nothing; a terminal (or CANCELLING) job is refused:
+        FailedPrecondition. The job as stored after the call."""
+        for _ in range(3):
+            job = self.get(job_id)
+            if job.state in (JobState.QUEUED, JobState.RUNNING):
+                return job
+            if job.terminal or job.state == JobState.CANCELLING:
+                raise FailedPrecondition(f"job {job_id} is {job.state.value}; only a paused job can be resumed")
+            try:
+                if job.state == JobState.PAUSED:
+                    await self.transitions.set_state(job_id, JobState.QUEUED, message="resumed",
+                                                     extra={"queue_seq": BACK_OF_QUEUE})
+                    self.hub.open(job_id)
+                    if self.scheduler.running is not None:
+                        self.scheduler.warm_next()
+                    self.scheduler.wake()
+                else:  # PAUSING: the scheduler queues it again once the worker has stopped (conclude)
+                    running = self.scheduler.attempt_of(job_id)
+                    await self.transitions.set_state(job_id, JobState.RUNNING, message="resume requested while "
+                                                     "pausing: it goes on (queued again if its worker had stopped)")
+                    if running is not None and running.worker is None:  # not told to stop yet: it never will be
+                        running.pause_requested = False
+                log.info("job resume requested", job_id=job_id, state=job.state.value)
+                break
+            except IllegalTransition:
+                continue
+            except DiskFull:
+                raise ResourceExhausted("the server's data disk is full: the resume cannot be recorded now") from None
         return self.get(job_id)
 
     async def event_batches(self, job_id: str, after_seq: int) -> AsyncIterator[list[Event]]:

@@ -44,15 +44,21 @@ def kill_orphan(job_dir: Path) -> None:
 async def take_over(transitions: Transitions, job: JobRecord, fence: Lease, jobs_dir: Path,
                     max_job_retries: int) -> None:
     """Resolve one job whose server died or stopped renewing its lease (`fence`: that lease, expired): a
-    CANCELLING job ends CANCELLED; a RUNNING one is queued again, at its old place in the queue, to resume
-    from its last complete checkpoint, unless its attempts passed 1 + its retries + RESTART_ALLOWANCE (then
-    it FAILED with SERVER_RESTARTED). Every write is fenced: LeaseLost if another replica was first."""
+    CANCELLING job ends CANCELLED; a PAUSING one is PAUSED (ResumeJob continues it from its newest complete
+    checkpoint); a RUNNING one is queued again, at its old place in the queue, to resume from its last
+    complete checkpoint, unless its attempts (those ended by a pause not counted) passed 1 + its retries +
+    RESTART_ALLOWANCE (then it FAILED with SERVER_RESTARTED). Every write is fenced: LeaseLost if another
+    replica was first."""
     transitions.hub.open(job.id)
     kill_orphan(jobs_dir / job.id)
     if job.state == JobState.CANCELLING:
         await transitions.finish(job.id, JobState.CANCELLED, message="cancelled while the server was down",
                                  fence=fence)
-    elif job.attempts > 1 + job_retry_limit(job.spec_json, max_job_retries) + RESTART_ALLOWANCE:
+    elif job.state == JobState.PAUSING:
+        await transitions.set_state(job.id, JobState.PAUSED, fence=fence, extra={"pauses": job.pauses + 1},
+                                    message="paused (its server stopped as it paused); it resumes from its "
+                                            "newest complete checkpoint")
+    elif job.attempts - job.pauses > 1 + job_retry_limit(job.spec_json, max_job_retries) + RESTART_ALLOWANCE:
         await transitions.finish(job.id, JobState.FAILED, fence=fence, error=JobError.system(
             "SERVER_RESTARTED", f"the server stopped while the job ran, {job.attempts} times; giving up"))
     else:
@@ -62,7 +68,7 @@ async def take_over(transitions: Transitions, job: JobRecord, fence: Lease, jobs
 
 async def recover(transitions: Transitions, jobs_dir: Path, max_job_retries: int) -> list[str]:
     """Take over every job whose lease expired (take_over): at a start, those a previous server process
-    left RUNNING or CANCELLING; with a shared store, also those of a replica that died. Returns the ids of
+    left RUNNING, CANCELLING or PAUSING; with a shared store, also those of a replica that died. Returns the ids of
     the jobs taken over; one another replica took first is skipped."""
     store = transitions.store
     taken = []

@@ -11,6 +11,11 @@ write of the running job carries it as `fence`. A renewal refused means another 
 over: the worker is killed and nothing more is written for the job. With a shared store, a sweep every
 heartbeat_s takes over the jobs whose lease expired (recovery.recover), and a stopping server hands its
 job over (queued again under its own lease) instead of leaving it RUNNING.
+
+Pause (JobManager.pause) reuses the shutdown's stop: the worker writes a checkpoint at its next step
+boundary and exits; the attempt ends PAUSED (counted in the job's pauses, not as a failure), naming the
+step of its newest complete checkpoint, and the loop takes the next queued job. A pause through another
+replica reaches this one as a cancel does (the job went PAUSING: the heartbeat's or a notice's look).
 """
 
 from __future__ import annotations
@@ -27,16 +32,25 @@ from pathlib import Path
 
 import structlog
 
+from tunewire_server.checkpoints import latest_complete, step_of
 from tunewire_server.config import Settings
 from tunewire_server.jobs.outcome import RESUME, Outcome, decide, job_retry_limit
 from tunewire_server.jobs.recorder import EventRecorder
 from tunewire_server.jobs.recovery import recover
 from tunewire_server.jobs.states import IllegalTransition, JobState
 from tunewire_server.jobs.transitions import Transitions
-from tunewire_server.layout import MODEL_DIR, PARTIAL_MODEL_DIR, PLAN_FILE, WORKER_LOG, WORKER_PID
+from tunewire_server.layout import (
+    CHECKPOINTS_DIR,
+    MODEL_DIR,
+    PARTIAL_MODEL_DIR,
+    PLAN_FILE,
+    WORKER_LOG,
+    WORKER_PID,
+)
 from tunewire_server.observability import Metrics
 from tunewire_server.protocol import (
     PROGRESS,
+    CheckpointSaved,
     ErrorMessage,
     EvalResult,
     JobError,
@@ -58,6 +72,12 @@ DISK_RETRY_S = (0.25, 5.0)  # first and longest pause between tries to write to 
 LOOP_END_S = 5.0  # on stop, the longest wait for the loop to record a stopped worker's last messages
 
 
+def paused_step(job_dir: Path, key: bytes) -> int:
+    """The step a paused job resumes from: its newest complete checkpoint's (0 if it has none)."""
+    folder = latest_complete(job_dir / CHECKPOINTS_DIR, key)
+    return (step_of(folder) or 0) if folder is not None else 0
+
+
 @dataclass
 class Attempt:
     """The attempt this process supervises: its job, its worker once it has one, whether it was cancelled."""
@@ -67,6 +87,8 @@ class Attempt:
     cancel_requested: bool = False
     lease: Lease | None = None  # the job's lease this process holds: the fence of every write for it
     lease_lost: bool = False  # another replica took the job over: nothing more is written for it
+    pause_requested: bool = False  # paused: its worker checkpoints and stops; the attempt ends PAUSED
+    checkpoint_step: int | None = None  # the step of the newest checkpoint its worker saved (and marked)
 
 
 def disk_full_error() -> JobError:
@@ -224,6 +246,11 @@ class Scheduler:
                 current = self.store.get_job(job_id)
                 if current is None or current.terminal:
                     return
+                if outcome.state == JobState.PAUSED and current.state == JobState.RUNNING:
+                    # resumed before the pause ended (PAUSING -> RUNNING): queued again instead of PAUSED
+                    outcome = Outcome(JobState.QUEUED, f"resumed while pausing; continues from step {outcome.step}",
+                                      pause=True, step=outcome.step)
+                    continue
                 if current.state != JobState.CANCELLING:
                     raise
                 outcome = Outcome(JobState.CANCELLED, "cancelled")
@@ -237,13 +264,31 @@ class Scheduler:
             log.info("job handed over", job_id=job_id)
         elif outcome.state == RESUME:
             log.info(outcome.message, job_id=job_id)
+        elif outcome.state == JobState.PAUSED:
+            await self.transitions.set_state(job_id, JobState.PAUSED, message=outcome.message, fence=fence,
+                                             extra=self._pause_counted(job_id), details={"step": outcome.step})
+            log.info("job paused", job_id=job_id, step=outcome.step)
+        elif outcome.state == JobState.QUEUED and not outcome.pause and self._pausing(job_id):
+            # paused as the attempt failed (after its worker exited): PAUSED, the failure still counted
+            await self.transitions.set_state(job_id, JobState.PAUSED, message=f"paused; {outcome.message}",
+                                             error=outcome.error, fence=fence)
         elif outcome.state == JobState.QUEUED:  # a retry waits behind every job queued before it
+            extra = {"queue_seq": BACK_OF_QUEUE, **(self._pause_counted(job_id) if outcome.pause else {})}
             await self.transitions.set_state(job_id, JobState.QUEUED, message=outcome.message, error=outcome.error,
-                                             extra={"queue_seq": BACK_OF_QUEUE}, fence=fence)
+                                             extra=extra, fence=fence)
             self._wakeup.set()
         else:  # the job's end (SUCCEEDED included: hooks on a success go after this)
             await self.transitions.finish(job_id, outcome.state, message=outcome.message, error=outcome.error,
                                           metrics=outcome.metrics, fence=fence)
+
+    def _pausing(self, job_id: str) -> bool:
+        job = self.store.get_job(job_id)
+        return job is not None and job.state == JobState.PAUSING
+
+    def _pause_counted(self, job_id: str) -> dict:
+        """The job fields that count one more attempt ended by a pause (only the lease's holder writes them)."""
+        job = self.store.get_job(job_id)
+        return {"pauses": (job.pauses if job is not None else 0) + 1}
 
     # --- one attempt ---------------------------------------------------------------------------
 
@@ -297,6 +342,8 @@ class Scheduler:
             worker.kill()
         elif running.cancel_requested:  # cancelled while the worker was being readied
             self.stop_worker(running)
+        elif running.pause_requested:  # paused while the worker was being readied
+            self.pause_worker(running)
         elif self.stopping:
             worker.signal(CHECKPOINT_SIGNAL)
 
@@ -320,6 +367,8 @@ class Scheduler:
                 elif isinstance(message, ErrorMessage):
                     error = message.error
                 elif isinstance(message, PROGRESS):
+                    if isinstance(message, CheckpointSaved):
+                        running.checkpoint_step = message.step
                     recorder.add(message)
         finally:
             await recorder.close()
@@ -334,10 +383,17 @@ class Scheduler:
         outcome = decide(exit_code=code, exit_description=describe_exit(code), result=result,
                          model_saved=(job_dir / MODEL_DIR).is_dir(), error=error,
                          cancel_requested=running.cancel_requested, stopping=self.stopping,
-                         recording_error=recording_error, attempt=job.attempts,
-                         max_retries=job_retry_limit(job.spec_json, self.settings.max_job_retries))
+                         recording_error=recording_error, attempt=job.attempts - job.pauses,
+                         max_retries=job_retry_limit(job.spec_json, self.settings.max_job_retries),
+                         pause_requested=running.pause_requested)
         if outcome.state == JobState.CANCELLED:
             shutil.rmtree(job_dir / PARTIAL_MODEL_DIR, ignore_errors=True)
+        if outcome.state == JobState.PAUSED:
+            step = running.checkpoint_step
+            if step is None:  # none saved by this attempt: the one an earlier attempt left, if any
+                step = await asyncio.to_thread(paused_step, job_dir, self.checkpoint_key)
+            outcome = Outcome(JobState.PAUSED, outcome.message.replace("paused", f"paused at step {step}", 1),
+                              pause=True, step=step)
         return outcome
 
     async def _record(self, job_id: str, fence: Lease | None, messages: list[Message]) -> None:
@@ -387,7 +443,7 @@ class Scheduler:
 
     def notice(self, job_id: str) -> None:
         """Another write for `job_id` was stored (a Notice): if this process runs the job, look whether it
-        was a cancel through another replica (one look at a time)."""
+        was a cancel (or a pause) through another replica (one look at a time)."""
         attempt = self.attempt_of(job_id)
         if attempt is None or attempt.cancel_requested or not self.store.shared:
             return
@@ -395,7 +451,8 @@ class Scheduler:
             self._cancel_check = asyncio.create_task(self._check_cancel(attempt))
 
     async def _check_cancel(self, attempt: Attempt) -> None:
-        """If the job went CANCELLING while this process runs it, stop its worker as a local cancel would."""
+        """If the job went CANCELLING (or PAUSING) while this process runs it, stop its worker as a local
+        cancel (or pause) would."""
         try:
             job = await asyncio.to_thread(self.store.get_job, attempt.job_id)
         except Exception as exc:
@@ -407,6 +464,12 @@ class Scheduler:
             attempt.cancel_requested = True
             if attempt.worker is not None:
                 self.stop_worker(attempt)
+        elif (job is not None and job.state == JobState.PAUSING and not attempt.pause_requested
+              and not attempt.cancel_requested and self.running is attempt):
+            log.info("job pause requested through another replica", job_id=attempt.job_id)
+            attempt.pause_requested = True
+            if attempt.worker is not None:
+                self.pause_worker(attempt)
 
     async def sweep(self) -> None:
         """Every heartbeat_s, take over the jobs whose lease expired (their replica died), until stopped."""
@@ -430,16 +493,26 @@ class Scheduler:
         """Ask the attempt's worker to stop at its next step; kill it if it has not exited after cancel_grace_s."""
         assert attempt.worker is not None
         attempt.worker.signal(STOP_SIGNAL)
-        task = asyncio.create_task(self._kill_after_grace(attempt))
+        self._kill_after(attempt, self.settings.cancel_grace_s, "cancel")
+
+    def pause_worker(self, attempt: Attempt) -> None:
+        """Ask the attempt's worker to save a checkpoint at its next step and stop (as on shutdown); kill it
+        if it has not exited after shutdown_grace_s (the job then resumes from its checkpoint before)."""
+        assert attempt.worker is not None
+        attempt.worker.signal(CHECKPOINT_SIGNAL)
+        self._kill_after(attempt, self.settings.shutdown_grace_s, "pause")
+
+    def _kill_after(self, attempt: Attempt, grace_s: float, what: str) -> None:
+        task = asyncio.create_task(self._kill_after_grace(attempt, grace_s, what))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _kill_after_grace(self, attempt: Attempt) -> None:
-        """Kill the attempt's worker if it outlives the cancel grace."""
+    async def _kill_after_grace(self, attempt: Attempt, grace_s: float, what: str) -> None:
+        """Kill the attempt's worker if it outlives the grace of a cancel (or pause)."""
         try:
-            await asyncio.wait_for(asyncio.shield(attempt.worker.wait()), self.settings.cancel_grace_s)
+            await asyncio.wait_for(asyncio.shield(attempt.worker.wait()), grace_s)
         except TimeoutError:
-            log.warning("worker ignored cancel; killing it", job_id=attempt.job_id)
+            log.warning(f"worker ignored {what}; killing it", job_id=attempt.job_id)
             attempt.worker.kill()
 
     async def shutdown(self) -> bool:

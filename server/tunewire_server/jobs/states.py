@@ -15,8 +15,10 @@ TRANSITIONS: dict[JobState, frozenset[JobState]] = {
                                  JobState.PAUSING}),
     JobState.CANCELLING: frozenset({JobState.CANCELLED, JobState.FAILED, JobState.SUCCEEDED}),
     # PAUSING: the worker is writing a checkpoint; it may also finish or fail first, or be cancelled.
+    # PAUSING -> RUNNING: a resume before the pause ended withdraws it (the attempt, once its worker has
+    # stopped, is queued again instead of PAUSED); PAUSING -> QUEUED: that, or a retry.
     JobState.PAUSING: frozenset({JobState.PAUSED, JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLING,
-                                 JobState.QUEUED}),
+                                 JobState.QUEUED, JobState.RUNNING}),
     # PAUSED holds no worker: ResumeJob queues it again; CancelJob ends it.
     JobState.PAUSED: frozenset({JobState.QUEUED, JobState.CANCELLED}),
     JobState.SUCCEEDED: frozenset(),

@@ -75,17 +75,18 @@ class Transitions:
         return job
 
     async def set_state(self, job_id: str, state: JobState, *, message: str = "", error: JobError | None = None,
-                        extra: dict | None = None, fence: Lease | None = None) -> Event:
+                        extra: dict | None = None, fence: Lease | None = None, details: dict | None = None) -> Event:
         """Move the job to `state` (IllegalTransition if it may not, or if another replica moved it on
-        meanwhile), storing a state_change event with `message` and `error`, and the job fields `extra`, in
-        one write (fenced by `fence`: LeaseLost); then publish the event. The store keeps the error as a
-        dict (JobError.to_dict), in the event and as the job's error."""
+        meanwhile), storing a state_change event with `message` and `error` (and the keys of `details`,
+        e.g. the step a job paused at), and the job fields `extra`, in one write (fenced by `fence`:
+        LeaseLost); then publish the event. The store keeps the error as a dict (JobError.to_dict), in the
+        event and as the job's error."""
         async with self._lock:
             current = self.store.get_job(job_id)
             if current is None:
                 raise IllegalTransition(f"job {job_id} is gone")
             check_transition(current.state, state)
-            payload: dict = {"state": state.value, "message": message}
+            payload: dict = {**(details or {}), "state": state.value, "message": message}
             fields = {"state": state, **(extra or {})}
             if error is not None:
                 payload["error"] = fields["error"] = error.to_dict()

@@ -89,6 +89,7 @@ class JobRecord:
     started_at: float | None = None
     ended_at: float | None = None
     attempts: int = 0
+    pauses: int = 0  # the attempts that ended in a pause (PauseJob): attempts - pauses are the ones counted
     last_seq: int = 0  # the seq of the job's newest event
     progress: float = 0.0
     metrics: dict[str, float] = field(default_factory=dict)
@@ -206,8 +207,8 @@ class Store(Protocol):
     wait for a write. Write methods (create_job, claim_next, update_job, append_event(s), renew_lease,
     probe) are run through `write`; each is atomic and durable when it returns. Job fields in
     `update_job` and the job fields of events are JobRecord field names; `state` takes a JobState,
-    `error` and `metrics` dicts (or None), `queue_seq` may be BACK_OF_QUEUE. A state other than RUNNING
-    or CANCELLING releases the job's lease."""
+    `error` and `metrics` dicts (or None), `queue_seq` may be BACK_OF_QUEUE. A state other than RUNNING,
+    CANCELLING or PAUSING releases the job's lease."""
 
     writable: bool
     """False from a write that failed for want of disk space (DiskFull) to the next write that succeeds."""
@@ -249,7 +250,7 @@ class Store(Protocol):
     # --- leases ----------------------------------------------------------------------------------
 
     def lease(self, job_id: str) -> Lease | None:
-        """The lease on a RUNNING or CANCELLING job (None if it has none); `expired` says whether it ran out."""
+        """The lease on a RUNNING, CANCELLING or PAUSING job (None if it has none); `expired` says whether it ran out."""
         ...
 
     def renew_lease(self, lease: Lease, job_id: str, lease_s: float) -> bool:
@@ -258,7 +259,7 @@ class Store(Protocol):
         ...
 
     def expired_leases(self) -> list[JobRecord]:
-        """The RUNNING or CANCELLING jobs whose lease ran out (their server died), in the queue's order:
+        """The RUNNING, CANCELLING or PAUSING jobs whose lease ran out (their server died), in the queue's order:
         another takes each over with a write fenced by Lease(owner, attempt, expired=True)."""
         ...
 
@@ -419,6 +420,7 @@ def job_from_row(row: Mapping[str, Any]) -> JobRecord:
         metrics=json.loads(row["metrics"]),
         queue_seq=row["queue_seq"],
         plan_json=row["plan"],
+        pauses=row["pauses"],
     )
 
 

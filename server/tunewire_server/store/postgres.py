@@ -138,7 +138,11 @@ MIGRATIONS: list[str] = [
     """
     CREATE TABLE counters (name TEXT PRIMARY KEY, value BIGINT NOT NULL)
     """,
-    # 4: the webhook outbox: deliveries enqueued with the events they announce, sent and retried from here.
+    # 4: the attempts that ended because the job was paused (PauseJob): they use up none of its retries.
+    """
+    ALTER TABLE jobs ADD COLUMN pauses INTEGER NOT NULL DEFAULT 0
+    """,
+    # 5: the webhook outbox: deliveries enqueued with the events they announce, sent and retried from here.
     # next_attempt_at is on the database's clock (a claim pushes it on by the claim's lease).
     """
     CREATE TABLE webhook_deliveries (
@@ -176,7 +180,8 @@ _NEXT_ORDINAL = ("(SELECT GREATEST(COALESCE((SELECT MAX(ordinal) FROM jobs), 0),
                  f" COALESCE((SELECT value FROM counters WHERE name = '{_DELETED_ORDINAL}'), 0)) + 1)")
 _NOTIFY_SQL = "SELECT pg_notify(%s, %s)"
 _NOW_SQL = "extract(epoch FROM clock_timestamp())::float8"  # the database's clock, the same for every replica
-_HELD = (JobState.RUNNING, JobState.CANCELLING)  # the states in which a job's lease is held
+# the states in which a job's lease is held (PAUSING: its worker is still writing the checkpoint)
+_HELD = (JobState.RUNNING, JobState.CANCELLING, JobState.PAUSING)
 _CONNECT_TIMEOUT_S = 5
 _PASSWORD_PARAM = re.compile(r"(password\s*=\s*)('[^']*'|[^\s&]+)", re.IGNORECASE)
 _URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)([^@\s]*)(@)")  # user:PASSWORD@ even in a URL urlsplit refuses
@@ -486,7 +491,7 @@ class PostgresStore:
                                 (lease_s, job_id, *args)).rowcount == 1
 
     def expired_leases(self) -> list[JobRecord]:
-        """The RUNNING or CANCELLING jobs whose lease ran out (their replica died or stopped renewing), in
+        """The RUNNING, CANCELLING or PAUSING jobs whose lease ran out (their replica died or stopped renewing), in
         the queue's order: another replica takes each over with a write fenced by Lease(..., expired=True)."""
         rows = self._read(f"SELECT * FROM jobs WHERE state = ANY(%s) AND lease_expires_at < {_NOW_SQL}"
                           " ORDER BY queue_seq, ordinal", ([s.value for s in _HELD],))

@@ -6,7 +6,7 @@ fails for want of disk space raises DiskFull (and the store reports itself not w
 succeeds again); the database stays as it was before that write.
 
 Leases (base.Store): one process owns the file, so the leases it grants live in its memory and never
-expire while it lives; a job a previous process left RUNNING or CANCELLING holds no lease of this one,
+expire while it lives; a job a previous process left RUNNING, CANCELLING or PAUSING holds no lease of this one,
 so it counts as expired (the start's recovery takes it over). Fences are checked against that memory.
 """
 
@@ -118,7 +118,11 @@ MIGRATIONS: list[str] = [
         value  INTEGER NOT NULL
     );
     """,
-    # 5: the webhook outbox: deliveries enqueued with the events they announce, sent and retried from here.
+    # 5: the attempts that ended because the job was paused (PauseJob): they use up none of its retries.
+    """
+    ALTER TABLE jobs ADD COLUMN pauses INTEGER NOT NULL DEFAULT 0;
+    """,
+    # 6: the webhook outbox: deliveries enqueued with the events they announce, sent and retried from here.
     """
     CREATE TABLE IF NOT EXISTS webhook_deliveries (
         id               TEXT PRIMARY KEY,
@@ -150,7 +154,8 @@ _NEXT_ORDINAL = ("SELECT MAX(COALESCE((SELECT MAX(ordinal) FROM jobs), 0),"
                  f" COALESCE((SELECT value FROM counters WHERE name = '{_DELETED_ORDINAL}'), 0)) + 1")
 
 SQLITE_FULL = 13
-_HELD = (JobState.RUNNING, JobState.CANCELLING)  # the states in which a job's lease is held
+# the states in which a job's lease is held (PAUSING: its worker is still writing the checkpoint)
+_HELD = (JobState.RUNNING, JobState.CANCELLING, JobState.PAUSING)
 
 
 def _is_full(exc: BaseException) -> bool:
@@ -308,7 +313,7 @@ class SQLiteStore:
     # --- leases (this process's memory: see the module docstring) -------------------------------
 
     def lease(self, job_id: str) -> Lease | None:
-        """This process's lease on the job; for a RUNNING or CANCELLING job it holds none of, an expired one."""
+        """This process's lease on the job; for a RUNNING, CANCELLING or PAUSING job it holds none of, an expired one."""
         held = self._leases.get(job_id)
         if held is not None:
             return held
@@ -323,7 +328,7 @@ class SQLiteStore:
         return held is not None and (held.owner, held.attempt) == (lease.owner, lease.attempt)
 
     def expired_leases(self) -> list[JobRecord]:
-        """The RUNNING or CANCELLING jobs this process holds no lease on (a previous process left them)."""
+        """The RUNNING, CANCELLING or PAUSING jobs this process holds no lease on (a previous process left them)."""
         return [job for job in self.jobs_in_states(_HELD) if job.id not in self._leases]
 
     def listen(self, callback: Callable[[Notice], None]) -> Callable[[], None]:
@@ -351,7 +356,7 @@ class SQLiteStore:
             raise LeaseLost(f"job {job_id}: the lease of {fence.owner} (attempt {fence.attempt}) is not held")
 
     def _released(self, job_id: str, fields: dict) -> None:
-        """After a committed write setting `fields`: a state other than RUNNING or CANCELLING ends the lease."""
+        """After a committed write setting `fields`: a state other than RUNNING, CANCELLING or PAUSING ends the lease."""
         state = fields.get("state")
         if state is not None and state not in _HELD:
             self._leases.pop(job_id, None)
