@@ -27,8 +27,8 @@ _EXPORTS: dict[str, str] = {
         "LoraConfig", "SftTask", "SpecError", "UploadedDatasetSource", "load_spec", "spec_from_dict"), "tunewire.spec"),
     **dict.fromkeys((
         "Checkpoint", "CheckpointSaved", "Checkpoints", "Classification", "ColumnSummary", "DatasetReport",
-        "DownloadedModel", "EvalResult", "FinalModel", "Generation", "Job", "JobError", "JobEvent", "JobState",
-        "LabelCount", "ModelFile", "Prediction", "RowProblem", "StateChange", "TrainLog", "UploadedDataset"),
+        "DownloadedModel", "Estimate", "EvalResult", "FinalModel", "Generation", "Job", "JobError", "JobEvent", "JobState",
+        "LabelCount", "MemoryEstimate", "ModelFile", "Prediction", "RowProblem", "StateChange", "TrainLog", "UploadedDataset"),
         "tunewire.types"),
 }
 
