@@ -99,3 +99,25 @@ def test_a_spec_that_does_not_validate_is_refused_naming_the_field(server, clien
         client.estimate(bad)
     fields = {v.field for v in info.value.violations}
     assert {"hyperparameters.learning_rate", "train_dataset.file.path"} <= fields
+
+
+def test_the_cli_prints_an_estimate_and_submit_dry_run_submits_nothing(server, client, tmp_path, capsys):
+    import json
+
+    from tunewire import cli
+
+    _write_data(server.settings.dataset_root)
+    job = tmp_path / "job.yaml"
+    job.write_text("base_model: tiny-bert\nclassification: {max_length: 12}\n"
+                   "train_dataset: {file: {path: train.jsonl}}\n"
+                   "hyperparameters: {per_device_train_batch_size: 4, max_steps: 5}\n")
+    assert cli.main(["--address", server.address, "estimate", str(job)]) == cli.EXIT_OK
+    table = capsys.readouterr().out
+    assert "18 train, 0 eval" in table and "in all" in table and "fits" in table and "yes" in table
+    assert cli.main(["--address", server.address, "submit", "--dry-run", "--json", str(job)]) == cli.EXIT_OK
+    answer = json.loads(capsys.readouterr().out)
+    assert answer["total_steps"] == 5 and answer["train_rows"] == 18 and answer["fits"] is True
+    assert list(client.list_jobs()) == []  # a dry run submits nothing
+    job.write_text(job.read_text().replace("per_device_train_batch_size: 4", "per_device_train_batch_size: 0"))
+    assert cli.main(["--address", server.address, "estimate", str(job)]) == cli.EXIT_ERROR
+    assert "per_device_train_batch_size" in capsys.readouterr().err
