@@ -19,9 +19,9 @@ def store(tmp_path):
 
 
 def _job(store, job_id, model="tiny-llama", task="sft", logs=((10.0, 100), (20.0, 1100)), state=JobState.SUCCEEDED,
-         started=5.0, ended=22.0):
+         started=5.0, ended=22.0, lora=None):
     store.create_job(job_id, "{}", None, ("state_change", {"state": "QUEUED"}),
-                     json.dumps({"base_model": model, "task": task}))
+                     json.dumps({"base_model": model, "task": task, "lora": lora}))
     store.append_event(job_id, "state_change", {"state": "RUNNING"},
                        {"state": JobState.RUNNING, "attempts": 1, "started_at": started})
     store.append_events(job_id, [("train_log", {"step": i, "num_tokens": n}, None, t) for i, (t, n) in enumerate(logs)])
@@ -34,7 +34,9 @@ def test_no_history_without_a_succeeded_job_of_the_model(store):
     _job(store, "b", state=JobState.FAILED)
     _job(store, "c", task="classification")
     _job(store, "d", logs=((10.0, 100),))  # one log: no rate
+    _job(store, "e", lora={"r": 8})  # LoRA trains faster than full training: no measure of it
     assert history.measured(store, "tiny-llama", "sft") is None
+    assert history.measured(store, "tiny-llama", "sft", lora=True).jobs == 1
 
 
 def test_tokens_per_second_and_setup_of_earlier_jobs(store):

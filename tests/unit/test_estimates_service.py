@@ -15,15 +15,17 @@ REPLY = p.EstimateReply(
     model=p.ModelFacts("llama", 256, 4, 4, 688, 32000, 20_000_000, 20_000_000, gated_mlp=True),
     data=p.DataFacts(100, 0, 5000, 0, 64, 50, 60, 64, 100, 58.0, peak_length=64),
     device=p.DeviceFacts("cpu", "cpu", 16 * 2**30), precision_bytes=4, mixed_precision=False,
-    gradient_checkpointing=False, probe=p.ProbeFacts(4, 2.0, 2000, load_seconds=1.0, batch=8))
+    gradient_checkpointing=False, probe=p.ProbeFacts(4, 2.0, 2000, load_seconds=1.0, batch=8), prepare_seconds=0.5)
 
 
 def test_a_job_that_fits_is_timed_by_its_probe():
     est = service.assemble(REPLY, PLAN, None)
     assert (est.steps_per_epoch, est.total_steps) == (13, 26)
     assert est.fits and (est.suggested_batch_size, est.suggested_max_length) == (0, 0)
-    # 26 steps x 8 rows x 58 tokens at 1000 tokens/s, plus the model's load and the fixed setup
-    assert abs(est.estimated_seconds - (26 * 8 * 58 / 1000 + 1.0 + service.PROBE_SETUP_S)) < 1e-6
+    # 26 steps x 8 rows x 58 tokens at 1000 tokens/s, the loop's cost per batch, the data, the model's load
+    # and the fixed setup
+    expected = 26 * 8 * 58 / 1000 + 26 * service.BATCH_OVERHEAD_S + 0.5 + 1.0 + service.PROBE_SETUP_S
+    assert abs(est.estimated_seconds - expected) < 1e-6
     assert est.time_basis.startswith("probe: 4 steps")
 
 

@@ -37,4 +37,5 @@ def test_seconds_scale_with_the_work_and_the_rate():
     assert base == pytest.approx(4.0 + 1.6 / timing.EVAL_SPEEDUP)
     assert timing.seconds(work, 2000.0) == pytest.approx(base / 2)
     assert timing.seconds(work, 1000.0, setup_seconds=5) == pytest.approx(base + 5)
+    assert timing.seconds(work, 1000.0, batch_overhead_s=0.1) == pytest.approx(base + 20 * 0.1)
     assert timing.seconds(work, 0.0) == 0.0  # no rate, no estimate

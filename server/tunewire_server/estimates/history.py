@@ -1,6 +1,6 @@
 """Training throughput this server measured on earlier jobs, read from the store.
 
-For each recent SUCCEEDED job (one attempt) of the same base model and task whose train logs carry
+For each recent SUCCEEDED job (one attempt) of the same base model, task and kind (full or LoRA) whose train logs carry
 num_tokens (SFT: TRL counts the tokens it trains on): tokens/s between its first and last train log, and
 its setup time (RUNNING to the first log, plus the last log to the end, less one logging interval's share).
 A classification job's logs carry no token counts, so it has no history here and is probed instead.
@@ -28,14 +28,15 @@ class Throughput:
     jobs: int
 
 
-def measured(store: Store, base_model: str, task: str) -> Throughput | None:
-    """Throughput of earlier jobs of `base_model` for `task`, or None when no such job measured one."""
+def measured(store: Store, base_model: str, task: str, lora: bool = False) -> Throughput | None:
+    """Throughput of earlier jobs of `base_model` for `task`, trained the same way (full or LoRA: LoRA skips
+    the base weights' gradients and updates), or None when no such job measured one."""
     rates, setups = [], []
     for job in store.list_jobs([JobState.SUCCEEDED], limit=RECENT_JOBS):
         if job.attempts != 1 or job.started_at is None or job.ended_at is None or not job.plan_json:
             continue
         plan = json.loads(job.plan_json)
-        if plan.get("base_model") != base_model or plan.get("task") != task:
+        if plan.get("base_model") != base_model or plan.get("task") != task or (plan.get("lora") is not None) != lora:
             continue
         logs = [(e.time, e.payload) for e in store.events_after(job.id, 0, limit=MAX_EVENTS) if e.kind == "train_log"]
         logs = [(t, p) for t, p in logs if isinstance(p.get("num_tokens"), (int, float))]

@@ -85,6 +85,7 @@ class EstimateReply:
     gradient_checkpointing: bool
     probe: ProbeFacts | None = None
     notes: list[str] = field(default_factory=list)
+    prepare_seconds: float = 0.0  # loading, formatting and tokenizing the data: the job's data phase, timed here
 
 
 @dataclass(frozen=True)

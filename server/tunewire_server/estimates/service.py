@@ -28,6 +28,7 @@ log = structlog.get_logger("tunewire.estimates")
 WORKER_MODULE = "tunewire_server.worker.estimate.main"
 PROBE_STEPS = 4  # micro-batches timed after the warm-up one
 PROBE_SETUP_S = 3.0  # a job's setup the probe does not see: the trainer's creation, the final save
+BATCH_OVERHEAD_S = 0.02  # the trainer loop's own cost per micro-batch, which the bare probe lacks
 WORKER_TIMEOUT_S = 600.0
 MAX_WAITING = 4  # estimates waiting for the worker slot before more are refused
 
@@ -83,7 +84,8 @@ def assemble(reply: EstimateReply, plan: dict, measured: history.Throughput | No
         basis = f"measured: {measured.jobs} earlier {jobs} of this model ({measured.tokens_per_second:.0f} tokens/s)"
     elif reply.probe is not None and reply.probe.seconds > 0:
         rate = reply.probe.tokens / reply.probe.seconds
-        seconds = timing.seconds(work, rate, reply.probe.load_seconds + PROBE_SETUP_S)
+        setup = reply.prepare_seconds + reply.probe.load_seconds + PROBE_SETUP_S
+        seconds = timing.seconds(work, rate, setup, BATCH_OVERHEAD_S)
         basis = f"probe: {reply.probe.steps} steps ({rate:.0f} tokens/s)"
     else:
         seconds, basis = 0.0, "none: no earlier job of this model and no probe that fits"
@@ -112,7 +114,8 @@ class Estimator:
                                           self.settings.validation_timeout_s)
         except TimeoutError:
             raise ResourceExhausted("checking the spec took too long; try again later") from None
-        measured = await asyncio.to_thread(history.measured, self.store, plan["base_model"], plan["task"])
+        measured = await asyncio.to_thread(history.measured, self.store, plan["base_model"], plan["task"],
+                                           plan.get("lora") is not None)
         if self._waiting >= MAX_WAITING:
             raise ResourceExhausted(f"{self._waiting} estimates are waiting; try again later")
         self._waiting += 1

@@ -35,6 +35,7 @@ class Workload:
 
     train_tokens: float  # tokens through forward+backward (all steps, padding included)
     eval_tokens: float  # tokens through forward-only evaluation (all evaluations)
+    micro_batches: int = 0  # batches through the trainer's loop (each costs its Python overhead too)
 
 
 def workload(total_steps: int, batch: int, accumulation: int, mean_padded_length: float, sequences: int,
@@ -43,7 +44,8 @@ def workload(total_steps: int, batch: int, accumulation: int, mean_padded_length
     and of `evaluations` passes over the eval rows."""
     micro_batches = total_steps * accumulation
     rows = min(micro_batches * batch, max(sequences, 1) * math.ceil(micro_batches * batch / max(sequences, 1)))
-    return Workload(train_tokens=rows * mean_padded_length, eval_tokens=evaluations * eval_rows * mean_eval_length)
+    return Workload(train_tokens=rows * mean_padded_length, eval_tokens=evaluations * eval_rows * mean_eval_length,
+                    micro_batches=micro_batches)
 
 
 def evaluations(strategy: str, total_steps: int, per_epoch: int, eval_steps: int | None, on_start: bool) -> int:
@@ -56,9 +58,11 @@ def evaluations(strategy: str, total_steps: int, per_epoch: int, eval_steps: int
     return count
 
 
-def seconds(work: Workload, tokens_per_second: float, setup_seconds: float = 0.0) -> float:
-    """Wall seconds for `work` at a training throughput, plus the job's setup (model load, data, save)."""
+def seconds(work: Workload, tokens_per_second: float, setup_seconds: float = 0.0,
+            batch_overhead_s: float = 0.0) -> float:
+    """Wall seconds for `work` at a training throughput, plus the job's setup (model load, data, save) and
+    the trainer loop's own cost per micro-batch (collating, logging, callbacks) that a bare probe lacks."""
     if tokens_per_second <= 0:
         return 0.0
     return setup_seconds + work.train_tokens / tokens_per_second \
-        + work.eval_tokens / (EVAL_SPEEDUP * tokens_per_second)
+        + work.eval_tokens / (EVAL_SPEEDUP * tokens_per_second) + work.micro_batches * batch_overhead_s

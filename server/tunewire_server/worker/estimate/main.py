@@ -33,6 +33,7 @@ def estimate(request: EstimateRequest) -> EstimateReply:
     spec = spec_from_json(request.spec_json)
     task = request.plan["task"]
     cache = Path(request.cache_dir or ".") / "cache"
+    started = time.perf_counter()
     if task == "sft":
         plan = resolved(spec, request.plan)
         sp = plan["sft"]
@@ -45,6 +46,7 @@ def estimate(request: EstimateRequest) -> EstimateReply:
         counted = counts.classification(spec, plan, cache)
         dtype = "float32"
         num_labels = len(plan["label_names"])
+    prepare_seconds = time.perf_counter() - started
     hp = plan["hyperparameters"]
     facts = model.facts(plan["base_model"], task, num_labels, plan.get("lora"))
     dev = device.detect()
@@ -59,7 +61,7 @@ def estimate(request: EstimateRequest) -> EstimateReply:
     weight_bytes = 2 if dtype in ("bfloat16", "float16") else 4
     reply = EstimateReply(model=facts, data=counted.facts, device=dev, precision_bytes=weight_bytes,
                           mixed_precision=mixed is not None, gradient_checkpointing=bool(checkpointing),
-                          notes=list(counted.notes))
+                          notes=list(counted.notes), prepare_seconds=prepare_seconds)
     if request.probe_steps <= 0 or not counted.sequences:
         return reply
     batch = hp["per_device_train_batch_size"]
@@ -83,9 +85,11 @@ def estimate(request: EstimateRequest) -> EstimateReply:
 def main() -> int:
     args = parse_args()
     die_with_parent()
-    niceness = int(os.environ.get("TUNEWIRE_TRAINING_NICENESS", "0") or 0)
-    if niceness > os.nice(0):  # the probe trains: it yields the CPU to the control plane as training does
-        os.nice(niceness - os.nice(0))
+    # The probe trains: it gets the CPU share a training worker gets (niceness and session autogroup alike),
+    # or its tokens/s would not be a training worker's.
+    from tunewire_server.worker.training.main import _lower_priority
+
+    _lower_priority()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     out = MessageWriter(args.message_fd)
     line = sys.stdin.readline()

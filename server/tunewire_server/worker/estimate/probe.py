@@ -28,7 +28,7 @@ def load(task: str, plan: dict, sp: dict | None, num_labels: int):
 
 
 def run(model, counted: Counted, batch: int, accumulation: int, steps: int, learning_rate: float,
-        checkpointing: bool, mixed: str | None, pad_id: int, seed: int) -> ProbeFacts:
+        checkpointing: bool, mixed: str | None, pad_id: int, seed: int, max_grad_norm: float = 1.0) -> ProbeFacts:
     """Time `steps` micro-batches of `batch` rows (an optimizer step every `accumulation`) after one warm-up."""
     import torch
 
@@ -66,6 +66,7 @@ def run(model, counted: Counted, batch: int, accumulation: int, steps: int, lear
             loss = model(**inputs).loss / accumulation
         loss.backward()
         if (i + 1) % accumulation == 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)  # as the Trainer does
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
         return tokens
