@@ -13,9 +13,11 @@ Parts (bytes):
   attention probabilities (ACT_ATTENTION x heads x length); with gradient checkpointing only each layer's
   input is kept, plus one layer's full set while it is recomputed. A causal LM adds its logits (batch x
   length x vocab, upcast to float32 for the loss, and their gradient);
-- overhead: the framework's and allocator's share: a fixed part (OVERHEAD_FIXED) plus a fraction of the rest.
+- overhead: a fixed part (OVERHEAD_FIXED: code imported lazily, the data), AdamW's step temporaries, and on a
+  GPU the allocator's share of the rest.
 
-The constants were calibrated on this project's CPU runs (bench/estimates.py; /work/notes/estimate_bench.md).
+The constants were calibrated on this project's CPU runs (bench/estimates.py; /work/notes/estimate_bench.md);
+the GPU's overhead is not (no GPU was lent to measure one).
 """
 
 from __future__ import annotations
@@ -24,12 +26,18 @@ from dataclasses import dataclass
 
 from tunewire_server.estimates.protocol import ModelFacts
 
-ACT_HIDDEN = 12  # hidden-sized tensors kept per layer and token (norms, q/k/v, context, projections, residuals)
-ACT_MLP = 2  # intermediate-sized tensors kept per layer and token (up projection, activation)
-ACT_ATTENTION = 2  # heads x length values kept per layer and token (scores and probabilities)
-LOGIT_COPIES = 3  # the logits, their float32 copy for the loss and its gradient
-OVERHEAD_FIXED = {"cpu": 160 * 2**20, "cuda": 512 * 2**20}  # libraries loaded lazily, the CUDA context's workspace
-OVERHEAD_FRACTION = 0.10  # allocator fragmentation and temporary buffers
+# Calibrated on this project's CPU runs (bench/estimates.py, 7 jobs; /work/notes/estimate_bench.md): a count
+# of the tensors autograd keeps (about 12 hidden-, 2 intermediate- and 2 attention-sized ones per layer and
+# token, 3 logit copies) came out at about half of the measured growth of the training process; the
+# constants below are those counts doubled (the runs' least-squares factor was 1.96), which also covers the
+# loss's extra passes over the logits (TRL computes log-probabilities, entropy and top-1 accuracy from them).
+ACT_HIDDEN = 24  # hidden-sized values kept per layer and token (norms, q/k/v, rotary, context, projections)
+ACT_MLP = 4  # intermediate-sized values kept per layer and token (up projection, activation), x2 when gated
+ACT_ATTENTION = 4  # heads x length values kept per layer and token (scores and probabilities)
+LOGIT_COPIES = 6  # the logits, their float32 copies for the loss and its by-products, and their gradients
+OVERHEAD_FIXED = {"cpu": 40 * 2**20, "cuda": 512 * 2**20}  # lazily imported code, the data; a CUDA context
+OVERHEAD_FRACTION = {"cpu": 0.0, "cuda": 0.10}  # the CUDA caching allocator's fragmentation (not calibrated)
+OPTIMIZER_TEMPORARIES = 0.5  # AdamW's foreach step allocates temporaries: this share of the states' size
 
 
 @dataclass(frozen=True)
@@ -89,7 +97,9 @@ def estimate(model: ModelFacts, shape: Shape) -> Breakdown:
     optimizer = 2 * trainable * trainable_bytes
     activations = activation_bytes(model, shape)
     fixed = OVERHEAD_FIXED.get(shape.device_kind, OVERHEAD_FIXED["cpu"])
-    overhead = int(fixed + OVERHEAD_FRACTION * (weights + gradients + optimizer + activations))
+    fraction = OVERHEAD_FRACTION.get(shape.device_kind, 0.0)
+    overhead = int(fixed + fraction * (weights + gradients + optimizer + activations)
+                   + OPTIMIZER_TEMPORARIES * gradients)
     return Breakdown(weights=weights, gradients=gradients, optimizer=optimizer, activations=activations,
                      overhead=overhead, trainable_parameters=trainable, total_parameters=model.total_parameters)
 
