@@ -27,9 +27,9 @@ _EXPORTS: dict[str, str] = {
         "LoraConfig", "SftTask", "SpecError", "UploadedDatasetSource", "load_spec", "spec_from_dict"), "tunewire.spec"),
     **dict.fromkeys((
         "Checkpoint", "CheckpointSaved", "Checkpoints", "Classification", "ColumnSummary", "ConfusionMatrix",
-        "DatasetReport", "DownloadedModel", "EvalResult", "FinalModel", "Generation", "Job", "JobError", "JobEvent",
-        "JobState", "LabelCount", "ModelFile", "Prediction", "RowProblem", "StateChange", "TrainingStopped",
-        "TrainLog", "UploadedDataset"),
+        "DatasetReport", "DownloadedModel", "Estimate", "EvalResult", "FinalModel", "Generation", "Job", "JobError",
+        "JobEvent", "JobState", "LabelCount", "MemoryEstimate", "ModelFile", "Prediction", "RowProblem", "StateChange",
+        "TrainingStopped", "TrainLog", "UploadedDataset"),
         "tunewire.types"),
 }
 

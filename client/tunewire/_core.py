@@ -29,6 +29,7 @@ from tunewire.errors import IntegrityError, JobFailedError
 from tunewire.types import (
     Checkpoints,
     DownloadedModel,
+    Estimate,
     Job,
     JobEvent,
     JobState,
@@ -90,6 +91,11 @@ def _job(response: Any) -> Job:
 
 def submit(spec: req.SpecLike, request_id: str) -> Unary[Job]:
     return Unary("SubmitJob", pb.SubmitJobRequest(spec=req.as_spec(spec), request_id=request_id), _job)
+
+
+def estimate(spec: req.SpecLike) -> Unary[Estimate]:
+    return Unary("EstimateJob", pb.EstimateJobRequest(spec=req.as_spec(spec)),
+                 lambda response: Estimate.from_proto(response.estimate))
 
 
 def get(job_id: str) -> Unary[Job]:

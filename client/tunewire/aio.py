@@ -13,7 +13,16 @@ import grpc
 from tunewire import _core as core
 from tunewire import _requests as req
 from tunewire.errors import TunewireError, from_rpc_error
-from tunewire.types import Checkpoints, DownloadedModel, Job, JobEvent, JobState, Prediction, UploadedDataset
+from tunewire.types import (
+    Checkpoints,
+    DownloadedModel,
+    Estimate,
+    Job,
+    JobEvent,
+    JobState,
+    Prediction,
+    UploadedDataset,
+)
 from tunewire.v1 import tuning_service_pb2 as pb
 
 T = TypeVar("T")
@@ -48,6 +57,10 @@ class AsyncClient(core.Connection):
 
     async def submit(self, spec: req.SpecLike, *, request_id: str = "", timeout: float | None = None) -> Job:
         return await self._unary(core.submit(spec, request_id), timeout)
+
+    async def estimate(self, spec: req.SpecLike, *, timeout: float | None = None) -> Estimate:
+        """Client.estimate's twin."""
+        return await self._unary(core.estimate(spec), timeout)
 
     async def get(self, job_id: str, *, timeout: float | None = None) -> Job:
         return await self._unary(core.get(job_id), timeout)

@@ -15,7 +15,16 @@ from collections.abc import Sequence
 from tunewire.client import Client
 from tunewire.errors import TunewireError
 from tunewire.spec import SpecError
-from tunewire.types import Classification, EvalResult, Job, JobState, StateChange, TrainingStopped, TrainLog
+from tunewire.types import (
+    Classification,
+    Estimate,
+    EvalResult,
+    Job,
+    JobState,
+    StateChange,
+    TrainingStopped,
+    TrainLog,
+)
 
 EXIT_OK, EXIT_JOB_FAILED, EXIT_ERROR = 0, 1, 2
 
@@ -109,7 +118,76 @@ def watch(client: Client, job_id: str, after_seq: int = 0) -> int:
     return EXIT_JOB_FAILED
 
 
+ESTIMATE_TIMEOUT_S = 300.0  # an estimate loads the job's tokenizer and data and may time a few training steps
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def _duration(seconds: float) -> str:
+    if seconds <= 0:
+        return "unknown"
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m" if hours else f"{minutes}m {secs:02d}s" if minutes else f"{secs}s"
+
+
+def print_estimate(estimate: Estimate) -> None:
+    """The estimate as a readable table (rich)."""
+    from rich.table import Table
+
+    out, _ = _console()
+    e, m = estimate, estimate.memory
+    table = Table(title="estimate", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    rows = [
+        ("rows", f"{e.train_rows} train, {e.eval_rows} eval"),
+        ("train tokens", f"{e.train_tokens} (p50 {e.token_length_p50}, p95 {e.token_length_p95}, "
+                         f"max {e.token_length_max} per row)"),
+        ("max_length", f"{e.max_length} ({e.truncated_rows} rows longer)"),
+        ("steps", f"{e.steps_per_epoch} per epoch, {e.total_steps} in all"),
+        ("parameters", f"{m.trainable_parameters:,} trained of {m.total_parameters:,}"),
+        ("memory", f"weights {_size(m.weights_bytes)}, gradients {_size(m.gradients_bytes)}, optimizer "
+                   f"{_size(m.optimizer_bytes)}, activations {_size(m.activations_bytes)}, overhead "
+                   f"{_size(m.overhead_bytes)}"),
+        ("peak memory", f"{_size(m.total_bytes)} of {_size(e.device_memory_bytes)} on {e.device}"),
+        ("fits", "[green]yes[/green]" if e.fits else "[red]no[/red]"),
+    ]
+    if not e.fits:
+        rows.append(("would fit", f"per-device batch size {e.suggested_batch_size or 'none'}; "
+                                  f"max_length {e.suggested_max_length or 'none'} at this batch size"))
+    rows.append(("time", f"{_duration(e.estimated_seconds)} ({e.time_basis})"))
+    for name, value in rows:
+        table.add_row(name, value)
+    out.print(table)
+    for note in e.notes:
+        out.print(f"note: {note}", highlight=False)
+
+
+def _estimate_dict(estimate: Estimate) -> dict:
+    import dataclasses
+
+    return dataclasses.asdict(estimate)
+
+
+def cmd_estimate(client: Client, args) -> int:
+    estimate = client.estimate(args.spec, timeout=max(args.timeout, ESTIMATE_TIMEOUT_S))
+    if args.json:
+        print(json.dumps(_estimate_dict(estimate)))
+    else:
+        print_estimate(estimate)
+    return EXIT_OK
+
+
 def cmd_submit(client: Client, args) -> int:
+    if args.dry_run:
+        return cmd_estimate(client, args)
     out, _ = _console()
     job = client.submit(args.spec, request_id=args.request_id or "")
     if args.json:
@@ -381,7 +459,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--watch", action="store_true", help="follow the job until it ends")
     p.add_argument("--request-id", help="idempotency key: resubmitting returns the same job")
     p.add_argument("--json", action="store_true", help="print the job as JSON")
+    p.add_argument("--dry-run", action="store_true", help="validate and estimate the job (as `tunewire estimate`); "
+                   "submit nothing")
     p.set_defaults(fn=cmd_submit)
+
+    p = sub.add_parser("estimate", help="validate a job spec file and estimate its rows, steps, peak memory (does "
+                       "it fit the server?) and time; nothing is submitted")
+    p.add_argument("spec", help="job spec file (.yaml, .yml or .json)")
+    p.add_argument("--json", action="store_true", help="print the estimate as JSON")
+    p.set_defaults(fn=cmd_estimate)
 
     p = sub.add_parser("watch", help="follow a job's progress until it ends")
     p.add_argument("job")

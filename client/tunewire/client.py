@@ -12,7 +12,16 @@ import grpc
 from tunewire import _core as core
 from tunewire import _requests as req
 from tunewire.errors import TunewireError, from_rpc_error
-from tunewire.types import Checkpoints, DownloadedModel, Job, JobEvent, JobState, Prediction, UploadedDataset
+from tunewire.types import (
+    Checkpoints,
+    DownloadedModel,
+    Estimate,
+    Job,
+    JobEvent,
+    JobState,
+    Prediction,
+    UploadedDataset,
+)
 from tunewire.v1 import tuning_service_pb2 as pb
 
 T = TypeVar("T")
@@ -57,6 +66,12 @@ class Client(core.Connection):
         With `request_id`, submitting again returns the same job instead of a new one.
         """
         return self._unary(core.submit(spec, request_id), timeout)
+
+    def estimate(self, spec: req.SpecLike, *, timeout: float | None = None) -> Estimate:
+        """Validate `spec` as submit does, and estimate it without queueing anything: rows, tokens, steps,
+        peak memory against the server's training device (fits or not) and time. It loads the job's
+        tokenizer and data (and may time a few training steps), so give it a generous `timeout`."""
+        return self._unary(core.estimate(spec), timeout)
 
     def get(self, job_id: str, *, timeout: float | None = None) -> Job:
         return self._unary(core.get(job_id), timeout)

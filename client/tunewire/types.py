@@ -362,3 +362,53 @@ class DownloadedModel:
     total_bytes: int
     received_bytes: int  # bytes received over the network (less than total_bytes after a resume)
     reconnects: int  # times the download was resumed after a dropped connection
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """Estimated peak bytes of a job's training process, by part, and its parameter counts."""
+
+    weights_bytes: int
+    gradients_bytes: int
+    optimizer_bytes: int
+    activations_bytes: int
+    overhead_bytes: int
+    total_bytes: int
+    trainable_parameters: int
+    total_parameters: int
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """What `client.estimate(spec)` returns: the job's data, steps, peak memory against the server's training
+    device (fits, and when not the largest batch size and max_length that would), and the time it would take."""
+
+    train_rows: int
+    eval_rows: int
+    train_tokens: int
+    truncated_rows: int
+    max_length: int
+    token_length_p50: int
+    token_length_p95: int
+    token_length_max: int
+    steps_per_epoch: int
+    total_steps: int
+    memory: MemoryEstimate
+    device: str
+    device_memory_bytes: int
+    fits: bool
+    suggested_batch_size: int  # when it does not fit; 0 = none (or it fits)
+    suggested_max_length: int
+    estimated_seconds: float  # 0 when there was no basis
+    time_basis: str
+    notes: list[str]
+
+    @classmethod
+    def from_proto(cls, msg: tuning_service_pb2.JobEstimate) -> Estimate:
+        m = msg.memory
+        memory = MemoryEstimate(m.weights_bytes, m.gradients_bytes, m.optimizer_bytes, m.activations_bytes,
+                                m.overhead_bytes, m.total_bytes, m.trainable_parameters, m.total_parameters)
+        return cls(msg.train_rows, msg.eval_rows, msg.train_tokens, msg.truncated_rows, msg.max_length,
+                   msg.token_length_p50, msg.token_length_p95, msg.token_length_max, msg.steps_per_epoch,
+                   msg.total_steps, memory, msg.device, msg.device_memory_bytes, msg.fits, msg.suggested_batch_size,
+                   msg.suggested_max_length, msg.estimated_seconds, msg.time_basis, list(msg.notes))

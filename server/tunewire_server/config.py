@@ -69,6 +69,7 @@ class Settings:
     min_free_disk_mb: int = _opt(256, "Free space the data dir's disk must keep: below it new jobs are refused with RESOURCE_EXHAUSTED.")
     validation_threads: int = _opt(4, "Threads that check submitted jobs (dataset and model files included), apart from every other pool.")
     validation_timeout_s: float = _opt(60.0, "Seconds a submit's checks may take before it is refused with RESOURCE_EXHAUSTED.")
+    estimate_memory_mb: int = _opt(0, "Memory EstimateJob checks a job's estimated peak against, in MiB: 0 = what the training device has free when asked (free GPU memory, or available RAM within the cgroup's limit); set it to keep headroom on a shared host.")
     max_predict_input_chars: int = _opt(65_536, "Longest Predict input (a text, or a conversation's messages together), in characters.")
     max_predict_input_tokens: int = _opt(4096, "Longest Predict input after tokenization, in tokens.")
     max_pending_predicts: int = _opt(64, "Predict calls waiting for the inference worker beyond this are refused with RESOURCE_EXHAUSTED.")
@@ -132,6 +133,8 @@ class Settings:
             problems.append("min_free_disk_mb must not be negative")
         if self.validation_timeout_s <= 0:
             problems.append("validation_timeout_s must be above 0")
+        if self.estimate_memory_mb < 0:
+            problems.append("estimate_memory_mb must be 0 or more")
         if self.predict_stream_idle_s <= 0:
             problems.append("predict_stream_idle_s must be above 0")
         if self.keep_checkpoints < -1:

@@ -78,6 +78,10 @@ COVERED_ELSEWHERE: dict[str, str] = {
     "tunewire_server.worker.training.sft": "tests/unit/test_sft_worker.py",
     "tunewire_server.worker.training.trainer_args": "tests/unit/test_sft_worker.py",
     "tunewire_server.worker.merge.merging": "tests/unit/test_models_merge.py",  # the merge worker's code, in-process
+    # the estimate worker's code, run by a real server's EstimateJob (counts checked against the data)
+    "tunewire_server.worker.estimate.counts": "tests/service/test_estimate.py",
+    "tunewire_server.worker.estimate.model": "tests/service/test_estimate.py",
+    "tunewire_server.worker.estimate.probe": "tests/service/test_estimate.py",
 }
 
 # Imports of the worker's code by the control plane that are known and being removed: (importer, imported)

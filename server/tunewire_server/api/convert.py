@@ -132,3 +132,18 @@ def stream_message_to_proto(message: dict) -> pb.PredictStreamResponse:
     if "final" in message:
         return pb.PredictStreamResponse(final=generation_to_proto(message["final"]))
     return pb.PredictStreamResponse(text_delta=message.get("text_delta", ""))
+
+
+def estimate_to_proto(e) -> pb.JobEstimate:
+    """An estimates.service.JobEstimate as the API's JobEstimate."""
+    m = e.memory
+    memory = pb.MemoryEstimate(weights_bytes=m.weights, gradients_bytes=m.gradients, optimizer_bytes=m.optimizer,
+                               activations_bytes=m.activations, overhead_bytes=m.overhead, total_bytes=m.total,
+                               trainable_parameters=m.trainable_parameters, total_parameters=m.total_parameters)
+    return pb.JobEstimate(
+        train_rows=e.train_rows, eval_rows=e.eval_rows, train_tokens=e.train_tokens, truncated_rows=e.truncated_rows,
+        max_length=e.max_length, token_length_p50=e.token_length_p50, token_length_p95=e.token_length_p95,
+        token_length_max=e.token_length_max, steps_per_epoch=e.steps_per_epoch, total_steps=e.total_steps,
+        memory=memory, device=e.device, device_memory_bytes=e.device_memory_bytes, fits=e.fits,
+        suggested_batch_size=e.suggested_batch_size, suggested_max_length=e.suggested_max_length,
+        estimated_seconds=e.estimated_seconds, time_basis=e.time_basis, notes=e.notes)

@@ -23,6 +23,7 @@ from tunewire_server.api.status import to_status
 from tunewire_server.datasets.catalog import Catalog
 from tunewire_server.datasets.uploads import Uploads, UploadStream
 from tunewire_server.errors import FieldViolation, InvalidSpec, ResourceExhausted, TunewireError
+from tunewire_server.estimates.service import Estimator
 from tunewire_server.jobs.manager import JobManager
 from tunewire_server.models import removal
 from tunewire_server.models.service import ModelService
@@ -189,11 +190,19 @@ class TuningServicer(pb_grpc.TuningServiceServicer):
         self._wire = _WireCache()
         self.metrics = metrics or Metrics()
         self.metrics.open_streams.set_function(lambda: self.open_streams)
+        self._estimator: Estimator | None = None  # made on the first EstimateJob
 
     @unary
     async def SubmitJob(self, request: pb.SubmitJobRequest, context) -> pb.SubmitJobResponse:
         job = await self.manager.submit(request.spec, request.request_id)  # checks the request id first
         return pb.SubmitJobResponse(job=convert.job_to_proto(job))
+
+    @unary
+    async def EstimateJob(self, request: pb.EstimateJobRequest, context) -> pb.EstimateJobResponse:
+        if self._estimator is None:
+            self._estimator = Estimator(self.manager.settings, self.manager.store)
+        estimate = await self._estimator.estimate(request.spec)
+        return pb.EstimateJobResponse(estimate=convert.estimate_to_proto(estimate))
 
     @unary
     async def GetJob(self, request: pb.GetJobRequest, context) -> pb.GetJobResponse:

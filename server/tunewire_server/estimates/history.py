@@ -1,0 +1,55 @@
+"""Training throughput this server measured on earlier jobs, read from the store.
+
+For each recent SUCCEEDED job (one attempt) of the same base model, task and kind (full or LoRA) whose train logs carry
+num_tokens (SFT: TRL counts the tokens it trains on): tokens/s between its first and last train log, and
+its setup time (RUNNING to the first log, plus the last log to the end, less one logging interval's share).
+A classification job's logs carry no token counts, so it has no history here and is probed instead.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import dataclass
+
+from tunewire_server.jobs.states import JobState
+from tunewire_server.store import Store
+
+RECENT_JOBS = 50  # succeeded jobs looked at, newest first
+MAX_EVENTS = 5000  # events read per job
+
+
+@dataclass(frozen=True)
+class Throughput:
+    """The median of the earlier jobs' measurements."""
+
+    tokens_per_second: float
+    setup_seconds: float
+    jobs: int
+
+
+def measured(store: Store, base_model: str, task: str, lora: bool = False) -> Throughput | None:
+    """Throughput of earlier jobs of `base_model` for `task`, trained the same way (full or LoRA: LoRA skips
+    the base weights' gradients and updates), or None when no such job measured one."""
+    rates, setups = [], []
+    for job in store.list_jobs([JobState.SUCCEEDED], limit=RECENT_JOBS):
+        if job.attempts != 1 or job.started_at is None or job.ended_at is None or not job.plan_json:
+            continue
+        plan = json.loads(job.plan_json)
+        if plan.get("base_model") != base_model or plan.get("task") != task or (plan.get("lora") is not None) != lora:
+            continue
+        logs = [(e.time, e.payload) for e in store.events_after(job.id, 0, limit=MAX_EVENTS) if e.kind == "train_log"]
+        logs = [(t, p) for t, p in logs if isinstance(p.get("num_tokens"), (int, float))]
+        if len(logs) < 2:
+            continue
+        (t0, first), (t1, last) = logs[0], logs[-1]
+        tokens = last["num_tokens"] - first["num_tokens"]
+        if t1 <= t0 or tokens <= 0:
+            continue
+        rate = tokens / (t1 - t0)
+        rates.append(rate)
+        # before the first log: setup and the first logged step's tokens
+        setups.append(max(0.0, (job.ended_at - job.started_at) - (t1 - t0) - first["num_tokens"] / rate))
+    if not rates:
+        return None
+    return Throughput(statistics.median(rates), statistics.median(setups), len(rates))
