@@ -28,13 +28,14 @@ class Replica:
     event_poll_s: float = 1.0
     env: dict | None = None
     threads: int | None = 1
+    args: tuple[str, ...] = ()  # more server flags
     process: ServerProcess | None = None
 
     def start(self, timeout: float = 60) -> Replica:
         self.process = ServerProcess(
             self.data, self.models_root, "--store", self.url, "--replica-id", self.name,
             "--lease-s", str(self.lease_s), "--heartbeat-s", str(self.heartbeat_s),
-            "--event-poll-s", str(self.event_poll_s), threads=self.threads, env=self.env,
+            "--event-poll-s", str(self.event_poll_s), *self.args, threads=self.threads, env=self.env,
             log_path=self.data / f"{self.name}.log",
         ).start(timeout)
         return self
@@ -75,12 +76,14 @@ class Cluster:
     event_poll_s: float = 1.0
     env: dict | None = None
     threads: int | None = 1
+    args: tuple[str, ...] = ()  # more server flags, for every replica
     replicas: list[Replica] = field(default_factory=list)
 
     def start(self, timeout: float = 60) -> Cluster:
         """Start every replica (r1 first and alone); on failure stop those started and raise."""
         self.replicas = [Replica(f"r{i}", self.data, self.models_root, self.url, self.lease_s, self.heartbeat_s,
-                                 self.event_poll_s, self.env, self.threads) for i in range(1, self.n + 1)]
+                                 self.event_poll_s, self.env, self.threads, self.args)
+                         for i in range(1, self.n + 1)]
         try:
             for replica in self.replicas:
                 replica.start(timeout)
