@@ -240,7 +240,7 @@ def _resumed(streamed: list, attempt: int):
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="10 jobs, leases 2,4 with one kill each: a smoke check")
+    p.add_argument("--quick", action="store_true", help="10 jobs, 200 steps, lease 2 s with one kill: a smoke check")
     p.add_argument("--jobs", type=int, default=30, help="(a) measured jobs")
     p.add_argument("--steps", type=int, default=400, help="(b) steps of each measured job")
     p.add_argument("--every", type=int, default=4, help="(b) a train log every N steps")
