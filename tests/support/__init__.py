@@ -7,6 +7,8 @@
 - server_thread: a TunewireServer in this process, on its own event loop (tests)
 - specs: the benchmark job specs
 - disk: a small tmpfs to fill, and the filler (disk-full tests)
+- postgres: a real PostgreSQL server in a temporary folder (start, restart, fresh databases and schemas)
+- replicas: several `tunewire-server` replicas sharing one PostgreSQL and one data folder (Replica, Cluster)
 
 Nothing here imports torch: the benchmark drivers and demo scripts stay light.
 """

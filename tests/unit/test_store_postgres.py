@@ -333,6 +333,38 @@ def test_connections_cut_by_a_server_restart_are_replaced_without_an_error(postg
         store.close()
 
 
+def test_a_write_whose_session_is_cut_before_its_commit_is_done_once_on_a_new_connection(postgres_server):
+    """What a PostgreSQL restart does to a write in flight: its session ends, its transaction rolls back.
+    The store runs it again on a fresh connection: the event is stored once, with the next seq."""
+    import asyncio
+
+    url = postgres_server.new_database()
+    database = url.rsplit("/", 1)[1]
+    store = PostgresStore(url)
+    try:
+        _job(store, "a")
+        with psycopg.connect(url) as holder, ThreadPoolExecutor(1) as pool:
+            holder.execute("SELECT 1 FROM jobs WHERE id = 'a' FOR UPDATE")  # the write waits on this row lock
+            writing = pool.submit(asyncio.run, store.write(store.append_event, "a", "train_log", {"step": 1}))
+            with psycopg.connect(postgres_server.url(), autocommit=True) as admin:
+                waiting = None
+                for _ in range(200):
+                    waiting = admin.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s AND"
+                                            " wait_event_type = 'Lock'", (database,)).fetchone()
+                    if waiting:
+                        break
+                    time.sleep(0.02)
+                assert waiting, "the write never waited on the row lock"
+                admin.execute("SELECT pg_terminate_backend(%s)", (waiting[0],))
+            time.sleep(0.2)
+            holder.rollback()
+            assert writing.result(timeout=30).seq == 2
+        assert [(e.seq, e.kind) for e in store.events_after("a", 0)] == [(1, "state_change"), (2, "train_log")]
+        assert store.writable and store.get_job("a").last_seq == 2
+    finally:
+        store.close()
+
+
 def test_writes_notify_listeners_of_the_same_schema_with_ids_and_seqs_only(make_store, postgres_server):
     import queue
 

@@ -19,6 +19,10 @@ on a channel named after the schema; each replica LISTENs on one connection of i
 Schema migrations are numbered (the `schema_version` table: one row per migration applied), each in
 one transaction, under a session advisory lock: replicas starting at once migrate once.
 
+Restarts: an idle pooled connection the server cut is replaced at checkout (check_connection); a read or
+write whose session was cut before its COMMIT is run again on a new connection (writes for up to
+_RETRY_S), so a restart of PostgreSQL costs the replicas a pause, not a job.
+
 The methods are synchronous, like SQLite's: the control plane runs writes through `write` (one writer
 thread per store, so this process's writes keep their order) and reads from any thread, each on a
 pooled connection in autocommit mode (a read never waits for a write: MVCC).
@@ -186,6 +190,11 @@ _CONNECT_TIMEOUT_S = 5
 _PASSWORD_PARAM = re.compile(r"(password\s*=\s*)('[^']*'|[^\s&]+)", re.IGNORECASE)
 _URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)([^@\s]*)(@)")  # user:PASSWORD@ even in a URL urlsplit refuses
 _POOL_TIMEOUT_S = 10.0
+_RETRY_S = 10.0  # how long a write cut off by the server (before its COMMIT) is tried again
+
+
+class _CommitUnknown(psycopg.OperationalError):
+    """The connection was lost during a COMMIT: whether the transaction was applied is unknown (not retried)."""
 
 
 class StoreConnectError(ValueError):
@@ -224,6 +233,14 @@ def _is_unavailable(exc: BaseException) -> bool:
     if sqlstate is not None:
         return sqlstate.startswith("08")  # connection exceptions
     return isinstance(exc, psycopg.OperationalError)  # a lost connection has no SQLSTATE
+
+
+def _cut_off(exc: BaseException) -> bool:
+    """Whether the server cut the session before any COMMIT was sent (a restart, a failover, a terminated
+    backend): the transaction was rolled back, so running it again on a new connection is safe. Not a
+    PoolTimeout (it waited for a connection already) nor a connection lost during the COMMIT."""
+    return (isinstance(exc, psycopg.OperationalError) and not isinstance(exc, (PoolTimeout, _CommitUnknown))
+            and _is_unavailable(exc))
 
 
 def _set_clause(fields: dict) -> tuple[str, list]:
@@ -275,8 +292,10 @@ def _in(values: Sequence) -> str:
 class PostgresStore:
     """A base.Store in a PostgreSQL database, which several replicas may share. Thread-safe."""
 
-    def __init__(self, url: str, *, pool_size: int = 8, pool_timeout_s: float = _POOL_TIMEOUT_S):
+    def __init__(self, url: str, *, pool_size: int = 8, pool_timeout_s: float = _POOL_TIMEOUT_S,
+                 retry_s: float = _RETRY_S):
         self.url = url
+        self._retry_s = retry_s
         conninfo = self._conninfo(url)
         kwargs = {"autocommit": True, "row_factory": dict_row}
         if "connect_timeout" not in conninfo:
@@ -377,13 +396,29 @@ class PostgresStore:
 
     @contextlib.contextmanager
     def _tx(self) -> Iterator[psycopg.Connection]:
-        """A pooled connection inside one transaction: committed when the block ends, rolled back if it raises."""
-        with self._pool.connection() as conn, conn.transaction():
-            yield conn
+        """A pooled connection inside one transaction: committed when the block ends, rolled back if it raises.
+        A connection lost during the COMMIT raises _CommitUnknown: the transaction may have been applied."""
+        with self._pool.connection() as conn:
+            committing = False
+            try:
+                with conn.transaction():
+                    yield conn
+                    committing = True
+            except Exception as exc:
+                if committing and _is_unavailable(exc):
+                    raise _CommitUnknown(str(exc)) from exc
+                raise
 
     def _read(self, sql: str, args: Sequence = ()) -> list[dict]:
-        with self._pool.connection() as conn:
-            return conn.execute(sql, args).fetchall()
+        """Rows of one query; once more on a fresh connection if the server cut this one (a restart)."""
+        for tries_left in (1, 0):
+            try:
+                with self._pool.connection() as conn:
+                    return conn.execute(sql, args).fetchall()
+            except psycopg.OperationalError as exc:
+                if not tries_left or not _cut_off(exc):
+                    raise
+        raise AssertionError("unreachable")
 
     @staticmethod
     def _lock(conn: psycopg.Connection, what: int) -> None:
@@ -397,19 +432,33 @@ class PostgresStore:
         return await loop.run_in_executor(self._writer, functools.partial(self._guarded, method, *args, **kwargs))
 
     def _guarded(self, method: Callable[..., T], *args, **kwargs) -> T:
-        try:
-            result = method(*args, **kwargs)
-        except Exception as exc:
-            if isinstance(exc, pg_errors.DiskFull):
-                self.writable = False
-                raise DiskFull(f"the database's disk is full: {_scrub(str(exc), self.url)}") from None
-            if _is_unavailable(exc):
-                self.writable = False
-                raise StoreUnavailable(f"the store (PostgreSQL at {redact(self.url)}) cannot be reached: "
-                                       f"{_scrub(str(exc), self.url) or type(exc).__name__}") from None
-            raise
+        deadline, delay = time.monotonic() + self._retry_s, 0.05
+        while True:
+            try:
+                result = method(*args, **kwargs)
+                break
+            except Exception as exc:
+                # A session the server cut before the COMMIT (a restart, a failover) rolled its transaction
+                # back: the same write again, on a new connection, is the write done once. Not a PoolTimeout
+                # (it waited for a connection already) nor a lost COMMIT (it may have been applied).
+                if _cut_off(exc) and time.monotonic() < deadline and not self._closed.is_set():
+                    time.sleep(delay)
+                    delay = min(delay * 2, 1.0)
+                    continue
+                self._failed(exc)
+                raise
         self.writable = True
         return result
+
+    def _failed(self, exc: Exception) -> None:
+        """Raise DiskFull / StoreUnavailable for a write that failed for want of space or of the server."""
+        if isinstance(exc, pg_errors.DiskFull):
+            self.writable = False
+            raise DiskFull(f"the database's disk is full: {_scrub(str(exc), self.url)}") from None
+        if _is_unavailable(exc):
+            self.writable = False
+            raise StoreUnavailable(f"the store (PostgreSQL at {redact(self.url)}) cannot be reached: "
+                                   f"{_scrub(str(exc), self.url) or type(exc).__name__}") from None
 
     def probe(self) -> None:
         """A small real write: whether the store can write again (run it through `write`)."""
