@@ -70,3 +70,27 @@ async def test_take_gives_up_after_start_tries_fresh_workers_fail(tmp_path):
         raise AssertionError("take() should fail when every fresh worker exits before ready")
     assert len(launcher.workers) == 2
     await pool.close()
+
+
+async def test_wait_ready_returns_once_the_warm_worker_is_ready_and_at_once_when_warming_is_off(tmp_path):
+    gate = asyncio.Event()
+    launcher = FakeLauncher([Gate(gate), *SUCCESS], default=SUCCESS)
+    pool = WarmPool(launcher, tmp_path / "warm.log")
+    waiting = asyncio.create_task(pool.wait_ready())
+    await settle(pool)
+    assert not waiting.done()  # still importing: a replica claims nothing yet
+    gate.set()
+    await asyncio.wait_for(waiting, 5)
+    assert await pool.take(tmp_path / "job.log") is launcher.workers[0]
+    await pool.close()
+
+    off = WarmPool(FakeLauncher(default=SUCCESS), tmp_path / "off.log", enabled=False)
+    await asyncio.wait_for(off.wait_ready(), 1)
+
+
+async def test_wait_ready_returns_when_the_warm_worker_fails_to_start(tmp_path):
+    launcher = FakeLauncher(NEVER_READY, default=[READY, REQUEST, Exit(0)])
+    pool = WarmPool(launcher, tmp_path / "warm.log")
+    await asyncio.wait_for(pool.wait_ready(), 5)
+    assert await pool.take(tmp_path / "job.log") is launcher.workers[1]  # the job starts its own
+    await pool.close()

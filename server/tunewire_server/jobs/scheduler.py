@@ -155,6 +155,10 @@ class Scheduler:
         delay = DISK_RETRY_S[0]
         while not self.stopping:
             try:
+                if self.store.shared:
+                    # Claim only with a ready worker: a job claimed here would wait for this replica's worker
+                    # to import torch while another replica, ready, stays idle.
+                    await self.pool.wait_ready()
                 self._wakeup.clear()  # before the claim: a job queued while it is under way sets it again
                 job = await self.claim()
                 if job is None:

@@ -43,6 +43,14 @@ class WarmPool:
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._spawn())
 
+    async def wait_ready(self) -> None:
+        """Start the warm worker if none is started, and wait until it is ready (or failed to start; or at
+        once when warming is off). Cancelling the wait leaves the worker starting."""
+        self.ensure_warm()
+        task = self._task
+        if task is not None and not task.done():
+            await asyncio.wait({task})  # its failure is logged by _spawn, not raised here
+
     async def _spawn(self) -> None:
         """Start the warm worker now and wait for its `ready`; a failure is logged, and the next job starts its
         own. Once ready it is watched: an idle worker sends nothing, so its pipe closing means it died."""
