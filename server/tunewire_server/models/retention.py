@@ -112,7 +112,8 @@ def sweep_shared(shared: SharedModels, jobs: Iterable[JobRecord], keep_checkpoin
                  artifact_ttl_s: float | None, now: float) -> RetentionReport:
     """The same policy over the shared artifact store's units (one LIST of the store's jobs/ for the whole
     sweep): an expired job's objects are deleted, a SUCCEEDED job's surplus checkpoints (and their merged
-    forms) too. Every unit listed is complete (its marker is there), so each counts as complete here."""
+    forms) too. A job with more checkpoints than it keeps has its markers read: one not signed with the
+    service's key counts as incomplete (never kept), as a local one that does not verify."""
     report = RetentionReport()
     units = shared.units_by_job()
     for job in jobs:
@@ -125,6 +126,10 @@ def sweep_shared(shared: SharedModels, jobs: Iterable[JobRecord], keep_checkpoin
         states = [CheckpointState(step, True) for rest in units[job.id]
                   if rest.startswith(CHECKPOINTS_DIR + "/") and (step := step_of(Path(rest))) is not None]
         plan = plan_retention(job.state, states, keep_checkpoints)
+        if plan.remove:  # only then are the markers read: a unit not signed with the key is never kept
+            signed = shared.stored(job.id).checkpoints
+            plan = plan_retention(job.state, [CheckpointState(s.step, s.step in signed) for s in states],
+                                  keep_checkpoints)
         for step in plan.remove:
             shared.delete_checkpoint(job.id, step)
         if plan.remove:
