@@ -1,4 +1,5 @@
-"""`tunewire-server`: run the control plane until SIGTERM or SIGINT."""
+"""`tunewire-server`: run the control plane until SIGTERM or SIGINT (`tunewire-server migrate-store ...`: copy a
+one box's SQLite store and artifacts into PostgreSQL and the shared artifact store, store/migrate.py)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,11 @@ async def serve(settings: Settings) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["migrate-store"]:  # one box to many: store/migrate.py
+        from tunewire_server.store.migrate import main as migrate_store
+
+        sys.exit(migrate_store(args[1:]))
     try:
         settings = load_settings(argv)
         _runner(settings.event_loop)(serve(settings))

@@ -8,6 +8,9 @@ datasets are copied into the store as they are made, and fetched back on a repli
     jobs/<id>/checkpoints/checkpoint-N     a checkpoint (unit: its files, then its marker)
     jobs/<id>/model                        the final model (unit)
     datasets/<sha256>.<format>             an uploaded dataset (file)
+    jobs/<id>/merged/<final|checkpoint-N>  a merged form a download asked for (unit; models/shared.py)
+
+The server checks the store when it starts (check_at_start) and exits non-zero when it cannot be used.
 
 No torch, no grpc: the control plane and the training worker both use it.
 """
@@ -20,7 +23,7 @@ import shutil
 import uuid
 from pathlib import Path
 
-from tunewire_server.artifacts import ArtifactStore, open_store
+from tunewire_server.artifacts import ArtifactError, ArtifactStore, ArtifactStoreUnavailable, open_store
 from tunewire_server.checkpoints import MARKER
 
 CACHE_DIR = ".artifacts-cache"  # beside a destination: where a unit is fetched before its one rename
@@ -102,3 +105,23 @@ def _holds(dest: Path, marker: bytes) -> bool:
         return (dest / MARKER).read_bytes() == marker
     except OSError:
         return False
+
+
+def check_at_start(settings) -> ArtifactStore | None:
+    """The shared store the settings name, checked (a probe object written, read back and deleted), or None
+    when `artifacts` is empty. ValueError naming the setting when it cannot be used, so that the server
+    exits non-zero at start instead of failing its first upload or fetch."""
+    url = (settings.artifacts or "").strip()
+    if not url:
+        return None
+    try:
+        store = open_shared(settings)
+        store.check()
+    except ArtifactStoreUnavailable as exc:
+        raise ValueError(f"artifacts: the artifact store {url} cannot be reached ({exc}); is s3_endpoint_url "
+                         f"({settings.s3_endpoint_url or 'AWS'}) right and reachable?") from None
+    except ArtifactError as exc:
+        raise ValueError(f"artifacts: the artifact store {url} cannot be used ({exc}); check the bucket and "
+                         "prefix in `artifacts`, s3_endpoint_url and the credentials (AWS_ACCESS_KEY_ID, "
+                         "AWS_SECRET_ACCESS_KEY)") from None
+    return store

@@ -21,6 +21,7 @@ from tunewire_server.jobs.manager import JobManager
 from tunewire_server.models.service import ModelService
 from tunewire_server.models.sweeper import RetentionSweeper
 from tunewire_server.observability import Metrics
+from tunewire_server.shared_store import check_at_start
 from tunewire_server.store import Store
 from tunewire_server.store.factory import open_store
 from tunewire_server.webhooks.dispatcher import WebhookDispatcher, dispatcher_for
@@ -75,6 +76,8 @@ class TunewireServer:
         if s.tls_cert_file:  # before anything starts: a bad key or certificate is named, not "Failed to bind"
             check_pem(s.tls_cert_file, s.tls_key_file, s.tls_client_ca_file)
         s.data_dir.mkdir(parents=True, exist_ok=True)
+        # before anything starts: a wrong bucket, endpoint or credentials stop the server, naming the setting
+        artifacts = await asyncio.to_thread(check_at_start, s)
         self.store = open_store(s)  # SQLite, or PostgreSQL shared by replicas (the `store` setting)
         self.webhooks = dispatcher_for(s, self.store)  # before any job event: each enqueues its deliveries
         self.metrics = Metrics()
@@ -84,7 +87,8 @@ class TunewireServer:
         if self.webhooks is not None:
             await self.webhooks.start()
         self.models = ModelService(s.jobs_dir, s.data_dir, self.store, s.worker_cwd, torch_threads=s.torch_threads,
-                                   merge_timeout_s=s.merge_timeout_s, evict=self.manager.inference.evict)
+                                   merge_timeout_s=s.merge_timeout_s, evict=self.manager.inference.evict,
+                                   artifacts=artifacts)
         await asyncio.to_thread(self.models.start)
         self.retention = RetentionSweeper(self.models, self.store, keep_checkpoints=s.keep_checkpoints,
                                           artifact_ttl_s=s.artifact_ttl_s, interval_s=s.retention_interval_s)

@@ -6,6 +6,10 @@ whose marker verifies are listed: the check resume uses); the epoch from the che
 else from an event at that step; the time from its checkpoint_saved event (the last one, where a retried
 attempt saved the same step again), else the marker's mtime; the metrics from the eval_result event logged
 at that step. Blocking (it reads files and may hash them): call it from a thread.
+
+With a shared artifact store, list_stored lists what the store holds instead (models/shared.py): the
+same answer from every replica, whether or not it ran the job or holds a copy. The sizes and the step come
+from each unit's signed marker, the epoch and time from the job's events (the store keeps no mtime here).
 """
 
 from __future__ import annotations
@@ -14,10 +18,12 @@ import json
 import os
 from dataclasses import dataclass, field
 
+from tunewire_server.artifacts import UnitManifest
 from tunewire_server.checkpoints import MARKER, step_of
 from tunewire_server.jobs.states import JobState
 from tunewire_server.models.layout import EMBEDDED_MERGED, JobFolder, Which, read_meta
 from tunewire_server.models.selection import is_adapter, is_sent
+from tunewire_server.models.shared import StoredJob
 from tunewire_server.models.verified import VerifiedFolder, VerifyCache
 from tunewire_server.store.base import JobRecord, Store
 
@@ -137,4 +143,30 @@ def list_checkpoints(job: JobRecord, folder: JobFolder, store: Store, cache: Ver
             final = FinalModelInfo(step=verified.step, time=job.ended_at or _mtime(verified), size_bytes=verified.size,
                                    download_bytes=_download_bytes(verified), metrics=dict(job.metrics),
                                    adapter=adapter, merged_ready=adapter and merged_ready)
+    return CheckpointListing(job.id, checkpoints, final)
+
+
+def _unit_download_bytes(manifest: UnitManifest) -> int:
+    return sum(f.size for name, f in manifest.files.items() if is_sent(name))
+
+
+def list_stored(job: JobRecord, stored: StoredJob, store: Store) -> CheckpointListing:
+    """The listing from the shared store's units: every complete, signed checkpoint, and the final model of
+    a SUCCEEDED job (merged_ready when the store holds its merged form)."""
+    facts = _facts_by_step(store, job.id)
+    checkpoints = []
+    for step in sorted(stored.checkpoints):
+        unit = stored.checkpoints[step]
+        f = facts.get(step, _StepFacts())
+        checkpoints.append(CheckpointInfo(
+            step=step, epoch=f.epoch, time=f.time or job.started_at or job.created_at, size_bytes=unit.size,
+            download_bytes=_unit_download_bytes(unit), metrics=f.metrics, adapter=is_adapter(unit.files)))
+    final = None
+    if job.state == JobState.SUCCEEDED and stored.model is not None:
+        unit = stored.model
+        adapter = is_adapter(unit.files)
+        merged_ready = f"{EMBEDDED_MERGED}/config.json" in unit.files or Which().name in stored.merged
+        final = FinalModelInfo(step=unit.step, time=job.ended_at or job.created_at, size_bytes=unit.size,
+                               download_bytes=_unit_download_bytes(unit), metrics=dict(job.metrics),
+                               adapter=adapter, merged_ready=adapter and merged_ready)
     return CheckpointListing(job.id, checkpoints, final)

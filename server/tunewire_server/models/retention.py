@@ -8,7 +8,8 @@ Policy. A SUCCEEDED job keeps its final model and its newest `keep_checkpoints` 
 default keeps one: the final model plus the newest checkpoint); checkpoints that do not verify are never
 kept (nothing can resume from them or download them). A FAILED or CANCELLED job keeps its checkpoints: they
 are what it got to. With a TTL, every terminal job's artifacts are removed once it ended more than
-`artifact_ttl_s` seconds ago (its record, events and metrics stay).
+`artifact_ttl_s` seconds ago (its record, events and metrics stay). With a shared artifact store the policy
+is applied to the store's units as well (sweep_shared), so a replica that never ran a job still prunes it there.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from pathlib import Path
 from tunewire_server.checkpoints import step_of
 from tunewire_server.jobs.states import JobState
 from tunewire_server.models import deletion
-from tunewire_server.models.layout import JobFolder, Which
+from tunewire_server.models.layout import CHECKPOINTS_DIR, JobFolder, Which
+from tunewire_server.models.shared import SharedModels
 from tunewire_server.store.base import JobRecord
 
 
@@ -104,3 +106,39 @@ def sweep(jobs: Iterable[JobRecord], jobs_dir: Path, is_complete: Callable[[Path
         if removed:
             report.removed_checkpoints[job.id] = removed
     return report
+
+
+def sweep_shared(shared: SharedModels, jobs: Iterable[JobRecord], keep_checkpoints: int,
+                 artifact_ttl_s: float | None, now: float) -> RetentionReport:
+    """The same policy over the shared artifact store's units (one LIST of the store's jobs/ for the whole
+    sweep): an expired job's objects are deleted, a SUCCEEDED job's surplus checkpoints (and their merged
+    forms) too. A job with more checkpoints than it keeps has its markers read: one not signed with the
+    service's key counts as incomplete (never kept), as a local one that does not verify."""
+    report = RetentionReport()
+    units = shared.units_by_job()
+    for job in jobs:
+        if not job.terminal or job.id not in units:
+            continue
+        if expired(job, now, artifact_ttl_s):
+            shared.delete_job(job.id)
+            report.expired_jobs.append(job.id)
+            continue
+        states = [CheckpointState(step, True) for rest in units[job.id]
+                  if rest.startswith(CHECKPOINTS_DIR + "/") and (step := step_of(Path(rest))) is not None]
+        plan = plan_retention(job.state, states, keep_checkpoints)
+        if plan.remove:  # only then are the markers read: a unit not signed with the key is never kept
+            signed = shared.stored(job.id).checkpoints
+            plan = plan_retention(job.state, [CheckpointState(s.step, s.step in signed) for s in states],
+                                  keep_checkpoints)
+        for step in plan.remove:
+            shared.delete_checkpoint(job.id, step)
+        if plan.remove:
+            report.removed_checkpoints[job.id] = list(plan.remove)
+    return report
+
+
+def merge_reports(a: RetentionReport, b: RetentionReport) -> RetentionReport:
+    """One report for what the local sweep and the shared store's sweep removed."""
+    removed = {job_id: sorted(set(a.removed_checkpoints.get(job_id, [])) | set(b.removed_checkpoints.get(job_id, [])))
+               for job_id in a.removed_checkpoints.keys() | b.removed_checkpoints.keys()}
+    return RetentionReport(removed, sorted(set(a.expired_jobs) | set(b.expired_jobs)))
