@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import time
@@ -106,12 +107,24 @@ async def load(args) -> dict:
             "mean_tokens": round(sum(out["tokens"]) / len(out["tokens"]), 2) if out["tokens"] else None}
 
 
-def run_load(face: str, target: str, model: str, concurrency: int, args, work: Path, env: dict) -> dict:
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU seconds of one process (not its children: the control plane alone)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_load(face: str, target: str, model: str, concurrency: int, args, work: Path, env: dict,
+             server_pid: int) -> dict:
     out = work / f"load-{face}-{concurrency}.json"
+    cpu0 = cpu_seconds(server_pid)
     subprocess.run([PYTHON, str(BENCH / "openai_http.py"), "--load", face, "--target", target, "--model", model,
                     "--concurrency", str(concurrency), "--duration", str(args.duration), "--max-tokens",
                     str(args.max_tokens), "--out", str(out)], env=env, check=True, timeout=args.duration + 600)
-    return json.loads(out.read_text())
+    result = json.loads(out.read_text())
+    # every request of the run (warm-up ones too) cost the control plane this much CPU, on average
+    calls = result["requests"] + concurrency
+    result["control_plane_cpu_ms"] = round((cpu_seconds(server_pid) - cpu0) * 1000 / max(calls, 1), 3)
+    return result
 
 
 # --- the driver ----------------------------------------------------------------------------------------
@@ -190,13 +203,15 @@ def main() -> int:
         server.wait_warm_worker()  # no imports while measuring
         for c in levels:
             for face, target, model in (("grpc", server.address, job.id), ("http", base_url, job.fine_tuned_model)):
-                r = run_load(face, target, model, c, args, work, env)
+                r = run_load(face, target, model, c, args, work, env, server.proc.pid)
                 log(f"{face}, {c} clients: {r['requests_per_s']} req/s, p50 {r['latency_ms']['p50']} ms, "
-                    f"p99 {r['latency_ms']['p99']} ms, errors {r['errors']}")
+                    f"p99 {r['latency_ms']['p99']} ms, errors {r['errors']}, control plane "
+                    f"{r['control_plane_cpu_ms']} ms CPU/request")
                 results["load"].append(r)
         oai.close()
 
-    headers = ["clients", "face", "requests/s", "p50 ms", "p99 ms", "errors", "tokens/request", "HTTP cost"]
+    headers = ["clients", "face", "requests/s", "p50 ms", "p99 ms", "errors", "tokens/request",
+               "control-plane CPU ms/request", "HTTP cost (throughput)"]
     rows = []
     for c in levels:
         by = {r["face"]: r for r in results["load"] if r["concurrency"] == c}
@@ -206,7 +221,7 @@ def main() -> int:
             r = by[face]
             rows.append([c, "gRPC Predict" if face == "grpc" else "HTTP chat.completions", r["requests_per_s"],
                          r["latency_ms"]["p50"], r["latency_ms"]["p99"], r["errors"], r["mean_tokens"],
-                         f"{cost:.1%}" if face == "http" and cost is not None else ""])
+                         r["control_plane_cpu_ms"], f"{cost:.1%}" if face == "http" and cost is not None else ""])
     print("## The OpenAI-compatible HTTP face against gRPC Predict (tiny-llama, greedy, "
           f"{args.max_tokens} new tokens)\n")
     print(markdown_table(headers, rows))

@@ -16,6 +16,7 @@ from tests.support.server_thread import ServerThread, make_settings
 from tunewire_server.jobs.manager import JobManager
 
 TOKEN = "test-openai-token"
+MAX_UPLOAD = 200_000
 TERMINAL = ("succeeded", "failed", "cancelled")
 CAT = [{"role": "user", "content": "what color is the cat?"}]
 # a short run with checkpoints and a metrics event at every step
@@ -26,7 +27,7 @@ TUNEWIRE = {"hyperparameters": {"max_steps": 8, "logging_steps": 1, "save_strate
 @pytest.fixture(scope="module")
 def http_server(tmp_path_factory, lm_root):
     settings = make_settings(tmp_path_factory.mktemp("openai-http"), lm_root, http_port=0, auth_tokens=TOKEN,
-                             keep_checkpoints=-1)
+                             keep_checkpoints=-1, max_upload_bytes=MAX_UPLOAD)
     server = ServerThread(settings).start()
     yield server
     # a generous stop: WarmPool.close waits for a warm worker still importing torch (slow on a loaded machine)
@@ -206,6 +207,9 @@ def test_errors_come_as_the_clients_exceptions(oai, http_server, chat_file):
     with pytest.raises(openai.BadRequestError) as bad_file:
         oai.files.create(file=("broken.jsonl", b'{"messages": [\n'), purpose="fine-tune")
     assert bad_file.value.body["param"] == "file" and "JSONL" in bad_file.value.message
+    with pytest.raises(openai.BadRequestError) as too_large:
+        oai.files.create(file=("big.jsonl", b'{"text": "x"}\n' * (MAX_UPLOAD // 10)), purpose="fine-tune")
+    assert "max_upload_bytes" in too_large.value.message
     with pytest.raises(openai.BadRequestError) as missing:
         oai.fine_tuning.jobs.create(model="tiny-llama", training_file="file-missing")
     assert missing.value.body["param"] == "training_file"

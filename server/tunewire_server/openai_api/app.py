@@ -38,7 +38,8 @@ class Face:
 
 def build_app(face: Face) -> FastAPI:
     """The FastAPI app: every route under /v1, OpenAI's error shape, bearer tokens when the server has any."""
-    app = FastAPI(title="tunewire (OpenAI-compatible)", docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(title="tunewire (OpenAI-compatible)", docs_url=None, redoc_url=None, openapi_url=None,
+                  default_response_class=errors.FastJSONResponse)
     app.state.face = face
     for module in (files, fine_tuning, chat, models):
         app.include_router(module.router)

@@ -7,15 +7,16 @@ smallest, 0.01) is greedy decoding, where top_p does not apply."""
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from collections.abc import AsyncIterator
 
+import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
 from tunewire_server.errors import FieldViolation, InvalidSpec, TunewireError
+from tunewire_server.openai_api.errors import FastJSONResponse
 from tunewire_server.openai_api.errors import body as error_body
 from tunewire_server.openai_api.fine_tuning import json_object
 from tunewire_server.openai_api.models import job_of_model
@@ -122,7 +123,7 @@ def _generated(predictions: list[dict]) -> dict:
 
 
 def _sse(data: dict) -> bytes:
-    return b"data: " + json.dumps(data, separators=(",", ":")).encode() + b"\n\n"
+    return b"data: " + orjson.dumps(data) + b"\n\n"
 
 
 async def _events(messages: AsyncIterator[dict], first: dict, chunk, closing, include_usage: bool):
@@ -183,10 +184,11 @@ async def chat_completions(request: Request):
 
         return await _stream(face, job_id, {"conversation": convo, "generation": gen}, body, chunk, closing)
     result = _generated(await face.manager.predict(job_id, {"conversations": [convo], "generation": gen}))
-    return {**base, "object": "chat.completion",
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": result["text"]},
-                         "finish_reason": FINISH.get(result.get("finish_reason"), "stop"), "logprobs": None}],
-            "usage": usage(result)}
+    return FastJSONResponse({
+        **base, "object": "chat.completion",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": result["text"]},
+                     "finish_reason": FINISH.get(result.get("finish_reason"), "stop"), "logprobs": None}],
+        "usage": usage(result)})
 
 
 @router.post("/v1/completions")
@@ -209,6 +211,6 @@ async def completions(request: Request):
 
         return await _stream(face, job_id, {"text": prompt, "generation": gen}, body, chunk, closing)
     result = _generated(await face.manager.predict(job_id, {"inputs": [prompt], "generation": gen}))
-    return {**base, "choices": [{"index": 0, "text": result["text"], "finish_reason":
-                                 FINISH.get(result.get("finish_reason"), "stop"), "logprobs": None}],
-            "usage": usage(result)}
+    return FastJSONResponse({**base, "choices": [{"index": 0, "text": result["text"], "finish_reason":
+                                                  FINISH.get(result.get("finish_reason"), "stop"), "logprobs": None}],
+                             "usage": usage(result)})

@@ -23,6 +23,7 @@ router = APIRouter()
 PURPOSES = ("fine-tune",)
 READ_BLOCK = 1024 * 1024
 DEFAULT_LIMIT, MAX_LIMIT = 20, 10_000
+FORM_OVERHEAD = 64 * 1024  # the multipart framing and the other fields around the file's bytes
 
 
 def file_object(record: DatasetRecord) -> dict:
@@ -60,6 +61,9 @@ async def store_upload(face, upload: UploadFile) -> DatasetRecord:
     size, sha256 = await asyncio.to_thread(_measure, upload.file)
     if size == 0:
         raise InvalidSpec(FieldViolation("file", "is empty"))
+    if size > face.settings.max_upload_bytes:
+        raise InvalidSpec(FieldViolation("file", f"is {size} bytes; this server takes files of at most "
+                                                 f"{face.settings.max_upload_bytes} bytes (max_upload_bytes)"))
     name, fmt = _name_and_format(upload.filename)
     uploads = face.uploads
     try:
@@ -81,6 +85,11 @@ async def store_upload(face, upload: UploadFile) -> DatasetRecord:
 @router.post("/v1/files")
 async def create_file(request: Request) -> dict:
     face = request.app.state.face
+    limit = face.settings.max_upload_bytes
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit + FORM_OVERHEAD:  # refused before a byte is spooled
+        raise InvalidSpec(FieldViolation("file", f"the request is {declared} bytes; this server takes files of at "
+                                                 f"most {limit} bytes (max_upload_bytes)"))
     form = await request.form(max_files=1, max_fields=8)
     try:
         purpose = form.get("purpose")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 
+import orjson
 from fastapi import APIRouter, Request
 
 from tunewire_server.errors import FieldViolation, InvalidSpec, NotFound
@@ -21,8 +22,8 @@ DEFAULT_LIMIT, MAX_LIMIT = 20, 500
 async def json_object(request: Request) -> dict:
     """The request body as a JSON object; InvalidSpec(body) otherwise."""
     try:
-        body = await request.json()
-    except ValueError:
+        body = orjson.loads(await request.body())
+    except orjson.JSONDecodeError:
         raise InvalidSpec(FieldViolation("body", "is not JSON")) from None
     if not isinstance(body, dict):
         raise InvalidSpec(FieldViolation("body", "must be a JSON object"))
