@@ -89,6 +89,9 @@ class HttpServer:
         family = socket.AF_INET6 if ":" in s.host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        # Accepted connections inherit it: a response's headers and body go out as two writes, and with
+        # Nagle's algorithm the body waited for the client's delayed ACK (about 40 ms a request).
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
             sock.bind((s.host, s.http_port))
         except OSError as exc:
