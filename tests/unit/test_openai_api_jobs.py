@@ -118,6 +118,9 @@ def test_events_become_messages_and_metrics():
                                                                   "loss": 1.5, "grad_norm": "nan"}))
     assert log["type"] == "metrics" and log["data"]["train_loss"] == 1.5 and log["data"]["total_steps"] == 8
     assert "grad_norm" not in log["data"]  # not finite: left out, so the JSON stays valid
+    assert log["message"] == "Step 3/8: train_loss=1.5"
+    summary = jobs.event_object(Event("job-1", 5, 11.0, "train_log", {"step": 8, "max_steps": 8, "epoch": 1}))
+    assert summary["message"] == "Step 8/8"
     ev = jobs.event_object(Event("job-1", 3, 12.0, "eval_result", {"step": 4, "epoch": 1, "metrics": {"loss": 2}}))
     assert ev["data"]["valid_loss"] == 2
     failed = jobs.event_object(Event("job-1", 4, 13.0, "state_change", {

@@ -268,8 +268,8 @@ def event_object(event: Event) -> dict:
                          ("num_tokens", "num_tokens")):
             if _finite(p.get(src)):
                 data[dst] = p[src]
-        message = f"Step {p.get('step')}/{p.get('max_steps')}: " + ", ".join(
-            f"{k}={v:.4g}" for k, v in data.items() if k.startswith("train_") and _finite(v))
+        shown = ", ".join(f"{k}={v:.4g}" for k, v in data.items() if k.startswith("train_") and _finite(v))
+        message = f"Step {p.get('step')}/{p.get('max_steps')}" + (f": {shown}" if shown else "")
     elif event.kind == "eval_result":
         kind = "metrics"
         metrics = p.get("metrics") or {}
