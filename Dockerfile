@@ -3,7 +3,7 @@
 # The tunewire GPU server image: `tunewire[server]` with a CUDA build of torch, run as a non-root user.
 #
 #   docker build -t tunewire:0.1.0 .
-#   docker run --gpus all -p 50051:50051 -p 9090:9090 \
+#   docker run --gpus all -p 50051:50051 -p 9090:9090 -p 8000:8000 \
 #       -v tunewire-data:/data -v tunewire-cache:/cache tunewire:0.1.0
 #
 # (Without TUNEWIRE_AUTH_TOKENS_FILE or TUNEWIRE_AUTH_TOKENS the server accepts every client; docs/deploy.md.)
@@ -96,8 +96,9 @@ USER 10001:10001
 WORKDIR /data
 VOLUME ["/data", "/cache"]
 
-# 50051: gRPC (TuningService, grpc.health.v1.Health, reflection); 9090: Prometheus metrics.
-EXPOSE 50051 9090
+# 50051: gRPC (TuningService, grpc.health.v1.Health, reflection); 9090: Prometheus metrics;
+# 8000: the OpenAI-compatible HTTP face (http_port).
+EXPOSE 50051 9090 8000
 
 # The server handles SIGTERM itself: NOT_SERVING, the running job checkpoints and stops, exit within shutdown_grace_s.
 STOPSIGNAL SIGTERM

@@ -25,6 +25,7 @@ class Settings:
     host: str = _opt("127.0.0.1", "Address the gRPC server binds to (0.0.0.0 in a container).")
     port: int = _opt(50051, "gRPC port; 0 picks a free one (the chosen port is logged).")
     metrics_port: int = _opt(9090, "Prometheus /metrics port (on HOST); 0 picks a free one, -1 turns metrics off.")
+    http_port: int = _opt(8000, "OpenAI-compatible HTTP port (on HOST; files, fine-tuning jobs, chat completions, models), with the gRPC port's bearer tokens and TLS; 0 picks a free one, -1 turns it off.")
     data_dir: Path = _opt(Path("./tunewire-data"), "Holds the SQLite store and each job's artifacts.")
     store: str = _opt("", "Where jobs and events are stored: empty = the SQLite file under DATA_DIR (one server); a postgresql://USER:PASSWORD@HOST:PORT/DATABASE URL = one queue that several replicas share (give them one DATA_DIR too).")
     replica_id: str = _opt("", "This server's name in the shared queue (it owns the leases of the jobs it runs). Default: the POD_NAME environment variable, else HOSTNAME-PID.")
@@ -116,6 +117,8 @@ class Settings:
             problems.append(f"training_niceness must be 0..19, got {self.training_niceness}")
         if not -1 <= self.metrics_port <= 65535:
             problems.append(f"metrics_port must be -1..65535, got {self.metrics_port}")
+        if not -1 <= self.http_port <= 65535:
+            problems.append(f"http_port must be -1..65535, got {self.http_port}")
         for name in ("max_queued_jobs", "max_inline_rows", "max_dataset_bytes", "max_dataset_rows",
                      "max_message_bytes", "max_predict_inputs", "inference_cache_size", "nan_loss_steps", "predict_max_batch",
                      "max_streams", "max_seq_length", "max_batch_size", "max_epochs", "max_steps",

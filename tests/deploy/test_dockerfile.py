@@ -112,7 +112,7 @@ def test_entrypoint_is_the_server(final):
 def test_exposes_the_pods_ports(final):
     exposed = {int(p.split("/")[0]) for ins in _all(final, "EXPOSE") for p in ins.args.split()}
     container = server_container(only(render("gpu"), "Deployment"))
-    assert exposed == {p["containerPort"] for p in container["ports"]} == {50051, 9090}
+    assert exposed == {p["containerPort"] for p in container["ports"]} == {50051, 9090, 8000}
 
 
 def test_environment_serves_in_a_container(final, tmp_path):

@@ -134,6 +134,7 @@ def test_environment_is_valid_server_settings(env, container, tmp_path):
     assert settings.port == port_number(container, "grpc")
     assert settings.log_format == "json"
     assert int(env["TUNEWIRE_METRICS_PORT"]) == port_number(container, "metrics")
+    assert settings.http_port == port_number(container, "http")
 
 
 def test_no_service_links(pod):
@@ -246,10 +247,11 @@ def test_service_targets_the_container_ports(objects, deployment, container):
         target = port.get("targetPort", port["port"])
         assert target in names or target in names.values(), f"Service port {port['name']} targets {target}"
     ports = {p["name"]: p for p in service["spec"]["ports"]}
-    assert set(ports) == {"grpc", "metrics"}
+    assert set(ports) == {"grpc", "metrics", "http"}
     assert ports["grpc"]["appProtocol"] == "grpc"
     assert ports["grpc"]["targetPort"] in ("grpc", names["grpc"])
     assert ports["metrics"]["targetPort"] in ("metrics", names["metrics"])
+    assert ports["http"]["targetPort"] in ("http", names["http"])
 
 
 def test_prometheus_scrapes_the_metrics_port(objects, container):

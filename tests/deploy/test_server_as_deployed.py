@@ -63,6 +63,7 @@ def server(deployment, tmp_path):
         "TUNEWIRE_HOST": "127.0.0.1",
         "TUNEWIRE_PORT": str(port),
         "TUNEWIRE_METRICS_PORT": str(free_port()),
+        "TUNEWIRE_HTTP_PORT": str(http_port := free_port()),
         "TUNEWIRE_DATA_DIR": str(tmp_path / "data"),
         "TUNEWIRE_AUTH_TOKENS_FILE": str(tokens),
         "TUNEWIRE_WARM_WORKER": "false",
@@ -72,6 +73,7 @@ def server(deployment, tmp_path):
     address = f"127.0.0.1:{port}"
     with open(tmp_path / "server.log", "w+") as log:
         proc = subprocess.Popen([_entry_point()], env=env, stdout=log, stderr=subprocess.STDOUT)
+        proc.http_url = f"http://127.0.0.1:{http_port}"  # the OpenAI-compatible face
         try:
             _wait_until_serving(proc, address, log)
             yield proc, address, log
@@ -133,6 +135,21 @@ def test_the_job_service_needs_the_token(server):
     assert refused.returncode != 0 and "Unauthenticated" in refused.stdout + refused.stderr, describe(refused)
     allowed = run(tool("grpcurl"), "-H", BEARER, *call, timeout=15)
     assert allowed.returncode == 0, describe(allowed)
+
+
+def test_the_http_face_answers_behind_the_same_token(server):
+    """The pod's `http` port: the OpenAI-compatible face, behind the Secret's token like gRPC."""
+    import urllib.error
+    import urllib.request
+
+    proc, _, _ = server
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(f"{proc.http_url}/v1/models", timeout=10)
+    assert refused.value.code == 401
+    assert json.loads(refused.value.read())["error"]["type"] == "authentication_error"
+    allowed = urllib.request.Request(f"{proc.http_url}/v1/models", headers={"Authorization": f"Bearer {TOKEN}"})
+    with urllib.request.urlopen(allowed, timeout=10) as answer:
+        assert json.loads(answer.read())["object"] == "list"
 
 
 def test_json_logs_and_a_clean_exit_on_sigterm(server):

@@ -155,6 +155,32 @@ def test_mutual_tls_refuses_a_client_without_a_certificate(server_factory, pki):
         assert c.health() and list(c.list_jobs()) == []
 
 
+def test_the_http_face_uses_the_same_tls_and_mutual_tls(server_factory, pki):
+    """The OpenAI-compatible port serves the gRPC port's certificate and, with tls_client_ca_file, asks
+    clients for a certificate too; its bearer tokens are the same."""
+    import ssl
+    import urllib.error
+    import urllib.request
+
+    st = server_factory(tls_cert_file=pki / "server.pem", tls_key_file=pki / "server.key",
+                        tls_client_ca_file=pki / "ca.pem", http_port=0, auth_tokens="tls-token")
+    url = f"https://127.0.0.1:{st.server.http_port}/v1/models"
+    request = urllib.request.Request(url, headers={"Authorization": "Bearer tls-token"})
+    no_cert = ssl.create_default_context(cafile=str(pki / "ca.pem"))
+    with pytest.raises((urllib.error.URLError, ssl.SSLError, ConnectionError)):
+        urllib.request.urlopen(request, context=no_cert, timeout=5).read()
+    with_cert = ssl.create_default_context(cafile=str(pki / "ca.pem"))
+    with_cert.load_cert_chain(str(pki / "client.pem"), str(pki / "client.key"))
+    with urllib.request.urlopen(request, context=with_cert, timeout=5) as answer:
+        assert json.loads(answer.read())["object"] == "list"
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(url, context=with_cert, timeout=5)
+    assert refused.value.code == 401
+    plain = url.replace("https://", "http://")
+    with pytest.raises((urllib.error.URLError, ConnectionError)):
+        urllib.request.urlopen(plain, timeout=5).read()
+
+
 # --- paths, models ---------------------------------------------------------------------------------
 
 

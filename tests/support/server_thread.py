@@ -48,5 +48,6 @@ def make_settings(data_dir: Path, models_root: Path, **overrides):
     from tunewire_server.config import Settings
 
     overrides.setdefault("metrics_port", 0)
+    overrides.setdefault("http_port", -1)  # the OpenAI face only where a test asks for it (http_port=0)
     return Settings(host="127.0.0.1", port=0, data_dir=data_dir, model_root=models_root, torch_threads=1,
                     **overrides)

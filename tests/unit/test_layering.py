@@ -39,6 +39,9 @@ COVERED_ELSEWHERE: dict[str, str] = {
     "tunewire_server.api.server": "tests/service/test_service.py",
     "tunewire_server.api.servicer": "tests/service/test_service.py",
     "tunewire_server.api.tls": "tests/robust/test_security.py",  # check_pem's messages, TLS and mutual TLS
+    # openai_api/: the routes and the server, driven by the openai package against a real server
+    "tunewire_server.openai_api.app": "tests/e2e/test_openai_http.py",
+    "tunewire_server.openai_api.fine_tuning": "tests/e2e/test_openai_http.py",
     # control plane
     "tunewire_server.checkpoints": "tests/robust/test_checkpoint_integrity.py",  # its first five tests are unit tests
     "tunewire_server.observability": "tests/service/test_metrics.py",

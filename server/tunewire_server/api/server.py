@@ -67,6 +67,8 @@ class TunewireServer:
         self.port: int = 0
         self.metrics: Metrics | None = None
         self.metrics_port: int | None = None
+        self.http = None  # the OpenAI-compatible HTTP server (openai_api/), when http_port is not -1
+        self.http_port: int | None = None
         self._server: grpc.aio.Server | None = None
         self._health_task: asyncio.Task | None = None
         self._serving: bool | None = None
@@ -98,8 +100,9 @@ class TunewireServer:
         tokens = s.accepted_tokens()
         interceptors = [BearerTokenInterceptor(tokens)] if tokens else []
         server = grpc.aio.server(options=options, interceptors=interceptors)
-        servicer = TuningServicer(self.manager, s.max_streams, self.metrics, uploads=Uploads(s, self.store),
-                                  catalog=Catalog(s, self.store), models=self.models)
+        uploads, catalog = Uploads(s, self.store), Catalog(s, self.store)
+        servicer = TuningServicer(self.manager, s.max_streams, self.metrics, uploads=uploads,
+                                  catalog=catalog, models=self.models)
         server.add_generic_rpc_handlers((tuning_handlers(servicer),))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
@@ -117,9 +120,14 @@ class TunewireServer:
         self._server = server
         if s.metrics_port >= 0:
             self.metrics_port = self.metrics.serve(s.host, s.metrics_port)
+        if s.http_port >= 0:  # imported only when on: the control plane without it loads no ASGI stack
+            from tunewire_server.openai_api.app import Face, HttpServer
+
+            self.http = HttpServer(s, Face(s, self.manager, uploads, catalog, self.models))
+            self.http_port = await self.http.start()
         await self._follow_manager()
         self._health_task = asyncio.create_task(self._watch_health())
-        log.info("serving", address=f"{s.host}:{self.port}", metrics_port=self.metrics_port,
+        log.info("serving", address=f"{s.host}:{self.port}", metrics_port=self.metrics_port, http_port=self.http_port,
                  data_dir=str(s.data_dir), auth=bool(tokens),
                  tls="mutual" if s.tls_client_ca_file else bool(s.tls_cert_file))
         return self.port
@@ -162,6 +170,8 @@ class TunewireServer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._health_task
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        if self.http is not None:  # before the manager: no request reaches a stopped job core
+            await self.http.stop()
         if self.retention is not None:
             await self.retention.stop()
         if self.manager is not None:

@@ -221,7 +221,9 @@ class LoadedGenerator:
             field = "generation.temperature" if p.do_sample and p.temperature is not None else "generation"
             raise GenerationRequestError("sampling failed: the probabilities became inf or nan; use a larger "
                                          "temperature", field) from None
-        return [self._finish(row, p.stop, cancel) for row, cancel in zip(out[:, width:].tolist(), cancels, strict=True)]
+        # prompt_tokens: the usage counts of the OpenAI face (openai_api/chat.py)
+        return [{**self._finish(row, p.stop, cancel), "prompt_tokens": len(x)}
+                for row, cancel, x in zip(out[:, width:].tolist(), cancels, prompts, strict=True)]
 
     def _finish(self, row: list[int], stops: list[str], cancel: threading.Event) -> dict:
         kept = self.until_eos(row)
