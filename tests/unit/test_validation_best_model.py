@@ -148,3 +148,16 @@ def test_an_old_plan_has_no_best_model_and_runs_as_before(settings, tmp_path):
     resolved = definition.resolve_plan(s, plan)["hyperparameters"]
     assert resolved["early_stopping"] is None and resolved["load_best_model_at_end"] is False
     assert trainer_args.training_kwargs(plan, tmp_path)["load_best_model_at_end"] is False
+
+
+def test_a_per_class_metric_is_named_as_the_worker_reports_it(tmp_path):
+    """A label outside [A-Za-z0-9_-] appears in metric keys with `_` (metric_keys.metric_names): that key is
+    accepted, the raw label is not (the Trainer would find no such metric after the first evaluation)."""
+    s = settings_with_data(tmp_path / "data", [{"text": f"text {i}", "label": ["very bad", "good"][i % 2]}
+                                               for i in range(10)])
+    (s.dataset_root / "eval.jsonl").write_text((s.dataset_root / "train.jsonl").read_text())
+    hp = validate(spec(hp={"metric_for_best_model": "recall_very_bad", "load_best_model_at_end": True}),
+                  s)["hyperparameters"]
+    assert hp["metric_for_best_model"] == "recall_very_bad"
+    problems = refused(s, spec(hp={"metric_for_best_model": "recall_very bad", "load_best_model_at_end": True}))
+    assert "written with _" in problems["hyperparameters.metric_for_best_model"]

@@ -13,6 +13,7 @@ from tunewire.v1 import job_pb2
 from tunewire_server import hyperparameters as definition
 from tunewire_server.config import Settings
 from tunewire_server.errors import preview
+from tunewire_server.metric_keys import per_class_keys
 from tunewire_server.validation.common import Violations
 
 SCHEDULERS = frozenset(definition.SCHEDULERS)
@@ -93,9 +94,8 @@ def check_best_model(spec: job_pb2.JobSpec, has_eval: bool, settings: Settings, 
 
 
 # The eval metrics each task reports (names without "eval_"), for metric_for_best_model. Classification
-# adds per-class metrics, named by label (PER_CLASS): the worker's compute_metrics writes them.
+# adds per-class metrics, named by label (metric_keys.py): the worker's compute_metrics writes them.
 TASK_METRICS = {"classification": ("loss", "accuracy", "f1"), "sft": ("loss", "mean_token_accuracy", "entropy")}
-PER_CLASS = ("precision", "recall", "f1")
 
 
 def check_best_metric(spec: job_pb2.JobSpec, task: str | None, label_names: list[str] | None,
@@ -110,11 +110,12 @@ def check_best_metric(spec: job_pb2.JobSpec, task: str | None, label_names: list
     if task == "classification":
         if label_names is None:
             return  # the scan failed: that is the error to report
-        known |= {f"{kind}_{label}" for kind in PER_CLASS for label in label_names}
+        known |= set(per_class_keys(label_names))  # labels as the worker writes them in metric keys
     if name not in known:
         listed = ", ".join(TASK_METRICS[task])
         if task == "classification":
-            listed += ", precision_<label>, recall_<label>, f1_<label>"
+            listed += ", precision_<label>, recall_<label>, f1_<label> (labels with characters outside " \
+                      "[A-Za-z0-9_-] written with _)"
         v.add("hyperparameters.metric_for_best_model",
               f"{task} jobs report no eval metric {preview(name)}; one of {listed}")
 

@@ -7,22 +7,12 @@ Every value is a float under a flat key, so it travels in an EvalResult's metric
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 
-_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+from tunewire_server.metric_keys import metric_names
 
-
-def metric_names(label_names: list[str]) -> list[str]:
-    """Each label's name as it appears in a metric key: characters outside [A-Za-z0-9_-] become `_`; a name
-    that would then repeat an earlier one gets its class index appended, so every key stays distinct."""
-    out: list[str] = []
-    for i, name in enumerate(label_names):
-        safe = _UNSAFE.sub("_", name) or f"class{i}"
-        out.append(f"{safe}_{i}" if safe in out else safe)
-    return out
+__all__ = ["classification_metrics", "metric_names"]
 
 
 def classification_metrics(logits, references, label_names: list[str]) -> dict[str, float]:
