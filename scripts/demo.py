@@ -38,7 +38,7 @@ BIN = Path(sys.executable).parent
 SPEC = ROOT / "examples" / "drugreview.yaml"
 # Three held-out reviews (the test split, never trained on), each with the label its own rating gives: for each
 # class, the first review in file order with 12-45 words whose text alone reads as that class (rows 24, 44 and
-# 57 of drugsComTest.tsv), chosen before any model's predictions on them were seen.
+# 57 of .demo/client/drugreview/test.jsonl), chosen before any model's predictions on them were seen.
 SHOWN = [
     ("Same as other reviews, experiencing the worst itching of my life down there. I wish I had read these reviews "
      "before buying. Calling the doctor tomorrow and stopping the 3-day treatment immediately.", "negative"),
