@@ -36,11 +36,17 @@ MODELS = DATA_DIR / "models"
 CLIENT_FILES = DEMO / "client"  # the client's side: the files it uploads, the spec it submits, the download
 BIN = Path(sys.executable).parent
 SPEC = ROOT / "examples" / "drugreview.yaml"
-REVIEWS = [
-    "This medicine worked wonders. My migraines are gone and I have no side effects at all.",
-    "Terrible. I had constant nausea and headaches and it did nothing for my pain.",
-    "It helped a little with sleep but I gained some weight. Not sure if I will keep taking it.",
+# Three held-out reviews (the test split, never trained on), each with the label its own rating gives: for each
+# class, the first review in file order with 12-45 words whose text alone reads as that class (rows 24, 44 and
+# 57 of .demo/client/drugreview/test.jsonl), chosen before any model's predictions on them were seen.
+SHOWN = [
+    ("Same as other reviews, experiencing the worst itching of my life down there. I wish I had read these reviews "
+     "before buying. Calling the doctor tomorrow and stopping the 3-day treatment immediately.", "negative"),
+    ("A very good treatment for acne prone skin but I faced lips dryness a lot.", "neutral"),
+    ("I love this medicine. The chronic back pain disappears and tramadol doesn't provide any drowsiness.",
+     "positive"),
 ]
+REVIEWS = [text for text, _ in SHOWN]
 
 
 def package_dir(name: str) -> Path:
@@ -185,11 +191,13 @@ def main() -> int:
         code = code or subprocess.call(cli + ["download", job.id, str(folder)])
         served = client.predict(job.id, REVIEWS)
         local = run_locally(folder, REVIEWS)
-        print("\nthe downloaded model with plain transformers, beside Predict on the server:")
-        for text, mine, theirs in zip(REVIEWS, local, served, strict=True):
-            print(f"  local {mine[0]:>8} {mine[1]:.3f}   server {theirs.label:>8} {theirs.score:.3f}   {text[:48]}...")
+        print("\nthe downloaded model with plain transformers, beside Predict on the server, and the review's rating:")
+        for (text, truth), mine, theirs in zip(SHOWN, local, served, strict=True):
+            print(f"  local {mine[0]:>8} {mine[1]:.3f}   server {theirs.label:>8} {theirs.score:.3f}   "
+                  f"rated {truth:>8}   {text[:40]}...")
         same = [m[0] for m in local] == [p.label for p in served]
-        print("same labels" if same else "THE LABELS DIFFER")
+        right = sum(p.label == truth for p, (_, truth) in zip(served, SHOWN, strict=True))
+        print(("same labels" if same else "THE LABELS DIFFER") + f"; {right} of {len(SHOWN)} as rated")
         return code if improved and same else 1
 
 
