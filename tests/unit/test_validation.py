@@ -115,6 +115,14 @@ def test_model_with_custom_code_is_refused(settings):
     assert "custom code" in refused(settings, spec())["base_model"]
 
 
+def test_a_classifier_max_length_beyond_the_models_positions_is_refused(settings):
+    (settings.model_root / "tiny" / "config.json").write_text(
+        json.dumps({"model_type": "bert", "max_position_embeddings": 64}))
+    assert "exceeds the model's 64 positions" in refused(
+        settings, spec(classification={"max_length": 128}))["classification.max_length"]
+    validate(spec(classification={"max_length": 64}), settings)
+
+
 @pytest.mark.parametrize("content, needle", [
     ('{"text": "a", "label": "x"}\n{"label": "y"}\n', "row 2: column 'text' is missing"),
     ('{"text": "a", "label": "x"}\n{"text": "  ", "label": "y"}\n', "row 2: column 'text' is empty"),

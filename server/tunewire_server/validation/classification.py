@@ -13,6 +13,7 @@ from tunewire_server.validation.common import MAX_LABELS, DatasetPlan, Violation
 from tunewire_server.validation.dataset_scan import DatasetProblem, class_index, require_text, scan_dataset
 from tunewire_server.validation.hyperparameters import check_section
 from tunewire_server.validation.limits import LINE, string_problem
+from tunewire_server.validation.model import local_model, max_positions, read_config
 
 WEIGHTS = "classification.class_weights"
 
@@ -30,6 +31,15 @@ def check_options(task: job_pb2.ClassificationTask, settings: Settings, v: Viola
     if task.pad_to_max_length and task.max_length == 0:
         v.add("classification.max_length", "pad_to_max_length needs a max_length")
     check_class_weights(task.class_weights, names or None, v)
+
+
+def check_positions(task: job_pb2.ClassificationTask, base_model: str, settings: Settings, v: Violations) -> None:
+    """max_length within the positions of a local model (its config.json): more would fail in training, at the
+    first batch that long, with a tensor-size error."""
+    folder = local_model(base_model, settings) if task.max_length else None
+    limit = max_positions(read_config(folder)) if folder is not None else None
+    if limit is not None and task.max_length > limit:
+        v.add("classification.max_length", f"{task.max_length} exceeds the model's {limit} positions")
 
 
 def check_class_weights(weights: job_pb2.ClassWeights, names: list[str] | None, v: Violations) -> None:

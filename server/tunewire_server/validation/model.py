@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import fnmatch
 import json
+from pathlib import Path
 
 from tunewire_server.config import Settings
 from tunewire_server.errors import preview
 from tunewire_server.validation.common import Violations
 from tunewire_server.validation.paths import (
     UnsafePath,
+    is_regular_file,
     looks_like_hub_id,
     read_text_limited,
     resolve_under,
@@ -70,4 +72,39 @@ def check_model(name: str, settings: Settings, v: Violations) -> str | None:
     if settings.allow_hub_models and looks_like_hub_id(name) and "/" in name:
         return name
     v.add(field, f"{preview(name)} is not a folder under the model root and not an accepted hub id")
+    return None
+
+
+# --- local model facts --------------------------------------------------------------------------
+
+
+def local_model(name: str, settings: Settings) -> Path | None:
+    """The folder of a base model under the model root that has a config.json; None for a hub id."""
+    try:
+        path = resolve_under(settings.model_root, name)
+    except UnsafePath:
+        return None
+    return path if is_regular_file(path / "config.json") else None
+
+
+def json_file(path: Path):
+    """A small JSON file's content, or None when it is missing, unreadable or not a regular file (never
+    blocks on a FIFO; model.check_model reports such files)."""
+    try:
+        return json.loads(read_text_limited(path))
+    except (OSError, ValueError, RecursionError):  # UnsafePath is a ValueError
+        return None
+
+
+def read_config(folder: Path) -> dict:
+    cfg = json_file(folder / "config.json")
+    return cfg if isinstance(cfg, dict) else {}
+
+
+def max_positions(cfg: dict) -> int | None:
+    text_cfg = cfg.get("text_config") if isinstance(cfg.get("text_config"), dict) else cfg
+    for key in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        value = text_cfg.get(key)
+        if isinstance(value, int) and value > 0:
+            return value
     return None

@@ -26,6 +26,7 @@ from tunewire_server.validation import dataset_scan
 from tunewire_server.validation.common import CHAT_ROLES, DatasetPlan, Violations
 from tunewire_server.validation.dataset_scan import DatasetProblem, columns_of, scan_dataset
 from tunewire_server.validation.hyperparameters import check_section
+from tunewire_server.validation.model import json_file, local_model, max_positions, read_config
 from tunewire_server.validation.paths import (
     UnsafePath,
     is_regular_file,
@@ -188,29 +189,6 @@ def check_messages(row_no: int, row: dict, field: str, assistant_only: bool) -> 
 # --- local model facts --------------------------------------------------------------------------
 
 
-def _json_file(path: Path):
-    """A small JSON file's content, or None when it is missing, unreadable or not a regular file (never
-    blocks on a FIFO; model.check_model reports such files)."""
-    try:
-        return json.loads(read_text_limited(path))
-    except (OSError, ValueError, RecursionError):  # UnsafePath is a ValueError
-        return None
-
-
-def read_config(folder: Path) -> dict:
-    cfg = _json_file(folder / "config.json")
-    return cfg if isinstance(cfg, dict) else {}
-
-
-def max_positions(cfg: dict) -> int | None:
-    text_cfg = cfg.get("text_config") if isinstance(cfg.get("text_config"), dict) else cfg
-    for key in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
-        value = text_cfg.get(key)
-        if isinstance(value, int) and value > 0:
-            return value
-    return None
-
-
 def read_chat_template(folder: Path) -> str | None:
     """The chat template a tokenizer folder carries (chat_template.jinja or tokenizer_config.json)."""
     jinja = folder / "chat_template.jinja"
@@ -220,7 +198,7 @@ def read_chat_template(folder: Path) -> str | None:
         except (OSError, ValueError):
             return None
     for name in ("tokenizer_config.json", "chat_template.json"):
-        data = _json_file(folder / name)
+        data = json_file(folder / name)
         template = data.get("chat_template") if isinstance(data, dict) else None
         if isinstance(template, list):  # named variants: the default one
             template = next((t.get("template") for t in template if isinstance(t, dict)
@@ -275,14 +253,6 @@ def weight_names(folder: Path) -> list[str] | None:
 
 
 # --- checks -------------------------------------------------------------------------------------
-
-
-def _local_model(spec: job_pb2.JobSpec, settings: Settings) -> Path | None:
-    try:
-        path = resolve_under(settings.model_root, spec.base_model)
-    except UnsafePath:
-        return None
-    return path if is_regular_file(path / "config.json") else None
 
 
 def _template_source(task: job_pb2.SftTask, settings: Settings, v) -> Path | None:
@@ -374,7 +344,7 @@ def check_options(spec: job_pb2.JobSpec, settings: Settings, v) -> None:
                 v.add(f"lora.target_modules[{i}]", "lm_head cannot carry an adapter in SFT: TRL computes the "
                       "log-probabilities from lm_head.weight directly, so it would never train")
 
-    model = _local_model(spec, settings)
+    model = local_model(spec.base_model, settings)
     if model is not None:
         _check_against_model(spec, model, settings, v)
     elif task.chat_template_source:
@@ -438,7 +408,7 @@ def scan(spec: job_pb2.JobSpec, train: DatasetPlan | None, evals: DatasetPlan | 
     scan_dataset(train, "train_dataset", settings, v, check)
     scan_dataset(evals, "eval_dataset", settings, v, check)
 
-    model = _local_model(spec, settings)
+    model = local_model(spec.base_model, settings)
     cfg = read_config(model) if model else {}
     source = None
     if task.chat_template_source:

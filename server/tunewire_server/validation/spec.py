@@ -65,6 +65,8 @@ def validate(spec: job_pb2.JobSpec, settings: Settings) -> dict:
         if spec.HasField("eval_dataset") else None
     if task == "classification":
         classification.check_options(spec.classification, settings, v)
+        if model_path is not None:
+            classification.check_positions(spec.classification, spec.base_model, settings, v)
     elif task == "sft":
         sft.check_options(spec, settings, v)
     v.raise_if_any()
