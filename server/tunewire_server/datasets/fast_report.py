@@ -145,7 +145,8 @@ class FastJsonlReport:
         b = self.builder
         report, types, present = b.report, b.types, b.present
         base, n = report.num_rows, table.num_rows
-        candidates = None  # rows whose values are all null or whitespace strings, as a boolean mask
+        candidates = None  # rows whose values are all null or whitespace strings: a boolean mask (None: all)
+        none_blank = False  # a column holds a value in every row that is never blank: no row is empty
         nested_floats = False
         for name, column in zip(table.column_names, table.columns, strict=True):
             column = column.combine_chunks()
@@ -159,8 +160,8 @@ class FastJsonlReport:
             nested_floats = nested_floats or (floats and kind in ("list", "object"))
             nulls = column.null_count
             if kind == "number":
-                lo, hi = pc.min_max(column).values()
-                if (lo.is_valid and not -BIG < lo.as_py() < BIG) or (hi.is_valid and not -BIG < hi.as_py() < BIG):
+                lo, hi = (v.as_py() for v in pc.min_max(column).values())
+                if (lo is not None and not -BIG < lo < BIG) or (hi is not None and not -BIG < hi < BIG):
                     raise FastPathUnavailable("a float as large as an integer past 64 bits (or NaN/Infinity)")
                 if pc.any(pc.is_nan(column)).as_py():
                     raise FastPathUnavailable("NaN")
@@ -171,32 +172,33 @@ class FastJsonlReport:
             if n - nulls:
                 types[name].add(kind)
                 present[name] += n - nulls
-            if kind == "null":
-                maybe_blank = None  # every value is null: blank
-            elif pa.types.is_string(t) or pa.types.is_large_string(t):
+            if kind == "null" or none_blank:
+                continue
+            if pa.types.is_string(t) or pa.types.is_large_string(t):
+                # null only where the value is, and there or_kleene(True, null) is True: never null
                 maybe_blank = pc.or_kleene(pc.is_null(column), pc.match_substring_regex(column, _BLANK_STRING))
-                maybe_blank = pc.fill_null(maybe_blank, True)
+            elif nulls:
+                maybe_blank = pc.is_null(column)
             else:
-                maybe_blank = pc.is_null(column) if nulls else None
-                if maybe_blank is None:
-                    candidates = pa.array(np.zeros(n, dtype=bool))  # a value in every row: none is blank
-                    continue
-            if maybe_blank is not None:
-                candidates = maybe_blank if candidates is None else pc.and_(candidates, maybe_blank)
+                none_blank = True
+                continue
+            candidates = maybe_blank if candidates is None else pc.and_(candidates, maybe_blank)
         if nested_floats and (data.find(b"NaN", start, end) >= 0 or data.find(b"Inf", start, end) >= 0):
             raise FastPathUnavailable("NaN or Infinity inside a nested value")
         self._count_labels(table)
-        if candidates is None:
-            rows = range(n)
+        # No pa.array / to_numpy / fill_null with Python values here: those import pandas into the process.
+        if none_blank:
+            rows, values = [], []
+        elif candidates is None:
+            rows, values = list(range(n)), table.to_pylist()
         else:
-            rows = np.flatnonzero(np.asarray(pc.fill_null(candidates, True).to_numpy(zero_copy_only=False))).tolist()
-        if rows:
-            values = table.take(pa.array(rows, type=pa.int64())).to_pylist()
-            for index, row in zip(rows, values, strict=True):
-                if all(_blank(v) for v in row.values()):
-                    report.problem_row_count += 1
-                    if len(report.problem_rows) < MAX_PROBLEM_ROWS:
-                        report.problem_rows.append(RowProblem(base + index + 1, EMPTY))
+            indices = pc.indices_nonzero(candidates)
+            rows, values = indices.to_pylist(), table.take(indices).to_pylist()
+        for index, row in zip(rows, values, strict=True):
+            if all(_blank(v) for v in row.values()):
+                report.problem_row_count += 1
+                if len(report.problem_rows) < MAX_PROBLEM_ROWS:
+                    report.problem_rows.append(RowProblem(base + index + 1, EMPTY))
         report.num_rows = base + n
 
     def _count_labels(self, table: pa.Table) -> None:
