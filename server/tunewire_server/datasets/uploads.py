@@ -30,7 +30,7 @@ from pathlib import Path
 
 from tunewire_server.artifacts import ArtifactError
 from tunewire_server.config import Settings
-from tunewire_server.datasets import arrival, layout, writeback
+from tunewire_server.datasets import arrival, layout
 from tunewire_server.datasets.arrival import ArrivalCheck, CheckFailed
 from tunewire_server.datasets.report import DatasetProblem, build_report
 from tunewire_server.errors import (
@@ -321,7 +321,6 @@ class UploadStream:
                 session.check.grow(session.held)
         session.file.write(data)
         session.file.flush()  # the arrival check reads the file through another descriptor
-        writeback.start_writeback(session.file.fileno(), session.held, session.held + len(data))
         session.hasher.update(data)
         session.held += len(data)
         if session.check is not None:
