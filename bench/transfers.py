@@ -24,8 +24,10 @@ figure; cp alone (into the page cache) is shown too. The source file is in the p
 side alike (nothing drops caches: the machine is shared). MB/s are 10^6 bytes a second.
 
 Memory: VmRSS of the server process and of every process under it, sampled every --sample-ms ms during
-each transfer; the growth is the peak less the value just before. The server runs with --warm-worker
-false, so no idle worker imports while an upload is measured.
+each transfer; the growth is the peak less the value just before (the goal's figure is the server
+process's; the growth with its children, the upload's check process among them, is shown beside). The
+server runs with --warm-worker false, so no idle worker imports while an upload is measured. CPU seconds
+of each transfer: the server's own, its check process's (a child it has waited for), the client's.
 
 Resume: the upload of the same file (its dataset deleted first) with a progress callback that raises at
 half the file, which breaks the stream; then a second call with the same upload id. The chunk bytes each
@@ -435,10 +437,13 @@ def print_and_save(out: dict, results_name: str) -> None:
         extra += (f"; CPU s: server {runs[0]['server_own_cpu_s']} (+ check process "
                   f"{runs[0]['server_children_cpu_s']}), client {runs[0]['client_cpu_s']}")
         mb_s = median([r["mb_s"] for r in runs])
-        growth = max(max(r["rss_growth_server_mb"], r["rss_growth_total_mb"]) for r in runs)
+        # The goal is the server process's growth (the bytes are streamed, never held). The upload's check
+        # process is apart: its memory is shown beside (bounded by its block size, whatever the file's size).
+        growth = max(r["rss_growth_server_mb"] for r in runs)
+        total = max(r["rss_growth_total_mb"] for r in runs)
         ratio = mb_s / cp["cp_sync_mb_s"]
         rows.append([name, len(runs), mb_s, best["stream_mb_s"], cp["cp_sync_mb_s"], cp["cp_mb_s"],
-                     f"{ratio:.2f}", f">= {GOAL_RATIO}", ratio >= GOAL_RATIO, growth, growth < GOAL_RSS_MB, extra])
+                     f"{ratio:.2f}", f">= {GOAL_RATIO}", ratio >= GOAL_RATIO, growth, growth < GOAL_RSS_MB, total, extra])
         if not judged:
             return
         summary.append({"figure": f"{name} MB/s / cp+sync MB/s ({out['size_bytes'] // MIB} MiB)",
@@ -464,7 +469,7 @@ def print_and_save(out: dict, results_name: str) -> None:
              f"to manifest {b['to_manifest_s']} s, stream {b['stream_s']} s", judged=False)
     print(f"## Transfers over loopback: {out['size_bytes'] // MIB} MiB (medians; MB = 10^6 bytes)\n")
     print(markdown_table(["transfer", "runs", "MB/s", "stream MB/s (best)", "cp+sync MB/s", "cp MB/s", "ratio",
-                          "goal", "met", "RSS growth MB", "< 64", "split (first run)"], rows))
+                          "goal", "met", "server RSS growth MB", "< 64", "with children MB", "split (first run)"], rows))
     print(f"\nvalidation alone (build_report): {v['build_report_s']} s for {v['rows']} rows "
           f"({v['build_report_mb_s']} MB/s, {v['build_report_us_per_row']} us/row); "
           f"client sha256 {v['client_sha256_s']} s ({v['client_sha256_mb_s']} MB/s)")
