@@ -164,3 +164,12 @@ def test_too_many_label_values_fall_back(tmp_path, monkeypatch):
     data = jsonl([{"label": str(i)} for i in range(5)])
     with pytest.raises(FastPathUnavailable):
         fast(data, "label")
+
+
+def test_empty_rows_past_the_listed_bound_are_all_counted_and_numbered_past_blank_lines(tmp_path):
+    rows = [b'{"a": "x"}', b"", b'{"a": " "}', b"  ", b"{}", b'{"a": null, "b": null}'] * 40
+    data = b"\n".join(rows) + b"\n"
+    expected = slow(tmp_path, data, "a")
+    assert isinstance(expected, Report) and expected.problem_row_count == 120 and len(expected.problem_rows) == 100
+    for block in (100, 1 << 20):
+        assert fast(data, "a", block) == expected
