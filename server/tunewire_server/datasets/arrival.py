@@ -11,6 +11,11 @@ JSON line on stdout, the report or the problem. Closing its stdin early (a broke
 upload) makes it stop. Should the child fail (it cannot start, it dies), the caller builds the report in
 one pass instead: the check never depends on it.
 
+A JSONL file is read first by fast_report.py (pyarrow's C++ JSON reader: measured about 25 % fewer
+CPU seconds than the Python readers on 1 KiB rows, 35 % on 256-byte rows); whenever that path cannot
+vouch for giving the very same report, it gives up and the Python readers read the file again from its
+first byte.
+
 Parquet is not read this way (its index is at the end of the file), nor are small files (a process costs
 more than their one pass): finish() builds their report in one pass, as before.
 """
@@ -128,6 +133,11 @@ class GrowingFile(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
+    def rewind(self) -> None:
+        """Read again from the first byte (the bytes announced stay announced)."""
+        self._pos = 0
+        self._file.seek(0)
+
     def readinto(self, buffer) -> int:
         while self._pos >= self._held and not self._sealed:
             line = self._announcements.readline()
@@ -153,8 +163,21 @@ class GrowingFile(io.RawIOBase):
 
 def check_growing(path: Path, fmt: str, label_column: str, announcements: TextIO) -> dict:
     """The child's answer: {"report": JSON} or {"problem": message}; Abandoned if the upload stopped."""
-    with GrowingFile(path, announcements) as raw, io.BufferedReader(raw, READ_BLOCK) as reader:
-        return _answer(reader, fmt, label_column)
+    with GrowingFile(path, announcements) as raw:
+        if fmt == "jsonl":
+            # Imported here: pyarrow's reader belongs in this child, not in the server that starts it.
+            from tunewire_server.datasets.fast_report import fast_jsonl_report
+
+            reader = io.BufferedReader(raw, READ_BLOCK)
+            try:
+                return {"report": fast_jsonl_report(reader, label_column).to_json()}
+            except (Abandoned, OSError):
+                raise
+            except Exception:  # noqa: BLE001 - FastPathUnavailable, or whatever pyarrow raised: the slow path decides
+                reader.detach()  # keeps `raw` open
+                raw.rewind()  # the slow path reads the file again from its first byte, and decides
+        with io.BufferedReader(raw, READ_BLOCK) as reader:
+            return _answer(reader, fmt, label_column)
 
 
 def _answer(reader: BinaryIO, fmt: str, label_column: str) -> dict:

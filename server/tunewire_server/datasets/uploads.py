@@ -349,19 +349,24 @@ class UploadStream:
                 raise FailedPrecondition(
                     f"the stream ended after {session.held} of the declared {record.size} bytes (header.size_bytes); "
                     f"the bytes held are kept: send the rest from offset {session.held} with the same upload id")
-            digest = await _settled(asyncio.to_thread(self._seal, session))
+            report = None
+            if session.check is not None:  # the check reads its last rows while the file is fsynced
+                digest, report = await _settled(asyncio.gather(asyncio.to_thread(self._seal, session),
+                                                               asyncio.to_thread(self._report_or_problem, session)))
+            else:  # a pass over the whole file: only once its sha256 matches
+                digest = await _settled(asyncio.to_thread(self._seal, session))
             if digest != record.sha256:
                 await uploads.discard(session)
                 raise InvalidSpec(FieldViolation(
                     "header.sha256", f"the {record.size} bytes received hash to {digest}, not the declared "
                                      f"{record.sha256}; nothing was kept"))
-            try:
-                report = await _settled(asyncio.to_thread(self._report, session))
-            except DatasetProblem as exc:
+            if report is None:
+                report = await _settled(asyncio.to_thread(self._report_or_problem, session))
+            if isinstance(report, DatasetProblem):
                 await uploads.discard(session)
                 raise InvalidSpec(FieldViolation(
-                    "header.format", f"the file does not parse as {record.format.upper()}: {exc}; nothing was kept"
-                )) from None
+                    "header.format", f"the file does not parse as {record.format.upper()}: {report}; nothing was kept"
+                ))
             dataset_id = layout.dataset_id(record.sha256)
             existing = uploads.store.get_dataset(dataset_id)
             if existing is not None:  # stored by another upload meanwhile: once is enough
@@ -395,6 +400,14 @@ class UploadStream:
         session.owner = -1
         return await uploads.store.write(uploads.store.add_dataset, dataset_id, record.name, record.format,
                                          record.size, record.sha256, file_name, report_json, record.upload_id)
+
+    @classmethod
+    def _report_or_problem(cls, session: _Session):
+        """_report, or the DatasetProblem it raised (returned, so that it waits beside the seal)."""
+        try:
+            return cls._report(session)
+        except DatasetProblem as exc:
+            return exc
 
     @staticmethod
     def _report(session: _Session):
