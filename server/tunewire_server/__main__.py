@@ -7,7 +7,7 @@ import asyncio
 import signal
 import sys
 
-from tunewire_server import logs
+from tunewire_server import logs, malloc
 from tunewire_server.config import Settings, load_settings
 
 
@@ -33,6 +33,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(migrate_store(args[1:]))
     try:
         settings = load_settings(argv)
+        malloc.tune()  # transfer chunks stay on the heap (malloc.py)
         _runner(settings.event_loop)(serve(settings))
     except ValueError as exc:  # bad settings, a `store` that cannot be opened included
         print(f"tunewire-server: {exc}", file=sys.stderr)
