@@ -6,7 +6,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import pytest
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")  # as tunewire_server/__init__.py: before grpc loads
+
+import pytest  # noqa: E402
 
 from tests.support.postgres import postgres_server  # noqa: F401 - fixture (the session's PostgreSQL)
 from tests.support.server_process import ServerProcess
