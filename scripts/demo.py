@@ -118,8 +118,7 @@ def confusion_matrix(result, labels: list[str]) -> list[list[int]]:
     else from the worker's `cm_<true>_<predicted>` metrics."""
     typed = getattr(result, "confusion_matrix", None)
     if typed is not None and list(getattr(typed, "labels", [])) == labels:
-        counts = list(typed.counts)
-        return [counts[i * len(labels):(i + 1) * len(labels)] for i in range(len(labels))]
+        return [list(row) for row in typed.counts]  # the SDK's ConfusionMatrix holds rows already
     return [[int(result.metrics[f"cm_{i}_{j}"]) for j in range(len(labels))] for i in range(len(labels))]
 
 
