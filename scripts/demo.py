@@ -6,8 +6,9 @@
 3. Uploads the two JSONL files through the CLI (`tunewire datasets upload`: progress bar, validation report).
 4. Submits examples/drugreview.yaml, its datasets pointed at the uploads, through the CLI with --watch (a
    progress bar with loss and eval metrics).
-5. Prints eval accuracy and macro F1 of the untrained head (eval_on_start) and of the fine-tuned model, then
-   the fine-tuned model's per-class precision/recall/F1 and its confusion matrix on the eval data.
+5. Prints eval accuracy and macro F1 of the untrained head (eval_on_start) and of the fine-tuned model (the
+   checkpoint the job kept: the best eval by macro F1), when and why training stopped, then the fine-tuned
+   model's per-class precision/recall/F1 and its confusion matrix on the eval data.
 6. Runs Predict through the CLI on a few reviews; downloads the fine-tuned model (`tunewire download`) and
    runs it with plain transformers beside Predict: the same labels. Then stops the server.
 """
@@ -117,8 +118,7 @@ def confusion_matrix(result, labels: list[str]) -> list[list[int]]:
     else from the worker's `cm_<true>_<predicted>` metrics."""
     typed = getattr(result, "confusion_matrix", None)
     if typed is not None and list(getattr(typed, "labels", [])) == labels:
-        counts = list(typed.counts)
-        return [counts[i * len(labels):(i + 1) * len(labels)] for i in range(len(labels))]
+        return [list(row) for row in typed.counts]  # the SDK's ConfusionMatrix holds rows already
     return [[int(result.metrics[f"cm_{i}_{j}"]) for j in range(len(labels))] for i in range(len(labels))]
 
 
@@ -137,15 +137,16 @@ def print_per_class(result, labels: list[str]) -> None:
         print(f"{name:{width}}" + "".join(f"{c:>{width}d}" for c in row))
 
 
-def run_locally(folder: Path, texts: list[str]) -> list[tuple[str, float]]:
-    """The downloaded classifier with plain transformers, as on a machine without tunewire."""
+def run_locally(folder: Path, texts: list[str], max_length: int) -> list[tuple[str, float]]:
+    """The downloaded classifier with plain transformers, as on a machine without tunewire (the job's
+    max_length, as Predict truncates)."""
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
     tokenizer = AutoTokenizer.from_pretrained(folder)
     with torch.no_grad():
-        probs = torch.softmax(model(**tokenizer(texts, padding=True, truncation=True, max_length=128,
+        probs = torch.softmax(model(**tokenizer(texts, padding=True, truncation=True, max_length=max_length,
                                                 return_tensors="pt")).logits, -1)
     best = probs.argmax(-1).tolist()
     return [(model.config.id2label[i], float(row[i])) for i, row in zip(best, probs, strict=True)]
@@ -171,10 +172,21 @@ def main() -> int:
         if code != 0:
             print(f"the job did not succeed: {job.state.value} {job.error}")
             return 1
-        evals = [e.data for e in client.stream_metrics(job.id) if isinstance(e.data, tunewire.EvalResult)]
+        events = [e.data for e in client.stream_metrics(job.id)]
+        evals = [e for e in events if isinstance(e, tunewire.EvalResult)]
+        stopped = next((e for e in events if isinstance(e, tunewire.TrainingStopped)), None)
         labels = list(job.spec.classification.label_names)
-        before, after = evals[0], evals[-1]
-        print(f"\nfine-tuned in {time.monotonic() - t0:.0f}s")
+        # The final model is the checkpoint the job kept (the best eval by metric_for_best_model): its eval
+        kept = stopped.kept_step if stopped is not None else evals[-1].step
+        before, after = evals[0], [e for e in evals if e.step == kept][-1]
+        print(f"\nfine-tuned in {time.monotonic() - t0:.0f}s (seed {job.seed})")
+        if stopped is not None:
+            how = f"stopped early at step {stopped.step} of {stopped.max_steps} ({stopped.reason})" \
+                if stopped.stopped_early else f"trained all {stopped.step} steps"
+            best = f", best {stopped.metric} {stopped.best_value:.3f}" if stopped.best_value is not None else ""
+            print(f"{how}; the final model is step {stopped.kept_step}'s{best}")
+        print("eval macro F1 by step: " + "  ".join(f"{e.step}: {e.metrics['f1']:.3f}"
+                                                    for e in evals[1:]))
         print(f"eval accuracy, untrained head (step {before.step}): {before.metrics['accuracy']:.3f}  "
               f"macro F1 {before.metrics['f1']:.3f}")
         print(f"eval accuracy, fine-tuned     (step {after.step}): {after.metrics['accuracy']:.3f}  "
@@ -190,7 +202,7 @@ def main() -> int:
         print()
         code = code or subprocess.call(cli + ["download", job.id, str(folder)])
         served = client.predict(job.id, REVIEWS)
-        local = run_locally(folder, REVIEWS)
+        local = run_locally(folder, REVIEWS, job.spec.classification.max_length or 512)
         print("\nthe downloaded model with plain transformers, beside Predict on the server, and the review's rating:")
         for (text, truth), mine, theirs in zip(SHOWN, local, served, strict=True):
             print(f"  local {mine[0]:>8} {mine[1]:.3f}   server {theirs.label:>8} {theirs.score:.3f}   "
