@@ -254,10 +254,13 @@ def test_sigterm_of_the_running_replica_hands_the_job_over_at_once(cluster):
         handed, resumed = changes[2], changes[3]
         assert (handed.data.state, resumed.data.state) == (JobState.QUEUED, JobState.RUNNING)
         assert "handed over" in handed.data.message
-        FIGURES["handover_on_sigterm_s"] = {"sigterm_to_running_elsewhere": round(resumed.time.timestamp() - t0, 2),
+        FIGURES["handover_on_sigterm_s"] = {"sigterm_to_queued": round(handed.time.timestamp() - t0, 2),
+                                            "sigterm_to_running_elsewhere": round(resumed.time.timestamp() - t0, 2),
                                             "queued_to_running_ms": round(
                                                 1000 * (resumed.time - handed.time).total_seconds(), 1)}
-        assert resumed.time.timestamp() - t0 < LEASE_S  # no lease wait
+        # No lease wait: the job is queued again as soon as its checkpoint is saved. A replica then claims it
+        # once its worker is ready (replicas claim only with a ready worker), so RUNNING may follow later.
+        assert handed.time.timestamp() - t0 < LEASE_S
         assert victim.process.wait(30) == 0
         c.cancel(job)
         assert c.wait(job, raise_on_failure=False).state == JobState.CANCELLED
