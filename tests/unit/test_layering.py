@@ -67,8 +67,6 @@ COVERED_ELSEWHERE: dict[str, str] = {
     "tunewire_server.validation.sources": "tests/unit/test_validation.py",
     "tunewire_server.validation.spec": "tests/unit/test_validation.py",
     # worker/: the child's code, run in-process by the worker tests
-    "tunewire_server.metrics.accuracy.accuracy": "tests/e2e/test_classification.py",  # evaluate scripts
-    "tunewire_server.metrics.f1.f1": "tests/e2e/test_classification.py",
     "tunewire_server.worker.protocol": "tests/unit/test_worker_signals.py",  # the real worker entry's messages
     "tunewire_server.worker.runtime": "tests/unit/test_sft_worker.py",
     "tunewire_server.worker.inference.generation": "tests/unit/test_sft_generation.py",
@@ -112,9 +110,8 @@ def in_sdk(m: str) -> bool:
 
 
 def worker_side(m: str) -> bool:
-    """The child's code: worker/, and the metric scripts that evaluate.load() runs by path in the worker."""
-    return m.startswith(f"{SERVER}.worker.") or m == f"{SERVER}.worker" or (
-        m.startswith(f"{SERVER}.metrics.") and m.count(".") == 3)
+    """The child's code: worker/."""
+    return m.startswith(f"{SERVER}.worker.") or m == f"{SERVER}.worker"
 
 
 def control_plane(m: str) -> bool:

@@ -357,7 +357,7 @@ def _prepare_for_first_step() -> None:
     import contextlib
     import gc
 
-    import sklearn.metrics  # noqa: F401  (evaluate's accuracy and F1 modules import it)
+    import sklearn.metrics  # noqa: F401  (classification_metrics.py computes with it)
 
     with contextlib.suppress(ImportError):  # the job's TensorBoard writer (worker/training/tb_events.py)
         import torch.utils.tensorboard  # noqa: F401
