@@ -16,11 +16,13 @@ async def serve(settings: Settings) -> None:
 
     logs.configure(settings.log_format, settings.log_level)
     server = TunewireServer(settings)
-    await server.start()
+    # Before start: health answers SERVING while start() is still bringing up the HTTP face, and a SIGTERM
+    # then (a rollout right after the startup probe) must end in the same clean stop, not the default kill.
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    await server.start()
     await stop.wait()
     await server.stop()
 

@@ -51,8 +51,8 @@ def deployment():
     return only(render("gpu"), "Deployment")
 
 
-@pytest.fixture
-def server(deployment, tmp_path):
+def _pod_env(deployment, tmp_path) -> tuple[dict, int, int]:
+    """The container's environment with this machine's stand-ins; (env, gRPC port, HTTP port)."""
     container = server_container(deployment)
     env = {k: v for k, v in os.environ.items() if not k.startswith("TUNEWIRE_")}
     env.update(container_env(render("gpu"), container))
@@ -70,6 +70,12 @@ def server(deployment, tmp_path):
         "HF_HOME": str(tmp_path / "hf"),
         "HF_HUB_OFFLINE": "1",
     })
+    return env, port, http_port
+
+
+@pytest.fixture
+def server(deployment, tmp_path):
+    env, port, http_port = _pod_env(deployment, tmp_path)
     address = f"127.0.0.1:{port}"
     with open(tmp_path / "server.log", "w+") as log:
         proc = subprocess.Popen([_entry_point()], env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -88,7 +94,7 @@ def _wait_until_serving(proc: subprocess.Popen, address: str, log) -> None:
     while True:
         check = run(tool("grpcurl"), "-plaintext", "-max-time", "2", "-H", BEARER, address,
                     "grpc.health.v1.Health/Check", timeout=10)
-        if check.returncode == 0:
+        if check.returncode == 0 and json.loads(check.stdout).get("status") == "SERVING":
             return
         if proc.poll() is not None or time.monotonic() > deadline:
             log.seek(0)
@@ -164,3 +170,32 @@ def test_json_logs_and_a_clean_exit_on_sigterm(server):
             events.append(json.loads(line))
     names = [e.get("event") for e in events]
     assert "serving" in names and "stopped" in names, names
+
+
+def test_sigterm_while_starting_is_a_clean_stop(deployment, tmp_path):
+    """A rollout can send SIGTERM as soon as the gRPC port answers, while the HTTP face is still coming up:
+    the same clean stop (exit 0, "stopped" logged), not Python's default death by the signal."""
+    import socket
+
+    env, port, _ = _pod_env(deployment, tmp_path)
+    with open(tmp_path / "server.log", "w+") as log:
+        proc = subprocess.Popen([_entry_point()], env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 20
+            while True:  # the first moment the gRPC port takes a connection
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                    break
+                except OSError:
+                    assert proc.poll() is None and time.monotonic() < deadline, "the server did not bind"
+                    time.sleep(0.005)
+            proc.send_signal(signal.SIGTERM)
+            code = proc.wait(timeout=20)
+            log.seek(0)
+            text = log.read()
+            assert code == 0, text
+            assert '"stopped"' in text, text
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)

@@ -116,6 +116,9 @@ class TunewireServer:
             self.port = server.add_insecure_port(address)
         if self.port == 0:
             raise RuntimeError(f"cannot bind {s.host}:{s.port} (in use, or not an address of this machine)")
+        # grpc's health servicer answers SERVING for "" from the start: NOT_SERVING until every face is up
+        # (the HTTP face below included), so probes and load balancers wait for _follow_manager.
+        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         await server.start()
         self._server = server
         if s.metrics_port >= 0:
