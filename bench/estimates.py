@@ -96,6 +96,13 @@ def jobs() -> list[tuple[str, dict]]:
         ("sft small-llama b4 L128 LoRA r16", lm("small-llama", 4, 128, 8, lora={"r": 16})),
         ("sft small-llama b4 L192 full", lm("small-llama", 4, 192, 8)),
         ("sft small-llama b8 L192 full", lm("small-llama", 8, 192, 6)),
+        # jobs of the length estimates are asked about: tens of seconds rather than one
+        ("cls small-bert b16 L64 (200 steps)", {**cls, "base_model": "small-bert",
+                                                "classification": {"max_length": 64},
+                                                "hyperparameters": _hp(16, 200)}),
+        ("sft tiny-llama b8 L128 (300 steps)", lm("tiny-llama", 8, 128, 300)),
+        ("sft small-llama b4 L128 LoRA r8 (40 steps)", lm("small-llama", 4, 128, 40, lora={"r": 8})),
+        ("sft small-llama b8 L128 full (30 steps)", lm("small-llama", 8, 128, 30)),
     ]
 
 
@@ -148,6 +155,31 @@ def run(client, spec: dict, pid: int) -> tuple[object, int]:
         time.sleep(0.05)
 
 
+def _last_facts(path: Path) -> dict:
+    """The measured parts of the last estimate, from the estimate worker's log ("estimate facts: k=v ...")."""
+    try:
+        lines = [line for line in path.read_text().splitlines() if "estimate facts:" in line]
+    except OSError:
+        return {}
+    if not lines:
+        return {}
+    pairs = (item.split("=", 1) for item in lines[-1].split("estimate facts:", 1)[1].split())
+    return {k: v for k, v in pairs}
+
+
+def phases(client, job) -> dict:
+    """Where the real job's time went, from its events: seconds from RUNNING to the first train log (setup and
+    the steps up to it), per step between the first and last train logs, and from the last log to the end."""
+    logs = [(e.time, e.data.step) for e in client.stream_metrics(job.id) if e.kind == "TrainLog"]
+    if len(logs) < 2 or job.started is None or job.ended is None:
+        return {}
+    (t1, s1), (tn, sn) = logs[0], logs[-1]
+    per_step = (tn - t1).total_seconds() / max(sn - s1, 1)
+    return {"to_first_log_s": (t1 - job.started).total_seconds(), "first_log_step": s1, "per_step_s": per_step,
+            "setup_s": (t1 - job.started).total_seconds() - s1 * per_step,
+            "after_last_log_s": (job.ended - tn).total_seconds(), "steps": sn}
+
+
 def main() -> None:
     from results import machine_info, markdown_table, save_results
 
@@ -169,6 +201,7 @@ def main() -> None:
                 t0 = time.monotonic()
                 est = client.estimate(spec)
                 estimate_s = time.monotonic() - t0
+                facts = _last_facts(server.settings.data_dir / "workers" / "estimate.log")
                 pid, baseline = idle_training_worker()
                 job, peak = run(client, spec, pid)
                 if job.state.value != "SUCCEEDED":
@@ -182,7 +215,8 @@ def main() -> None:
                     "estimated_bytes": est.memory.total_bytes, "real_bytes": real_mem, "baseline_rss": baseline,
                     "peak_rss": peak, "memory": est.memory.__dict__, "total_steps": est.total_steps,
                     "train_rows": est.train_rows, "token_length_max": est.token_length_max,
-                    "loadavg": [load_before, os.getloadavg()[0]],
+                    "loadavg": [load_before, os.getloadavg()[0]], "phases": phases(client, job),
+                    "estimate_facts": facts,
                 }
                 results.append(result)
                 time_err = est.estimated_seconds / real_s - 1 if real_s else float("nan")

@@ -75,7 +75,7 @@ def test_estimates_a_classification_and_an_sft_job_with_exact_counts(server, cli
 
 
 def test_a_batch_too_large_for_the_device_gets_a_batch_size_that_fits(server_factory, lm_root):
-    cap_mb = (memory.OVERHEAD_FIXED["cpu"] >> 20) + 48
+    cap_mb = ((memory.OVERHEAD_FIXED["cpu"] + memory.OVERHEAD_SFT) >> 20) + 48
     server = server_factory(estimate_memory_mb=cap_mb, warm_worker=False)
     _write_data(server.settings.dataset_root)
     spec = {"base_model": "tiny-llama", "sft": {"text_field": "text", "max_length": 64},

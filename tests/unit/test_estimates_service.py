@@ -43,3 +43,25 @@ def test_a_job_that_does_not_fit_gets_suggestions_that_do():
     assert not est.fits and est.suggested_batch_size == 3 and 0 < est.suggested_max_length < 64
     assert est.estimated_seconds == 0 and est.time_basis.startswith("none")
     assert any("more than" in note for note in est.notes)
+
+
+def test_the_first_steps_extra_cost_is_counted_once():
+    """The warm-up step is one of the job's steps: only what it cost beyond a timed step is setup."""
+    reply = replace(REPLY, probe=replace(REPLY.probe, warmup_seconds=1.5))  # a timed step took 0.5 s
+    plain = service.assemble(REPLY, PLAN, None).estimated_seconds
+    assert abs(service.assemble(reply, PLAN, None).estimated_seconds - (plain + 1.0)) < 1e-6
+
+
+def test_an_sft_probe_counts_tokens_as_trl_does():
+    """The SFT probe runs the job's SFTTrainer: its tokens leave padding out, its build is the job's data
+    phase, model load and trainer creation (the counting phase is not part of a job's setup)."""
+    data = replace(REPLY.data, mean_unpadded_length=40.0)
+    probe = p.ProbeFacts(4, 2.0, 2000, build_seconds=3.0, batch=8, unpadded=True)
+    est = service.assemble(replace(REPLY, data=data, probe=probe), PLAN, None)
+    assert abs(est.estimated_seconds - (26 * 8 * 40 / 1000 + 3.0 + service.PROBE_SETUP_S)) < 1e-6
+
+
+def test_history_counts_tokens_as_trl_does():
+    data = replace(REPLY.data, mean_unpadded_length=40.0)
+    est = service.assemble(replace(REPLY, data=data), PLAN, history.Throughput(500.0, 2.0, 1))
+    assert abs(est.estimated_seconds - (26 * 8 * 40 / 500 + 2.0)) < 1e-6

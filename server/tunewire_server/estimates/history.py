@@ -1,6 +1,6 @@
 """Training throughput this server measured on earlier jobs, read from the store.
 
-For each recent SUCCEEDED job (one attempt) of the same base model, task and kind (full or LoRA) whose train logs carry
+For each recent SUCCEEDED job (one attempt) of the same shape (model, task, full or LoRA, batch, length) whose train logs carry
 num_tokens (SFT: TRL counts the tokens it trains on): tokens/s between its first and last train log, and
 its setup time (RUNNING to the first log, plus the last log to the end, less one logging interval's share).
 A classification job's logs carry no token counts, so it has no history here and is probed instead.
@@ -28,15 +28,27 @@ class Throughput:
     jobs: int
 
 
-def measured(store: Store, base_model: str, task: str, lora: bool = False) -> Throughput | None:
-    """Throughput of earlier jobs of `base_model` for `task`, trained the same way (full or LoRA: LoRA skips
-    the base weights' gradients and updates), or None when no such job measured one."""
+def shape(plan: dict) -> tuple:
+    """What makes two jobs' tokens/s comparable: the model, the task, full or LoRA training (LoRA skips the
+    base weights' gradients and updates), the batch size and the length its rows are cut at (a smaller batch
+    computes fewer tokens per second; a longer row costs more per token in attention)."""
+    hp = plan.get("hyperparameters") or {}
+    task = plan.get("task")
+    options = plan.get(task) if isinstance(plan.get(task), dict) else {}
+    return (plan.get("base_model"), task, plan.get("lora") is not None, hp.get("per_device_train_batch_size"),
+            hp.get("gradient_accumulation_steps"), options.get("max_length"), options.get("packing"),
+            hp.get("precision"), hp.get("gradient_checkpointing"))
+
+
+def measured(store: Store, plan: dict) -> Throughput | None:
+    """Throughput of earlier jobs of the same shape as `plan` (shape()), or None when no such job measured
+    one: a job of another shape is probed instead."""
     rates, setups = [], []
+    wanted = shape(plan)
     for job in store.list_jobs([JobState.SUCCEEDED], limit=RECENT_JOBS):
         if job.attempts != 1 or job.started_at is None or job.ended_at is None or not job.plan_json:
             continue
-        plan = json.loads(job.plan_json)
-        if plan.get("base_model") != base_model or plan.get("task") != task or (plan.get("lora") is not None) != lora:
+        if shape(json.loads(job.plan_json)) != wanted:
             continue
         logs = [(e.time, e.payload) for e in store.events_after(job.id, 0, limit=MAX_EVENTS) if e.kind == "train_log"]
         logs = [(t, p) for t, p in logs if isinstance(p.get("num_tokens"), (int, float))]

@@ -35,7 +35,10 @@ ACT_HIDDEN = 24  # hidden-sized values kept per layer and token (norms, q/k/v, r
 ACT_MLP = 4  # intermediate-sized values kept per layer and token (up projection, activation), x2 when gated
 ACT_ATTENTION = 4  # heads x length values kept per layer and token (scores and probabilities)
 LOGIT_COPIES = 6  # the logits, their float32 copies for the loss and its by-products, and their gradients
-OVERHEAD_FIXED = {"cpu": 40 * 2**20, "cuda": 512 * 2**20}  # lazily imported code, the data; a CUDA context
+OVERHEAD_FIXED = {"cpu": 35 * 2**20, "cuda": 512 * 2**20}  # lazily imported code, the data; a CUDA context
+# An SFT job's process grows by about 30 MiB more before its first step than a classifier's (TRL's lazily
+# imported code and its tokenized copies of the data): ~65 against ~35 MiB in bench/estimates.py's runs.
+OVERHEAD_SFT = 30 * 2**20
 OVERHEAD_FRACTION = {"cpu": 0.0, "cuda": 0.10}  # the CUDA caching allocator's fragmentation (not calibrated)
 OPTIMIZER_TEMPORARIES = 0.5  # AdamW's foreach step allocates temporaries: this share of the states' size
 
@@ -96,7 +99,7 @@ def estimate(model: ModelFacts, shape: Shape) -> Breakdown:
     gradients = trainable * trainable_bytes
     optimizer = 2 * trainable * trainable_bytes
     activations = activation_bytes(model, shape)
-    fixed = OVERHEAD_FIXED.get(shape.device_kind, OVERHEAD_FIXED["cpu"])
+    fixed = OVERHEAD_FIXED.get(shape.device_kind, OVERHEAD_FIXED["cpu"]) + (OVERHEAD_SFT if shape.causal_lm else 0)
     fraction = OVERHEAD_FRACTION.get(shape.device_kind, 0.0)
     overhead = int(fixed + fraction * (weights + gradients + optimizer + activations)
                    + OPTIMIZER_TEMPORARIES * gradients)

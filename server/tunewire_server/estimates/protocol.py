@@ -51,6 +51,7 @@ class DataFacts:
     mean_train_length: float  # mean tokens per sequence the trainer sees (after truncation / packing)
     mean_eval_length: float = 0.0
     peak_length: int = 0  # the longest row a micro-batch holds (max_length when padded to it or packed)
+    mean_unpadded_length: float = 0.0  # mean tokens per sequence trained on, padding left out (TRL's num_tokens)
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,9 @@ class ProbeFacts:
     seconds: float
     tokens: int  # tokens in the timed steps' batches (padding included, as the trainer computes them)
     load_seconds: float = 0.0  # loading the model (part of a job's setup)
+    warmup_seconds: float = 0.0  # the first, untimed step: first-call costs a job's first step pays too
+    build_seconds: float = 0.0  # SFT: the job's own data phase, model load and SFTTrainer creation, timed
+    unpadded: bool = False  # `tokens` leave padding out (TRL's num_tokens), not the padded batch sizes
     batch: int = 0  # rows per micro-batch probed (the job's, or the largest estimated to fit)
 
 

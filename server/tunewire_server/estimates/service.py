@@ -27,8 +27,8 @@ log = structlog.get_logger("tunewire.estimates")
 
 WORKER_MODULE = "tunewire_server.worker.estimate.main"
 PROBE_STEPS = 4  # micro-batches timed after the warm-up one
-PROBE_SETUP_S = 3.0  # a job's setup the probe does not see: the trainer's creation, the final save
-BATCH_OVERHEAD_S = 0.02  # the trainer loop's own cost per micro-batch, which the bare probe lacks
+PROBE_SETUP_S = 0.1  # a job's setup the probe does not see: the final save (0.06-0.18 s in bench/estimates.py)
+BATCH_OVERHEAD_S = 0.0  # the trainer loop's own cost per micro-batch beyond the probe's (none measurable)
 WORKER_TIMEOUT_S = 600.0
 MAX_WAITING = 4  # estimates waiting for the worker slot before more are refused
 
@@ -77,15 +77,20 @@ def assemble(reply: EstimateReply, plan: dict, measured: history.Throughput | No
     evaluations = timing.evaluations(hp["eval_strategy"] or "no", steps.total, steps.per_epoch, hp["eval_steps"],
                                      bool(hp.get("eval_on_start")))
     work = timing.workload(steps.total, batch, accumulation, data.mean_train_length, data.train_sequences,
-                           data.eval_rows, data.mean_eval_length, evaluations)
-    if measured is not None:
-        seconds = timing.seconds(work, measured.tokens_per_second, measured.setup_seconds)
+                           data.eval_rows, data.mean_eval_length, evaluations, data.mean_unpadded_length)
+    if measured is not None:  # earlier jobs' logs count tokens as TRL does: padding left out
+        seconds = timing.seconds(work.counted_as_trl_does(), measured.tokens_per_second, measured.setup_seconds)
         jobs = "job" if measured.jobs == 1 else "jobs"
         basis = f"measured: {measured.jobs} earlier {jobs} of this model ({measured.tokens_per_second:.0f} tokens/s)"
     elif reply.probe is not None and reply.probe.seconds > 0:
-        rate = reply.probe.tokens / reply.probe.seconds
-        setup = reply.prepare_seconds + reply.probe.load_seconds + PROBE_SETUP_S
-        seconds = timing.seconds(work, rate, setup, BATCH_OVERHEAD_S)
+        probe = reply.probe
+        rate = probe.tokens / probe.seconds
+        # the job's setup as measured: its data phase and model load (or, for SFT, the whole trainer's
+        # creation), its first step's first-call costs, and what no probe sees (the final save)
+        built = probe.build_seconds or reply.prepare_seconds + probe.load_seconds
+        first_call = max(0.0, probe.warmup_seconds - probe.seconds / max(probe.steps, 1))  # the steps count it once
+        seconds = timing.seconds(work.counted_as_trl_does() if probe.unpadded else work, rate,
+                                 built + first_call + PROBE_SETUP_S, BATCH_OVERHEAD_S)
         basis = f"probe: {reply.probe.steps} steps ({rate:.0f} tokens/s)"
     else:
         seconds, basis = 0.0, "none: no earlier job of this model and no probe that fits"
@@ -114,8 +119,7 @@ class Estimator:
                                           self.settings.validation_timeout_s)
         except TimeoutError:
             raise ResourceExhausted("checking the spec took too long; try again later") from None
-        measured = await asyncio.to_thread(history.measured, self.store, plan["base_model"], plan["task"],
-                                           plan.get("lora") is not None)
+        measured = await asyncio.to_thread(history.measured, self.store, plan)
         if self._waiting >= MAX_WAITING:
             raise ResourceExhausted(f"{self._waiting} estimates are waiting; try again later")
         self._waiting += 1

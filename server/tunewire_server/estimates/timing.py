@@ -36,16 +36,23 @@ class Workload:
     train_tokens: float  # tokens through forward+backward (all steps, padding included)
     eval_tokens: float  # tokens through forward-only evaluation (all evaluations)
     micro_batches: int = 0  # batches through the trainer's loop (each costs its Python overhead too)
+    unpadded_train_tokens: float = 0.0  # train_tokens less the padding: what TRL's num_tokens counts
+
+    def counted_as_trl_does(self) -> Workload:
+        """The same work in the tokens an earlier job's logs counted (padding left out): a throughput read
+        from those logs applies to these."""
+        return Workload(self.unpadded_train_tokens or self.train_tokens, self.eval_tokens, self.micro_batches,
+                        self.unpadded_train_tokens)
 
 
 def workload(total_steps: int, batch: int, accumulation: int, mean_padded_length: float, sequences: int,
-             eval_rows: int, mean_eval_length: float, evaluations: int) -> Workload:
+             eval_rows: int, mean_eval_length: float, evaluations: int, mean_unpadded_length: float = 0.0) -> Workload:
     """Tokens of `total_steps` optimizer steps (a step past the data's end wraps round to the next epoch)
     and of `evaluations` passes over the eval rows."""
     micro_batches = total_steps * accumulation
     rows = min(micro_batches * batch, max(sequences, 1) * math.ceil(micro_batches * batch / max(sequences, 1)))
     return Workload(train_tokens=rows * mean_padded_length, eval_tokens=evaluations * eval_rows * mean_eval_length,
-                    micro_batches=micro_batches)
+                    micro_batches=micro_batches, unpadded_train_tokens=rows * mean_unpadded_length)
 
 
 def evaluations(strategy: str, total_steps: int, per_epoch: int, eval_steps: int | None, on_start: bool) -> int:

@@ -53,7 +53,8 @@ def _facts(raw: list[int], trained: list[int], max_length: int, eval_rows: int, 
                      truncated_rows=sum(1 for n in raw if n > max_length), max_length=max_length,
                      p50=percentile(raw, 50), p95=percentile(raw, 95), max=max(raw, default=0),
                      train_sequences=len(trained), mean_train_length=per_row, mean_eval_length=eval_mean,
-                     peak_length=max_length if padded_to_max else max(trained, default=0))
+                     peak_length=max_length if padded_to_max else max(trained, default=0),
+                     mean_unpadded_length=sum(trained) / max(len(trained), 1))
 
 
 def classification(spec: job_pb2.JobSpec, plan: dict, cache: Path) -> Counted:

@@ -33,6 +33,12 @@ def estimate(request: EstimateRequest) -> EstimateReply:
     spec = spec_from_json(request.spec_json)
     task = request.plan["task"]
     cache = Path(request.cache_dir or ".") / "cache"
+    # What a warm training worker has imported before its job arrives (training/main.py) is not part of
+    # a job's setup: import it before the data phase is timed.
+    if task == "sft":
+        from tunewire_server.worker.training import sft as _sft  # noqa: F401
+    else:
+        from tunewire_server.worker.training import classification as _classification  # noqa: F401
     started = time.perf_counter()
     if task == "sft":
         plan = resolved(spec, request.plan)
@@ -71,14 +77,18 @@ def estimate(request: EstimateRequest) -> EstimateReply:
         batch = memory.suggestions(facts, shape, dev.memory_bytes)[0]
         if batch == 0:
             return reply
+    notes = reply.notes + ([f"the probe ran at batch size {batch}, the largest estimated to fit"]
+                           if batch != hp["per_device_train_batch_size"] else [])
+    if task == "sft":
+        result = probe.run_sft(spec, plan, request.probe_steps, batch, cache.parent / "probe")
+        return replace(reply, probe=result, notes=notes)
     started = time.perf_counter()
     net = probe.load(task, plan, sp, num_labels)
     load_seconds = time.perf_counter() - started
     pad = getattr(net.config, "pad_token_id", None) or 0
     result = probe.run(net, counted, batch, hp["gradient_accumulation_steps"], request.probe_steps,
-                       hp["learning_rate"], bool(checkpointing), mixed, pad, hp["seed"])
-    notes = reply.notes + ([f"the probe ran at batch size {batch}, the largest estimated to fit"]
-                           if batch != hp["per_device_train_batch_size"] else [])
+                       hp["learning_rate"], bool(checkpointing), mixed, pad, hp["seed"],
+                       pad_to=counted.facts.max_length if plan["classification"]["pad_to_max_length"] else 0)
     return replace(reply, probe=replace(result, load_seconds=load_seconds, batch=batch), notes=notes)
 
 
@@ -98,6 +108,13 @@ def main() -> int:
         if not isinstance(request, EstimateRequest):
             raise ValueError("expected an EstimateRequest")
         message = estimate(request)
+        probe = message.probe
+        # the measured parts of the time estimate, for whoever checks it (bench/estimates.py reads them)
+        logging.getLogger("tunewire.estimate").info(
+            "estimate facts: prepare_s=%.3f%s", message.prepare_seconds,
+            f" load_s={probe.load_seconds:.3f} build_s={probe.build_seconds:.3f} warmup_s={probe.warmup_seconds:.3f}"
+            f" probe_steps={probe.steps} probe_s={probe.seconds:.3f} probe_tokens={probe.tokens}"
+            f" unpadded={probe.unpadded}" if probe else " probe=none")
     except Exception as exc:
         from tunewire_server.worker.runtime import UserError
 
