@@ -103,6 +103,18 @@ def jobs() -> list[tuple[str, dict]]:
         ("sft tiny-llama b8 L128 (300 steps)", lm("tiny-llama", 8, 128, 300)),
         ("sft small-llama b4 L128 LoRA r8 (40 steps)", lm("small-llama", 4, 128, 40, lora={"r": 8})),
         ("sft small-llama b8 L128 full (30 steps)", lm("small-llama", 8, 128, 30)),
+        # added after the time estimate was reworked (run 4), to check it on what it was not tried on:
+        # evaluation passes, gradient accumulation, packing
+        ("cls small-bert b8 L64 eval every 50 (150 steps)", {
+            **cls, "eval_dataset": {"file": {"path": "sentiment.jsonl"}}, "base_model": "small-bert",
+            "classification": {"max_length": 64},
+            "hyperparameters": _hp(8, 150, eval_strategy="steps", eval_steps=50)}),
+        ("sft small-llama b2x2 L256 LoRA r4 (30 steps)", {
+            **lm("small-llama", 2, 256, 30, lora={"r": 4}),
+            "hyperparameters": _hp(2, 30, gradient_accumulation_steps=2)}),
+        ("sft tiny-llama b4 L256 packed (100 steps)", {
+            **sft, "base_model": "tiny-llama", "sft": {"text_field": "text", "max_length": 256, "packing": True},
+            "hyperparameters": _hp(4, 100)}),
     ]
 
 
