@@ -104,6 +104,7 @@ def run_sft(spec, plan: dict, steps: int, batch: int, job_dir) -> ProbeFacts:
     for a warm-up step and `steps` more (more while under MIN_SECONDS), at `batch` rows, logging every step:
     tokens/s from TRL's own num_tokens (padding left out) between the first and the last step's logs."""
     from transformers import TrainerCallback
+    from transformers.trainer_callback import PrinterCallback
 
     from tunewire_server.worker.training.sft import build_trainer
 
@@ -126,6 +127,7 @@ def run_sft(spec, plan: dict, steps: int, batch: int, job_dir) -> ProbeFacts:
     started = time.perf_counter()
     trainer, _ = build_trainer(spec, {**plan, "hyperparameters": hp}, job_dir, callbacks=[Clock()])
     build_seconds = time.perf_counter() - started
+    trainer.remove_callback(PrinterCallback)  # a log line per probed step is noise in the worker's log
     trainer.train()
     if len(marks) < 3:
         raise RuntimeError(f"the probe's trainer logged {len(marks) - 1} steps with token counts")
