@@ -48,7 +48,6 @@ def estimate(request: EstimateRequest) -> EstimateReply:
         num_labels = 0
     else:
         plan = definition.resolve_plan(spec, request.plan)
-        sp = None
         counted = counts.classification(spec, plan, cache)
         dtype = "float32"
         num_labels = len(plan["label_names"])
@@ -83,7 +82,7 @@ def estimate(request: EstimateRequest) -> EstimateReply:
         result = probe.run_sft(spec, plan, request.probe_steps, batch, cache.parent / "probe")
         return replace(reply, probe=result, notes=notes)
     started = time.perf_counter()
-    net = probe.load(task, plan, sp, num_labels)
+    net = probe.load_classifier(plan, num_labels)
     load_seconds = time.perf_counter() - started
     pad = getattr(net.config, "pad_token_id", None) or 0
     result = probe.run(net, counted, batch, hp["gradient_accumulation_steps"], request.probe_steps,

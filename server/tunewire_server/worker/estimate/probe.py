@@ -16,21 +16,12 @@ MIN_SECONDS = 1.0  # a probe goes on past its steps until this much is timed: a 
 MAX_STEPS = 64  # ... but no further than this
 
 
-def load(task: str, plan: dict, sp: dict | None, num_labels: int):
-    """The job's model as the training worker loads it (with LoRA's adapter when the job has one)."""
+def load_classifier(plan: dict, num_labels: int):
+    """A classification job's model as the training worker loads it (an SFT job's probe builds its trainer)."""
     from transformers import AutoModelForSequenceClassification
 
-    if task == "classification":
-        return AutoModelForSequenceClassification.from_pretrained(plan["base_model"], num_labels=num_labels,
-                                                                  ignore_mismatched_sizes=True)
-    from tunewire_server.worker.training.sft import load_model, lora_config
-
-    model = load_model(plan["base_model"], sp["model_dtype"])
-    if plan["lora"] is not None:
-        from peft import get_peft_model
-
-        model = get_peft_model(model, lora_config(plan["lora"], getattr(model.config, "model_type", None)))
-    return model
+    return AutoModelForSequenceClassification.from_pretrained(plan["base_model"], num_labels=num_labels,
+                                                              ignore_mismatched_sizes=True)
 
 
 def run(model, counted: Counted, batch: int, accumulation: int, steps: int, learning_rate: float,
