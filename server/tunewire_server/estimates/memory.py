@@ -16,7 +16,7 @@ Parts (bytes):
 - overhead: a fixed part (OVERHEAD_FIXED: code imported lazily, the data), AdamW's step temporaries, and on a
   GPU the allocator's share of the rest.
 
-The constants were calibrated on this project's CPU runs (bench/estimates.py; /work/notes/estimate_bench.md);
+The constants were calibrated on this project's CPU runs (bench/estimates.py; docs/benchmarks.md §9);
 the GPU's overhead is not (no GPU was lent to measure one).
 """
 
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from tunewire_server.estimates.protocol import ModelFacts
 
-# Calibrated on this project's CPU runs (bench/estimates.py, 7 jobs; /work/notes/estimate_bench.md): a count
+# Calibrated on this project's CPU runs (bench/estimates.py, 7 jobs; docs/benchmarks.md §9, run 1): a count
 # of the tensors autograd keeps (about 12 hidden-, 2 intermediate- and 2 attention-sized ones per layer and
 # token, 3 logit copies) came out at about half of the measured growth of the training process; the
 # constants below are those counts doubled (the runs' least-squares factor was 1.96), which also covers the
